@@ -1,0 +1,5 @@
+"""Gymnasium environment classes of haq-gym (registered by ``import haq_gym``)."""
+
+from envs.linear_quantize_env import LinearQuantizeEnv
+
+__all__ = ["LinearQuantizeEnv"]

@@ -1,0 +1,248 @@
+"""HAQ's linear mixed-precision quantization search as a Gymnasium environment."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.features import STATIC_FEATURES, static_layer_features
+from haq_gym.cost import ENFORCEMENTS, Budget, enforce_budget
+from haq_gym.policy import PolicyFile, now_iso
+from haq_gym.rewards import get_reward
+from haq_gym.search_setup import SearchSetup, build_search_setup
+
+ACTION_MODES = ("continuous", "discrete")
+OBSERVATION_FEATURES = STATIC_FEATURES + ("previous_bits", "is_activation", "latency_spent", "flash_spent",
+                                          "latency_slack", "flash_slack")
+
+
+class LinearQuantizeEnv(gym.Env):
+    """Choose a weight and an activation bit width for every layer of a network, under latency and flash budgets.
+
+    This is HAQ's linear-quantization MDP (Wang et al., CVPR 2019) on a real network:
+    one step per decision, the weight bits of a layer, then its input-activation bits,
+    layer after layer in module order. When every decision is made, the policy is made
+    to fit the budgets, applied to the quantized model, calibrated and (optionally)
+    finetuned, and its top-1 accuracy on a held-out validation subset gives the reward.
+
+    ## Decisions
+    Every quantizable layer (each Conv2d and Linear; 53 for MobileNetV2) has a weight
+    and an input-activation bit width. The first layer's input is the image and is never
+    quantized (``a_bit = -1``). With ``pin_first_last=True`` (the seeds' convention) the
+    first layer is fixed at ``[8, -1]`` and the last at ``[8, 8]`` and the agent is not
+    asked about them: MobileNetV2 has 102 decisions per episode (HAQ asks all 106 and
+    overwrites four afterwards).
+
+    ## Action space
+    ``action_mode="continuous"``: ``Box(0, 1, (1,), float32)``, mapped to bits as HAQ
+    does, ``round((max_bit - min_bit + 1) * a + min_bit - 0.5)`` (equal-width bins),
+    clipped to ``[min_bit, max_bit]``.
+    ``action_mode="discrete"``: ``Discrete(max_bit - min_bit + 1)``, action ``k`` means
+    ``min_bit + k`` bits.
+
+    ## Observation space
+    ``Box(0, 1, (14,), float32)`` describing the layer of the current decision:
+
+    | index | feature | meaning |
+    |---|---|---|
+    | 0-7 | HAQ's static features | is depthwise, in/out channels, stride, kernel, weight count, input feature-map size, layer index; each min-max scaled over the layers |
+    | 8 | previous_bits | bits of the previous decision / max_bit (1.0 before the first decision) |
+    | 9 | is_activation | 0 for a weight decision, 1 for an activation decision |
+    | 10 | latency_spent | latency ratio of the decided layers (undecided ones counted at min_bit) |
+    | 11 | flash_spent | the same for the flash ratio |
+    | 12 | latency_slack | latency budget minus latency_spent, clipped to [0, 1] (1 when unconstrained) |
+    | 13 | flash_slack | the same for flash |
+
+    Features 10-13 are additions: HAQ's agent never sees how much budget is left.
+    Features 8-9 fix HAQ's stale state columns (its first observation of an episode
+    showed the previous episode's last bits).
+
+    ## Reward
+    0 on every step but the last. The last step's reward is the ``reward`` strategy
+    (see :mod:`haq_gym.rewards`) on the validation accuracy of the budget-enforced
+    policy; HAQ's is ``0.1 * (acc - float_acc)`` with accuracies in percent.
+
+    ## Episode end
+    ``terminated`` is True after the last decision; there is no truncation. The final
+    ``info`` holds ``accuracy``, ``reference_accuracy``, ``latency_ratio``,
+    ``flash_ratio``, ``bitops_ratio``, ``policy`` (``[[w_bit, a_bit], ...]`` after
+    enforcement), ``agent_policy`` (before), ``budget_met``, ``eval_time_s`` and
+    ``cached`` (identical policies are evaluated once). Stepping after the end raises.
+
+    ## Budgets and enforcement
+    ``latency_budget`` and ``flash_budget`` are ratios to every layer at ``float_bit``
+    bits; either may be ``None``. A budget below the cheapest policy's cost is rejected
+    at construction. ``enforcement="greedy"`` (default) trims the bits that buy the most
+    cost per unit of added quantization noise; ``"haq"`` is HAQ's published round-robin
+    wall. See :mod:`haq_gym.cost.enforcement`.
+
+    ## Arguments
+    All are keywords of ``gym.make("HAQ-MobileNetV2-v0", ...)``:
+
+    - ``model="mobilenetv2"``, ``width_mult=1.0``: the network (torchvision MobileNetV2 with CIFAR strides).
+    - ``dataset="digits"``, ``data_root=None``, ``download=False``: ``digits`` (embedded), ``cifar10``, ``cifar100``, ``imagefolder``.
+    - ``checkpoint=None``: float checkpoint path; ``None`` trains/loads the cached default model.
+    - ``pretrain_epochs=None``: epochs of the default model's training (``None``: the standard recipe).
+    - ``val_size``, ``train_size``: held-out validation subset and finetune/calibration subset sizes (dataset defaults).
+    - ``calibration_size=64``: images in the calibration batch.
+    - ``latency_budget=0.5``, ``flash_budget=None``, ``float_bit=8``: budgets and the reference precision.
+    - ``min_bit=2``, ``max_bit=8``: the bit range searched.
+    - ``latency_table=None``: HAQ-format ``.npy`` table; ``None`` builds one with the analytic accelerator (``hardware``: YAML of its parameters).
+    - ``action_mode="continuous"``, ``enforcement="greedy"``, ``reward="haq"``.
+    - ``finetune_steps=0``, ``finetune_lr=1e-3``: HAQ's per-episode finetune (SGD steps on the train subset).
+    - ``pin_first_last=True``, ``eval_batch_size=256``, ``device="cpu"``, ``progress=True`` (bar while pretraining).
+
+    ## Version history
+    - v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(self, *, model: str = "mobilenetv2", width_mult: float = 1.0, dataset: str = "digits",
+                 data_root: str | None = None, download: bool = False, checkpoint: str | None = None,
+                 pretrain_epochs: int | None = None, val_size: int | None = None, train_size: int | None = None,
+                 calibration_size: int = 64, latency_budget: float | None = 0.5, flash_budget: float | None = None,
+                 float_bit: int = 8, min_bit: int = 2, max_bit: int = 8, latency_table: str | None = None,
+                 hardware: str | None = None, action_mode: str = "continuous", enforcement: str = "greedy",
+                 reward: str = "haq", finetune_steps: int = 0, finetune_lr: float = 1e-3, pin_first_last: bool = True,
+                 eval_batch_size: int = 256, device: str = "cpu", progress: bool = True,
+                 render_mode: str | None = None, setup: SearchSetup | None = None) -> None:
+        if not 2 <= min_bit <= max_bit <= 8:
+            raise ValueError(f"need 2 <= min_bit <= max_bit <= 8, got min_bit={min_bit}, max_bit={max_bit}")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"unknown action_mode {action_mode!r}; expected one of {', '.join(ACTION_MODES)}")
+        if enforcement not in ENFORCEMENTS:
+            raise ValueError(f"unknown enforcement {enforcement!r}; expected one of {', '.join(ENFORCEMENTS)}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unsupported render_mode {render_mode!r}; expected one of {self.metadata['render_modes']}")
+        self.reward_fn = get_reward(reward)
+        self.budget = Budget(latency=latency_budget, flash=flash_budget)
+        self.setup = setup or build_search_setup(
+            model=model, width_mult=width_mult, dataset=dataset, data_root=data_root, download=download,
+            checkpoint=checkpoint, val_size=val_size, train_size=train_size, calibration_size=calibration_size,
+            latency_table=latency_table, hardware=hardware, float_bit=float_bit, finetune_steps=finetune_steps,
+            finetune_lr=finetune_lr, eval_batch_size=eval_batch_size, pretrain_epochs=pretrain_epochs,
+            device=device, progress=progress)
+        self.min_bit, self.max_bit, self.float_bit = min_bit, max_bit, float_bit
+        self.action_mode, self.enforcement, self.reward_name = action_mode, enforcement, reward
+        self.render_mode = render_mode
+
+        n = len(self.setup.layers)
+        self.pinned = self._pinned_policy(n, pin_first_last)
+        self.decisions = [(i, j) for i in range(n) for j in (0, 1) if self.pinned[i][j] is None]
+        self.free = [(self.pinned[i][0] is None, self.pinned[i][1] is None) for i in range(n)]
+        self.budget.check_feasible(self.setup.cost_model, self._fill(self.pinned, min_bit))
+        self.static = static_layer_features(self.setup.layer_infos)
+
+        n_bits = max_bit - min_bit + 1
+        if action_mode == "continuous":
+            self.action_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+        else:
+            self.action_space = spaces.Discrete(n_bits)
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(len(OBSERVATION_FEATURES),), dtype=np.float32)
+        self._step = 0
+        self._policy: list[list[int | None]] = []
+        self._done = True
+
+    # ----- construction helpers
+    def _pinned_policy(self, n: int, pin_first_last: bool) -> list[list[int | None]]:
+        """Per layer, the fixed bits or ``None`` where the agent decides."""
+        pinned: list[list[int | None]] = [[None, None] for _ in range(n)]
+        pinned[0][1] = -1
+        if pin_first_last:
+            pinned[0][0] = 8
+            pinned[-1] = [8, 8]
+        return pinned
+
+    @staticmethod
+    def _fill(policy: list[list[int | None]], bits: int) -> list[list[int]]:
+        return [[bits if b is None else b for b in pair] for pair in policy]
+
+    # ----- Gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._policy = [list(p) for p in self.pinned]
+        self._step = 0
+        self._done = False
+        return self._observation(previous_bits=None), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._done:
+            raise RuntimeError("the episode has ended; call reset() before step()")
+        bits = self.action_to_bits(action)
+        layer, j = self.decisions[self._step]
+        self._policy[layer][j] = bits
+        self._step += 1
+        info: dict[str, Any] = {"layer": layer, "decision": "activation" if j else "weight", "bits": bits}
+        if self._step < len(self.decisions):
+            return self._observation(previous_bits=bits), 0.0, False, False, info
+        self._done = True
+        info.update(self._finish())
+        return self._observation(previous_bits=bits), float(info["reward"]), True, False, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        rows = [f"{name:<28} w={w!s:>4} a={a!s:>4}" for name, (w, a) in zip(self.setup.layer_names, self._policy)]
+        return "\n".join(rows)
+
+    # ----- MDP pieces
+    def action_to_bits(self, action: Any) -> int:
+        """Bits for an action of this env's action space (HAQ's mapping in continuous mode)."""
+        if self.action_mode == "discrete":
+            k = int(np.asarray(action).reshape(-1)[0])
+            if not 0 <= k < self.action_space.n:
+                raise ValueError(f"discrete action must be in 0..{self.action_space.n - 1}, got {k}")
+            return self.min_bit + k
+        a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
+        if not np.isfinite(a):
+            raise ValueError(f"continuous action must be a finite number in [0, 1], got {a}")
+        a = min(max(a, 0.0), 1.0)
+        b = int(np.round((self.max_bit - self.min_bit + 1) * a + self.min_bit - 0.5))
+        return min(max(b, self.min_bit), self.max_bit)
+
+    def _observation(self, previous_bits: int | None) -> np.ndarray:
+        step = min(self._step, len(self.decisions) - 1)
+        layer, j = self.decisions[step]
+        costs = self.setup.cost_model.costs(self._fill(self._policy, self.min_bit))
+        lat_slack = 1.0 if self.budget.latency is None else self.budget.latency - costs.latency_ratio
+        flash_slack = 1.0 if self.budget.flash is None else self.budget.flash - costs.flash_ratio
+        dynamic = [1.0 if previous_bits is None else previous_bits / self.max_bit, float(j),
+                   costs.latency_ratio, costs.flash_ratio, lat_slack, flash_slack]
+        obs = np.concatenate([self.static[layer], np.asarray(dynamic, dtype=np.float32)])
+        return np.clip(obs, 0.0, 1.0).astype(np.float32)
+
+    def _finish(self) -> dict[str, Any]:
+        agent_policy = [list(p) for p in self._policy]
+        start = time.perf_counter()
+        policy = enforce_budget(self.enforcement, agent_policy, self.free, self.setup.cost_model, self.budget,
+                                self.min_bit)
+        costs = self.setup.cost_model.costs(policy)
+        result = self.setup.evaluator.evaluate(policy)
+        reward = self.reward_fn(result.accuracy, self.setup.reference_accuracy, costs, self.setup.cost_model)
+        self._policy = [list(p) for p in policy]
+        return {"reward": reward, "accuracy": result.accuracy, "reference_accuracy": self.setup.reference_accuracy,
+                "latency_ratio": costs.latency_ratio, "flash_ratio": costs.flash_ratio,
+                "bitops_ratio": costs.bitops_ratio, "policy": policy, "agent_policy": agent_policy,
+                "budget_met": self.budget.satisfied(costs), "eval_time_s": time.perf_counter() - start,
+                "cached": result.cached}
+
+    # ----- artifacts
+    def policy_file(self, info: dict[str, Any], found_by: dict[str, Any] | None = None) -> PolicyFile:
+        """The final ``info`` of an episode as a :class:`~haq_gym.policy.PolicyFile`."""
+        s = self.setup
+        return PolicyFile(
+            model=s.model_name, dataset=s.dataset, layer_names=list(s.layer_names),
+            bits=[[int(w), int(a)] for w, a in info["policy"]],
+            costs={k: float(info[k]) for k in ("latency_ratio", "flash_ratio", "bitops_ratio")},
+            accuracy={"search_val_top1": float(info["accuracy"]), "float_search_val_top1": float(info["reference_accuracy"])},
+            budget={**self.budget.to_dict(), "float_bit": self.float_bit, "min_bit": self.min_bit,
+                    "max_bit": self.max_bit, "enforcement": self.enforcement, "budget_met": bool(info["budget_met"])},
+            found_by={"reward": float(info["reward"]), "reward_strategy": self.reward_name,
+                      "checkpoint": s.checkpoint, "latency_table": s.latency_source, "created": now_iso(),
+                      **(found_by or {})},
+            model_kwargs={"width_mult": s.width_mult, "num_classes": s.bundle.num_classes})

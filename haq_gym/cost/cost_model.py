@@ -1,0 +1,74 @@
+"""Latency, flash and BitOps of a policy, as ratios to a uniform reference precision."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from haq_gym.cost.latency_table import policy_latency, validate_table
+from haq_gym.cost.layer_info import LayerInfo
+from haq_gym.cost.model_size import bitops, flash_bits
+
+Policy = Sequence[Sequence[int]]
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Absolute costs of a policy and their ratios to the reference policy."""
+
+    latency: float
+    flash_bits: int
+    bitops: int
+    latency_ratio: float
+    flash_ratio: float
+    bitops_ratio: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CostModel:
+    """Cost of ``[[w_bit, a_bit], ...]`` policies for one model and one latency table.
+
+    The reference is HAQ's: every layer at ``float_bit`` weights and activations (8 in
+    the seeds), so a ratio of 0.5 means half the latency (or flash) of the 8-bit model.
+    A bit width of -1 (not quantized: the first layer's image input) is costed at
+    ``float_bit``.
+    """
+
+    def __init__(self, layers: Sequence[LayerInfo], latency_table: np.ndarray, float_bit: int = 8) -> None:
+        if not 2 <= float_bit <= 8:
+            raise ValueError(f"float_bit must be in 2..8 (the table covers 1..8 bits), got {float_bit}")
+        self.layers = list(layers)
+        self.table = validate_table(latency_table, len(self.layers))
+        self.float_bit = float_bit
+        reference = [[float_bit, float_bit]] * len(self.layers)
+        self.reference_latency = policy_latency(self.table, reference, float_bit)
+        self.reference_flash = flash_bits(self.layers, reference, float_bit)
+        self.reference_bitops = bitops(self.layers, reference, float_bit)
+        if self.reference_latency <= 0:
+            raise ValueError("latency table gives zero latency for the reference policy")
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def latency(self, policy: Policy) -> float:
+        return policy_latency(self.table, policy, self.float_bit)
+
+    def flash(self, policy: Policy) -> int:
+        return flash_bits(self.layers, policy, self.float_bit)
+
+    def layer_latency(self, index: int, w_bit: int, a_bit: int) -> float:
+        w = self.float_bit if w_bit == -1 else w_bit
+        a = self.float_bit if a_bit == -1 else a_bit
+        return float(self.table[index, w - 1, a - 1])
+
+    def costs(self, policy: Policy) -> Costs:
+        if len(policy) != len(self.layers):
+            raise ValueError(f"policy has {len(policy)} entries; the model has {len(self.layers)} quantizable layers")
+        lat = self.latency(policy)
+        fl = self.flash(policy)
+        bo = bitops(self.layers, policy, self.float_bit)
+        return Costs(lat, fl, bo, lat / self.reference_latency, fl / self.reference_flash, bo / self.reference_bitops)

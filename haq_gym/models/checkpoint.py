@@ -1,0 +1,118 @@
+"""Float checkpoints: saving, validated loading, and the cached default model.
+
+Checkpoints are ``{"state_dict": ..., "meta": {...}}`` files written with ``torch.save``
+and read with ``torch.load(weights_only=True)``, so loading never runs pickled code. A
+plain state dict is accepted too.
+
+The default model of a (model, width, dataset) triple is trained on first use and cached
+in ``$HAQ_GYM_CACHE`` (default: ``$XDG_CACHE_HOME/haq_gym``, else ``~/.cache/haq_gym``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from haq_gym.models.pretrain import FloatRecipe, train_float
+
+DEFAULT_MIN_ACCURACY = 95.0
+"""Test top-1 (%) the default digits model must reach (the search is meaningless on a weak model)."""
+
+
+def cache_dir() -> Path:
+    """Where default checkpoints (and other reusable artifacts) are cached."""
+    env = os.environ.get("HAQ_GYM_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "haq_gym"
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Write ``model``'s float state dict and ``meta`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "meta": meta}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict[str, Any]:
+    """Load a float checkpoint into ``model``; return its metadata.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file
+    for a corrupt one or one whose tensors do not fit the model.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        raise ValueError(f"checkpoint {path!r} is corrupt or not a torch checkpoint: {err}") from None
+    if isinstance(data, dict) and "state_dict" in data:
+        state, meta = data["state_dict"], dict(data.get("meta") or {})
+    elif isinstance(data, dict):
+        state, meta = data, {}
+    else:
+        raise ValueError(f"checkpoint {path!r} holds a {type(data).__name__}, expected a state dict")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing keys (e.g. {missing[0]!r})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]!r})")
+        if wrong:
+            k = wrong[0]
+            details.append(f"{len(wrong)} shape mismatches (e.g. {k!r}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+        raise ValueError(f"checkpoint {path!r} does not fit this model ({type(model).__name__}): " + "; ".join(details))
+    model.load_state_dict(state)
+    return meta
+
+
+def default_checkpoint_path(model_name: str, width_mult: float, dataset: str, recipe: FloatRecipe, seed: int) -> Path:
+    """Cache path of the default float model; the recipe is part of the name, so changing it retrains."""
+    digest = hashlib.sha1(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    return cache_dir() / f"{model_name}-w{width_mult:g}-{dataset}-float-seed{seed}-{digest}.pt"
+
+
+def ensure_default_checkpoint(model_name: str, width_mult: float, dataset: str, model: nn.Module, bundle,
+                              recipe: FloatRecipe | None = None, seed: int = 0, progress: bool = True,
+                              min_accuracy: float | None = DEFAULT_MIN_ACCURACY) -> tuple[Path, dict]:
+    """Load the cached default float model into ``model``, training and caching it first if needed.
+
+    ``model`` is re-initialised from ``seed`` before training. Returns the checkpoint path
+    and its metadata (which holds the test accuracy). A model below ``min_accuracy`` test
+    top-1 is not cached and raises: every search on a weak model would be meaningless.
+    """
+    recipe = recipe or FloatRecipe()
+    path = default_checkpoint_path(model_name, width_mult, dataset, recipe, seed)
+    if path.exists():
+        return path, load_checkpoint(path, model)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for m in model.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        test_acc = train_float(model, bundle, recipe, seed=seed, progress=progress)
+    model.to("cpu")
+    meta = {"model": model_name, "width_mult": width_mult, "dataset": dataset, "seed": seed,
+            "recipe": recipe.to_dict(), "test_top1": test_acc}
+    if min_accuracy is not None and test_acc < min_accuracy:
+        raise RuntimeError(f"default {model_name} reached only {test_acc:.2f}% test top-1 on {dataset} "
+                           f"(needs {min_accuracy}%); not caching it")
+    save_checkpoint(path, model, meta)
+    return path, meta

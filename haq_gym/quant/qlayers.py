@@ -1,0 +1,78 @@
+"""Conv2d and Linear layers that quantize their weight and their input activation.
+
+The wrappers keep the float layer's parameters and state-dict keys (quantizer state is
+not part of the state dict), so a float checkpoint loads into a wrapped model unchanged.
+``w_bit``/``a_bit`` follow HAQ's convention: ``-1`` means "not quantized".
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from haq_gym.quant.linear_quantizers import LinearActivationQuantizer, LinearWeightQuantizer
+
+
+class QuantLayerMixin:
+    """Shared bit-width interface of :class:`QuantConv2d` and :class:`QuantLinear`."""
+
+    weight_quantizer: nn.Module
+    input_quantizer: nn.Module
+
+    def _init_quantizers(self, seed: int) -> None:
+        self.weight_quantizer = LinearWeightQuantizer()
+        self.input_quantizer = LinearActivationQuantizer(seed=seed)
+
+    def set_quantizers(self, weight_quantizer: nn.Module, input_quantizer: nn.Module) -> None:
+        """Swap in other quantizers (e.g. LSQ); they keep the current bit widths."""
+        w_bit, a_bit = self.w_bit, self.a_bit
+        self.weight_quantizer = weight_quantizer
+        self.input_quantizer = input_quantizer
+        self.set_bits(w_bit, a_bit)
+
+    @property
+    def w_bit(self) -> int:
+        bits = self.weight_quantizer.bits
+        return -1 if bits is None else int(bits)
+
+    @property
+    def a_bit(self) -> int:
+        bits = self.input_quantizer.bits
+        return -1 if bits is None else int(bits)
+
+    def set_bits(self, w_bit: int, a_bit: int) -> None:
+        """Set both bit widths; ``-1`` turns quantization of that tensor off."""
+        self.weight_quantizer.set_bits(None if w_bit == -1 else int(w_bit))
+        self.input_quantizer.set_bits(None if a_bit == -1 else int(a_bit))
+
+
+class QuantConv2d(QuantLayerMixin, nn.Conv2d):
+    """``nn.Conv2d`` with a weight quantizer and an input-activation quantizer."""
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, seed: int = 0) -> "QuantConv2d":
+        q = cls.__new__(cls)
+        q.__dict__.update(conv.__dict__)
+        q._init_quantizers(seed)
+        return q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+
+
+class QuantLinear(QuantLayerMixin, nn.Linear):
+    """``nn.Linear`` with a weight quantizer and an input-activation quantizer."""
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, seed: int = 0) -> "QuantLinear":
+        q = cls.__new__(cls)
+        q.__dict__.update(linear.__dict__)
+        q._init_quantizers(seed)
+        return q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+
+
+QuantLayer = QuantConv2d | QuantLinear

@@ -1,0 +1,111 @@
+"""Everything a search needs, built from plain settings: data, float model, quantized wrappers, costs, evaluator.
+
+This is the one place where the data flow config -> model + data -> evaluator is wired;
+the environments receive the result and add the MDP on top.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from haq_gym.cost import BitSerialAccelerator, CostModel, LayerInfo, load_table, measure_layers
+from haq_gym.data import DataBundle, load_dataset, materialize
+from haq_gym.evaluation import FinetuneSettings, PolicyEvaluator
+from haq_gym.models import build_model, ensure_default_checkpoint, load_checkpoint
+from haq_gym.models.pretrain import FloatRecipe
+from haq_gym.quant import wrap_model
+from haq_gym.quant.qlayers import QuantLayerMixin
+
+
+@dataclass
+class SearchSetup:
+    """The built pieces of one search problem."""
+
+    model_name: str
+    width_mult: float
+    dataset: str
+    bundle: DataBundle
+    model: nn.Module
+    layer_names: list[str]
+    layers: list[QuantLayerMixin]
+    layer_infos: list[LayerInfo]
+    cost_model: CostModel
+    evaluator: PolicyEvaluator
+    reference_accuracy: float
+    checkpoint: str
+    checkpoint_meta: dict = field(default_factory=dict)
+    latency_source: str = ""
+
+
+def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, dataset: str = "digits",
+                       data_root: str | None = None, download: bool = False, checkpoint: str | None = None,
+                       val_size: int | None = None, train_size: int | None = None, calibration_size: int = 64,
+                       latency_table: str | np.ndarray | None = None, hardware: str | BitSerialAccelerator | None = None,
+                       float_bit: int = 8, finetune_steps: int = 0, finetune_lr: float = 1e-3,
+                       eval_batch_size: int = 256, pretrain_epochs: int | None = None, device: str = "cpu",
+                       progress: bool = True) -> SearchSetup:
+    """Build a :class:`SearchSetup`.
+
+    ``checkpoint=None`` uses the cached default float model (trained on first use, see
+    :func:`haq_gym.models.ensure_default_checkpoint`); ``pretrain_epochs`` changes its
+    recipe (tests use tiny values). ``latency_table`` is a ``.npy`` path or an array in
+    HAQ's format; ``None`` generates one with the analytic bit-serial accelerator
+    (``hardware``: a YAML path or :class:`BitSerialAccelerator`; ``None`` = defaults).
+    """
+    if calibration_size < 1:
+        raise ValueError(f"calibration_size must be at least 1, got {calibration_size}")
+    bundle = load_dataset(dataset, data_root, val_size=val_size, train_size=train_size, download=download)
+    net = build_model(model, num_classes=bundle.num_classes, width_mult=width_mult)
+    if checkpoint is None:
+        recipe = FloatRecipe() if pretrain_epochs is None else FloatRecipe(epochs=pretrain_epochs)
+        min_acc = None if pretrain_epochs is not None else 95.0 if dataset == "digits" else None
+        path, meta = ensure_default_checkpoint(model, width_mult, dataset, net, bundle, recipe=recipe,
+                                               progress=progress, min_accuracy=min_acc)
+        checkpoint = os.fspath(path)
+    else:
+        meta = load_checkpoint(checkpoint, net)
+    net.to(torch_device(device))
+    named = wrap_model(net)
+    names = [n for n, _ in named]
+    layers = [m for _, m in named]
+    infos = measure_layers(net, named, bundle.image_size)
+
+    if isinstance(latency_table, (str, os.PathLike)):
+        table = load_table(latency_table, len(layers))
+        source = os.fspath(latency_table)
+    elif isinstance(latency_table, np.ndarray):
+        table, source = latency_table, "array"
+    elif latency_table is None:
+        accel = hardware if isinstance(hardware, BitSerialAccelerator) else (
+            BitSerialAccelerator.from_yaml(hardware) if hardware is not None else BitSerialAccelerator())
+        table = accel.table(infos)
+        source = f"analytic bit-serial accelerator {accel.to_dict()}"
+    else:
+        raise TypeError(f"latency_table must be a .npy path, an array or None, got {type(latency_table).__name__}")
+    cost_model = CostModel(infos, table, float_bit=float_bit)
+
+    val_x, val_y = materialize(bundle.search_val)
+    train_x, train_y = materialize(bundle.search_train)
+    if calibration_size > len(train_x):
+        raise ValueError(f"calibration_size {calibration_size} exceeds the {len(train_x)} search-train images")
+    finetune = FinetuneSettings(steps=finetune_steps, lr=finetune_lr)
+    evaluator = PolicyEvaluator(net, layers, val_x, val_y, train_x[:calibration_size], batch_size=eval_batch_size,
+                                finetune=finetune, train_images=train_x if finetune_steps else None,
+                                train_labels=train_y if finetune_steps else None, augment=bundle.augment)
+    reference = evaluator.float_accuracy()
+    return SearchSetup(model, width_mult, dataset, bundle, net, names, layers, infos, cost_model, evaluator,
+                       reference, checkpoint, meta, source)
+
+
+def torch_device(name: str) -> torch.device:
+    """Resolve ``cpu``/``cuda``/``auto``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {name!r}")
+    return torch.device(name)
