@@ -1,0 +1,171 @@
+"""Search a mixed-precision policy with an agent of the zoo and write a run folder.
+
+    python train_agent.py --algo haq-ddpg --env HAQ-MobileNetV2-v0 --seed 0
+    python train_agent.py --env-kwargs latency_budget=0.4 flash_budget=0.5 --hyperparams warmup=10
+    python train_agent.py --config runs/haq-ddpg_HAQ-MobileNetV2-v0_seed0/config.yml --output runs/repeat
+
+The run folder holds: ``config.yml`` (everything needed to repeat the run), ``episodes.csv``,
+``best_policy.json``, ``best_policy.png``, ``search_progress.png``, ``latency_table.npy``,
+``agent.pt`` and TensorBoard events under ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_ENV = "HAQ-MobileNetV2-v0"
+DEFAULT_ALGO = "haq-ddpg"
+
+
+class UsageError(Exception):
+    """Bad command-line input; reported without a traceback."""
+
+
+def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """``["a=1", "b=none"]`` -> ``{"a": 1, "b": None}`` (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} expects key=value pairs, got {item!r}")
+        out[key.replace("-", "_")] = yaml.safe_load(value) if value.lower() not in ("none", "null") else None
+    return out
+
+
+def algo_defaults(algo: str, env_id: str) -> dict[str, Any]:
+    """The algorithm's hyperparameters for ``env_id`` from ``configs/<algo>.yml`` (zoo convention)."""
+    path = CONFIG_DIR / f"{algo}.yml"
+    if not path.exists():
+        return {}
+    with open(path) as fh:
+        table = yaml.safe_load(fh) or {}
+    return dict(table.get(env_id, table.get("default", {})))
+
+
+def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge, in increasing priority: algorithm YAML, a run's ``config.yml`` (``--config``), command-line flags."""
+    base: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config) as fh:
+                base = yaml.safe_load(fh) or {}
+        except FileNotFoundError:
+            raise UsageError(f"--config {args.config!r} does not exist") from None
+        if not isinstance(base, dict) or "algo" not in base:
+            raise UsageError(f"--config {args.config!r} is not a haq-gym run config (no 'algo' key)")
+    algo = args.algo or base.get("algo", DEFAULT_ALGO)
+    env_id = args.env or base.get("env", DEFAULT_ENV)
+    hyper = algo_defaults(algo, env_id) if not base else {}
+    hyper.update(base.get("hyperparams", {}))
+    hyper.update(parse_key_values(args.hyperparams, "--hyperparams"))
+    n_episodes = hyper.pop("n_episodes", None)
+    if args.episodes is not None:
+        n_episodes = args.episodes
+    elif base.get("n_episodes") is not None:
+        n_episodes = base["n_episodes"]
+    if n_episodes is None:
+        raise UsageError(f"no episode budget: pass --episodes (configs/{algo}.yml has no n_episodes for {env_id})")
+    if int(n_episodes) < 1:
+        raise UsageError(f"--episodes must be at least 1, got {n_episodes}")
+    env_kwargs = dict(base.get("env_kwargs", {}))
+    env_kwargs.update(parse_key_values(args.env_kwargs, "--env-kwargs"))
+    seed = args.seed if args.seed is not None else base.get("seed", 0)
+    return {"algo": algo, "env": env_id, "seed": int(seed), "n_episodes": int(n_episodes),
+            "env_kwargs": env_kwargs, "hyperparams": hyper}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agents.registry import algo_names
+
+    p = argparse.ArgumentParser(description="Search a mixed-precision quantization policy (HAQ) with an agent.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--algo", choices=algo_names(), help=f"search algorithm (default {DEFAULT_ALGO})")
+    p.add_argument("--env", help=f"registered env id (default {DEFAULT_ENV})")
+    p.add_argument("--episodes", type=int, help="episodes = policy evaluations (default: the algorithm's config)")
+    p.add_argument("--seed", type=int, help="random seed (default 0); the same seed on CPU repeats the run")
+    p.add_argument("--output", help="run folder (must not exist or be empty; default runs/<algo>_<env>_seed<seed>)")
+    p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="env keywords, e.g. latency_budget=0.4")
+    p.add_argument("--hyperparams", nargs="*", metavar="KEY=VALUE", help="override algorithm hyperparameters")
+    p.add_argument("--config", help="repeat a run: its config.yml (flags given here still override)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def run(config: dict[str, Any], output: str | None, progress: bool) -> Path:
+    """Build the env, run the search, write the run folder; returns its path."""
+    import gymnasium as gym
+    import torch
+
+    import haq_gym
+    from agents.registry import check_hyperparams, get_runner
+    from haq_gym.plots import plot_policy_bits, plot_search_progress
+    from haq_gym.policy import PolicyFile
+    from haq_gym.runs import RunRecorder, prepare_run_folder
+
+    check_hyperparams(config["algo"], config["hyperparams"])
+    if config["env"] not in gym.registry:
+        known = ", ".join(sorted(haq_gym.ENV_IDS))
+        raise UsageError(f"unknown env {config['env']!r}; haq-gym registers {known}")
+    run_dir = prepare_run_folder(output, f"{config['algo']}_{config['env']}_seed{config['seed']}")
+    try:
+        torch.manual_seed(config["seed"])
+        env = gym.make(config["env"], progress=progress, **config["env_kwargs"])
+    except BaseException:
+        if not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+    with open(run_dir / "config.yml", "w") as fh:
+        yaml.safe_dump({**config, "haq_gym_version": haq_gym.__version__,
+                        "command": shlex.join([os.path.basename(sys.argv[0])] + sys.argv[1:])}, fh, sort_keys=False)
+    setup = env.unwrapped.setup
+    np.save(run_dir / "latency_table.npy", setup.cost_model.table)
+    print(f"float model: {setup.checkpoint} (validation top-1 {setup.reference_accuracy:.2f}%)")
+    print(f"budget: {env.unwrapped.budget.to_dict()}  decisions per episode: {len(env.unwrapped.decisions)}")
+    recorder = RunRecorder(env, run_dir, found_by={"algo": config["algo"], "seed": config["seed"], "env_id": config["env"],
+                                                   "env_kwargs": config["env_kwargs"]})
+    try:
+        get_runner(config["algo"])(recorder, episodes=config["n_episodes"], seed=config["seed"],
+                                   hyperparams=config["hyperparams"], run_dir=run_dir, progress=progress,
+                                   writer=recorder.tensorboard_writer)
+    finally:
+        recorder.close()
+    if recorder.episodes:
+        plot_search_progress(run_dir / "episodes.csv", run_dir / "search_progress.png")
+    if recorder.best_episode is not None:
+        best = PolicyFile.load(run_dir / "best_policy.json")
+        plot_policy_bits(best, run_dir / "best_policy.png", [info.kind for info in setup.layer_infos])
+        print(f"best policy: episode {recorder.best_episode}, reward {recorder.best_reward:.4f}, "
+              f"top-1 {best.accuracy['search_val_top1']:.2f}% (float {best.accuracy['float_search_val_top1']:.2f}%), "
+              f"latency ratio {best.costs['latency_ratio']:.4f}, flash ratio {best.costs['flash_ratio']:.4f}")
+    else:
+        print("no episode met the budget; no best policy written")
+    print(f"run folder: {run_dir}")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    from haq_gym.runtime import configure_cpu_runtime
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = resolve_config(args)
+        configure_cpu_runtime()
+        run(config, args.output, progress=not args.no_progress)
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
