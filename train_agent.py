@@ -118,7 +118,7 @@ def run(config: dict[str, Any], output: str | None, progress: bool) -> Path:
     run_dir = prepare_run_folder(output, f"{config['algo']}_{config['env']}_seed{config['seed']}")
     try:
         torch.manual_seed(config["seed"])
-        env = gym.make(config["env"], progress=progress, **config["env_kwargs"])
+        env = gym.make(config["env"], **{**config["env_kwargs"], "progress": progress})
     except BaseException:
         if not any(run_dir.iterdir()):
             run_dir.rmdir()
