@@ -25,6 +25,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="HAQ-MobileNetV2-v0")
     parser.add_argument("--episodes", type=int, default=5, help="timed episodes (each with a new random policy)")
+    parser.add_argument("--warmup-episodes", type=int, default=20,
+                        help="untimed episodes first: they choose and cache each (layer, bits) clip range")
     parser.add_argument("--repeats", type=int, default=5, help="timed float forward passes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--width-mult", type=float, default=1.0)
@@ -42,15 +44,18 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     env.reset(seed=args.seed)
-    episodes, evals = [], []
-    for i in range(args.episodes + 1):  # the first episode also picks every clip range: not timed
+    cold, episodes, evals = [], [], []
+    for i in range(args.warmup_episodes + args.episodes):
         env.reset()
         start = time.perf_counter()
         done = False
         while not done:
             _, _, done, _, info = env.step(rng.random(1, dtype=np.float32))
-        if i:
-            episodes.append(time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        if i < args.warmup_episodes:
+            cold.append(elapsed)
+        else:
+            episodes.append(elapsed)
             evals.append(info["eval_time_s"])
     from haq_gym.quant import apply_policy
     apply_policy(setup.layers, [[-1, -1]] * len(setup.layers))
@@ -58,7 +63,10 @@ def main() -> None:
     floats = [float_pass() for _ in range(args.repeats)]
     ep, fl = statistics.median(episodes), statistics.median(floats)
     print(f"env {args.env} width {args.width_mult}: {len(ev.val_images)} validation images, torch threads {torch.get_num_threads()}")
-    print(f"episode (median of {len(episodes)}): {ep:.3f} s   of which evaluation: {statistics.median(evals):.3f} s")
+    if cold:
+        print(f"first {len(cold)} episodes (clip ranges chosen and cached): median {statistics.median(cold):.3f} s, "
+              f"first {cold[0]:.3f} s")
+    print(f"episode (median of {len(episodes)} after those): {ep:.3f} s   of which evaluation: {statistics.median(evals):.3f} s")
     print(f"float forward (median of {len(floats)}): {fl:.3f} s")
     print(f"ratio episode / float forward: {ep / fl:.2f}")
 

@@ -199,8 +199,7 @@ class Critic(nn.Module):
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging: ``target <- (1 - tau) * target + tau * source``."""
     with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters()):
-            t.mul_(1.0 - tau).add_(s, alpha=tau)
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
 def _check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:

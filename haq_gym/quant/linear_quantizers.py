@@ -31,6 +31,7 @@ class LinearWeightQuantizer(nn.Module):
         self.bits: int | None = None
         self._clips: dict[int, float] = {}
         self._cache: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
+        self._scaled: dict[int, tuple[tuple[int, int, float], torch.Tensor]] = {}
 
     def set_bits(self, bits: int | None) -> None:
         if bits is not None:
@@ -55,6 +56,7 @@ class LinearWeightQuantizer(nn.Module):
     def reset_ranges(self) -> None:
         self._clips = {}
         self._cache = {}
+        self._scaled = {}
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         bits = self.bits
@@ -70,6 +72,20 @@ class LinearWeightQuantizer(nn.Module):
                 q = fake_quantize(weight.detach(), self.clip(weight, bits) / qmax, -qmax, qmax, ste=False)
             self._cache[bits] = (version, q)
             hit = self._cache[bits]
+        return hit[1]
+
+    def scaled(self, weight: torch.Tensor, factor: float) -> torch.Tensor:
+        """Eval-mode quantized weight times ``factor``, cached like :meth:`forward`.
+
+        Lets a layer fold its input's quantization step into the weight (see
+        :meth:`LinearActivationQuantizer.codes`), saving one pass over the activations.
+        """
+        key = (weight._version, weight.data_ptr(), factor)
+        hit = self._scaled.get(self.bits)
+        if hit is None or hit[0] != key:
+            with torch.no_grad():
+                self._scaled[self.bits] = (key, self(weight) * factor)
+            hit = self._scaled[self.bits]
         return hit[1]
 
     def extra_repr(self) -> str:
@@ -129,6 +145,18 @@ class LinearActivationQuantizer(nn.Module):
         self._sample = new if self._sample is None else torch.cat([self._sample, new])
         self.signed = bool(self._sample.min() < 0)
         self._alphas = {}
+
+    def codes(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Inference only: the integer grid values ``clamp(round(x / step))`` (as floats) and the step.
+
+        ``forward(x) == codes(x)[0] * codes(x)[1]``; a linear layer can apply the step to
+        its weight instead of to every activation.
+        """
+        if self.bits is None:
+            raise RuntimeError("codes() needs a bit width")
+        qmin, qmax = activation_levels(self.bits, self.signed)
+        step = self.alpha(self.bits) / qmax
+        return x.mul(1.0 / step).round_().clamp_(qmin, qmax), step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:

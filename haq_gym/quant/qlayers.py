@@ -41,6 +41,20 @@ class QuantLayerMixin:
         bits = self.input_quantizer.bits
         return -1 if bits is None else int(bits)
 
+    def _operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (input, weight) pair to compute with.
+
+        At inference with the linear quantizers, the input's quantization step is folded
+        into the (cached) weight: ``conv(q * s, w) == conv(q, s * w)``, one pass over the
+        activations fewer. Otherwise each quantizer fake-quantizes its own tensor.
+        """
+        wq, aq = self.weight_quantizer, self.input_quantizer
+        if (isinstance(aq, LinearActivationQuantizer) and isinstance(wq, LinearWeightQuantizer) and aq.bits is not None
+                and not aq.observing and not (self.training and torch.is_grad_enabled())):
+            codes, step = aq.codes(x)
+            return codes, wq.scaled(self.weight, step)
+        return aq(x), wq(self.weight)
+
     def set_bits(self, w_bit: int, a_bit: int) -> None:
         """Set both bit widths; ``-1`` turns quantization of that tensor off."""
         self.weight_quantizer.set_bits(None if w_bit == -1 else int(w_bit))
@@ -58,7 +72,7 @@ class QuantConv2d(QuantLayerMixin, nn.Conv2d):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+        return self._conv_forward(*self._operands(x), self.bias)
 
 
 class QuantLinear(QuantLayerMixin, nn.Linear):
@@ -72,7 +86,7 @@ class QuantLinear(QuantLayerMixin, nn.Linear):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+        return F.linear(*self._operands(x), self.bias)
 
 
 QuantLayer = QuantConv2d | QuantLinear

@@ -126,3 +126,16 @@ def test_calibration_marks_linear_bottleneck_inputs_signed_and_policy_changes_ou
         apply_policy(layers, [[4, 4]] * 52)
     with pytest.raises(ValueError, match="at least 2 bits"):
         apply_policy(layers, [[8, -1]] + [[1, 4]] * 51 + [[8, 8]])
+
+
+def test_folding_the_input_step_into_the_weight_matches_plain_fake_quantization() -> None:
+    torch.manual_seed(0)
+    conv = wrap_model(nn.Sequential(nn.Conv2d(8, 16, 3, padding=1)))[0][1]
+    x = torch.rand(4, 8, 10, 10) * 6
+    calibrate(conv, [conv], x)
+    conv.set_bits(4, 3)
+    conv.eval()
+    with torch.no_grad():
+        folded = conv(x)
+        plain = nn.functional.conv2d(conv.input_quantizer(x), conv.weight_quantizer(conv.weight), conv.bias, padding=1)
+    assert torch.allclose(folded, plain, atol=1e-5, rtol=1e-5)
