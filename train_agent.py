@@ -106,12 +106,14 @@ def run(config: dict[str, Any], output: str | None, progress: bool) -> Path:
     import torch
 
     import haq_gym
-    from agents.registry import check_hyperparams, get_runner
+    from agents.registry import check_action_mode, check_hyperparams, get_runner, get_spec
     from haq_gym.plots import plot_policy_bits, plot_search_progress
     from haq_gym.policy import PolicyFile
     from haq_gym.runs import RunRecorder, prepare_run_folder
 
     check_hyperparams(config["algo"], config["hyperparams"])
+    config["env_kwargs"].setdefault("action_mode", get_spec(config["algo"]).action_modes[0])
+    check_action_mode(config["algo"], config["env_kwargs"]["action_mode"])
     if config["env"] not in gym.registry:
         known = ", ".join(sorted(haq_gym.ENV_IDS))
         raise UsageError(f"unknown env {config['env']!r}; haq-gym registers {known}")

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 
 from agents.haq_ddpg import HAQDDPGConfig, train_haq_ddpg
-
-Runner = Callable[..., None]
+from agents.spec import AlgorithmSpec, Runner
 
 
 def run_haq_ddpg(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any], run_dir: str | os.PathLike,
@@ -27,8 +25,9 @@ def run_haq_ddpg(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, 
     agent.save(os.path.join(run_dir, "agent.pt"))
 
 
-_ALGOS: dict[str, tuple[Runner, type]] = {
-    "haq-ddpg": (run_haq_ddpg, HAQDDPGConfig),
+_ALGOS: dict[str, AlgorithmSpec] = {
+    "haq-ddpg": AlgorithmSpec(run_haq_ddpg, ("continuous",), frozenset(f.name for f in dataclasses.fields(HAQDDPGConfig)),
+                              "HAQ's DDPG (Wang et al. 2019), ported faithfully"),
 }
 
 
@@ -36,17 +35,27 @@ def algo_names() -> tuple[str, ...]:
     return tuple(sorted(_ALGOS))
 
 
-def get_runner(name: str) -> Runner:
+def get_spec(name: str) -> AlgorithmSpec:
     if name not in _ALGOS:
         raise ValueError(f"unknown algorithm {name!r}; expected one of {', '.join(algo_names())}")
-    return _ALGOS[name][0]
+    return _ALGOS[name]
+
+
+def get_runner(name: str) -> Runner:
+    return get_spec(name).runner
 
 
 def check_hyperparams(name: str, hyperparams: dict[str, Any]) -> None:
-    """Raise if ``hyperparams`` names a field the algorithm does not take."""
-    get_runner(name)
-    allowed = {f.name for f in dataclasses.fields(_ALGOS[name][1])}
+    """Raise if ``hyperparams`` names a key the algorithm does not take."""
+    allowed = get_spec(name).hyperparams
     unknown = sorted(set(hyperparams) - allowed)
     if unknown:
         raise ValueError(f"{name} does not take hyperparameter(s) {', '.join(unknown)}; "
                          f"it takes {', '.join(sorted(allowed))}")
+
+
+def check_action_mode(name: str, action_mode: str) -> None:
+    """Raise if the algorithm cannot drive an env in ``action_mode``."""
+    modes = get_spec(name).action_modes
+    if action_mode not in modes:
+        raise ValueError(f"{name} cannot drive action_mode={action_mode!r}; it supports {', '.join(modes)}")

@@ -95,6 +95,8 @@ class LinearQuantizeEnv(gym.Env):
     - ``action_mode="continuous"``, ``enforcement="greedy"``, ``reward="haq"``.
     - ``finetune_steps=0``, ``finetune_lr=1e-3``: HAQ's per-episode finetune (SGD steps on the train subset).
     - ``pin_first_last=True``, ``eval_batch_size=256``, ``device="cpu"``, ``progress=True`` (bar while pretraining).
+    - ``setup=None``: a prebuilt :class:`~haq_gym.search_setup.SearchSetup` (several envs can share one
+      model and its evaluation cache); the model/data keywords are then ignored.
 
     ## Version history
     - v0: initial version.
@@ -204,6 +206,33 @@ class LinearQuantizeEnv(gym.Env):
         a = min(max(a, 0.0), 1.0)
         b = int(np.round((self.max_bit - self.min_bit + 1) * a + self.min_bit - 0.5))
         return min(max(b, self.min_bit), self.max_bit)
+
+    def bits_to_action(self, bits: int) -> np.ndarray | int:
+        """An action of this env's action space that maps to ``bits`` (the centre of its bin)."""
+        if not self.min_bit <= bits <= self.max_bit:
+            raise ValueError(f"bits must be in {self.min_bit}..{self.max_bit}, got {bits}")
+        if self.action_mode == "discrete":
+            return bits - self.min_bit
+        return np.array([(bits - self.min_bit + 0.5) / (self.max_bit - self.min_bit + 1)], dtype=np.float32)
+
+    def action_masks(self) -> np.ndarray:
+        """Which bit choices of the current decision keep every budget reachable.
+
+        Entry ``k`` (bits ``min_bit + k``) is True when the policy so far, this choice, and
+        every later decision at ``min_bit`` still meets the budgets; so an agent that only
+        picks allowed actions (sb3-contrib's MaskablePPO) never needs the enforcement wall.
+        The minimum bit width is always allowed (the env rejects impossible budgets).
+        """
+        n = self.max_bit - self.min_bit + 1
+        mask = np.ones(n, dtype=bool)
+        if self._done:
+            return mask
+        layer, j = self.decisions[self._step]
+        trial = self._fill(self._policy, self.min_bit)
+        for k in range(1, n):
+            trial[layer][j] = self.min_bit + k
+            mask[k] = self.budget.satisfied(self.setup.cost_model.costs(trial))
+        return mask
 
     def _observation(self, previous_bits: int | None) -> np.ndarray:
         step = min(self._step, len(self.decisions) - 1)

@@ -20,6 +20,14 @@ class QuantLayerMixin:
     weight_quantizer: nn.Module
     input_quantizer: nn.Module
 
+    @classmethod
+    def from_float(cls, module: nn.Module, seed: int = 0):
+        """Wrap a float layer, sharing its parameters (nothing is copied)."""
+        q = cls.__new__(cls)
+        q.__dict__.update(module.__dict__)
+        q._init_quantizers(seed)
+        return q
+
     def _init_quantizers(self, seed: int) -> None:
         self.weight_quantizer = LinearWeightQuantizer()
         self.input_quantizer = LinearActivationQuantizer(seed=seed)
@@ -64,13 +72,6 @@ class QuantLayerMixin:
 class QuantConv2d(QuantLayerMixin, nn.Conv2d):
     """``nn.Conv2d`` with a weight quantizer and an input-activation quantizer."""
 
-    @classmethod
-    def from_float(cls, conv: nn.Conv2d, seed: int = 0) -> "QuantConv2d":
-        q = cls.__new__(cls)
-        q.__dict__.update(conv.__dict__)
-        q._init_quantizers(seed)
-        return q
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(*self._operands(x), self.bias)
 
@@ -78,15 +79,5 @@ class QuantConv2d(QuantLayerMixin, nn.Conv2d):
 class QuantLinear(QuantLayerMixin, nn.Linear):
     """``nn.Linear`` with a weight quantizer and an input-activation quantizer."""
 
-    @classmethod
-    def from_float(cls, linear: nn.Linear, seed: int = 0) -> "QuantLinear":
-        q = cls.__new__(cls)
-        q.__dict__.update(linear.__dict__)
-        q._init_quantizers(seed)
-        return q
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(*self._operands(x), self.bias)
-
-
-QuantLayer = QuantConv2d | QuantLinear

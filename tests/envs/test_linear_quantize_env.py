@@ -153,3 +153,24 @@ def test_policy_file_from_final_info(setup) -> None:
     pf.check_layers(setup.layer_names, min_bit=2, max_bit=8)
     assert pf.bits == info["policy"] and pf.found_by["algo"] == "test"
     assert pf.costs["latency_ratio"] == pytest.approx(info["latency_ratio"])
+
+
+@pytest.mark.parametrize("mode", ["continuous", "discrete"])
+def test_bits_to_action_inverts_the_mapping(setup, mode: str) -> None:
+    env = make(setup, action_mode=mode, min_bit=2, max_bit=6)
+    assert [env.action_to_bits(env.bits_to_action(b)) for b in range(2, 7)] == [2, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match="2..6"):
+        env.bits_to_action(7)
+
+
+def test_following_action_masks_needs_no_enforcement(setup) -> None:
+    env = make(setup, action_mode="discrete", latency_budget=0.35, flash_budget=0.4)
+    env.reset(seed=0)
+    done, masks_seen = False, []
+    while not done:
+        mask = env.action_masks()
+        assert mask[0]
+        masks_seen.append(mask.all())
+        _, _, done, _, info = env.step(int(np.flatnonzero(mask)[-1]))  # greedily take the most bits allowed
+    assert not all(masks_seen)  # the budget did bind somewhere
+    assert info["budget_met"] and info["policy"] == info["agent_policy"]
