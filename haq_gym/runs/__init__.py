@@ -1,0 +1,6 @@
+"""Run folders: what every search writes, whichever agent drives the env."""
+
+from haq_gym.runs.recorder import EPISODE_COLUMNS, RunRecorder
+from haq_gym.runs.run_folder import prepare_run_folder
+
+__all__ = ["EPISODE_COLUMNS", "RunRecorder", "prepare_run_folder"]
