@@ -6,7 +6,8 @@
 
 The run folder holds: ``config.yml`` (everything needed to repeat the run), ``episodes.csv``,
 ``best_policy.json``, ``best_policy.png``, ``search_progress.png``, ``latency_table.npy``,
-``agent.pt`` and TensorBoard events under ``tensorboard/``.
+the trained agent (``agent.pt``, or ``agent.zip`` for stable-baselines3 agents; black-box
+searches have none) and TensorBoard events under ``tensorboard/``.
 """
 
 from __future__ import annotations

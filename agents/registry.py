@@ -1,5 +1,8 @@
 """Search algorithms selectable with ``train_agent.py --algo NAME``.
 
+``haq-ddpg`` (HAQ's agent), the stable-baselines3 / sb3-contrib algorithms of
+:mod:`agents.sb3`, and the black-box baselines of :mod:`agents.blackbox`.
+
 A runner takes the (recorded) env, the episode budget, the seed and the algorithm's
 hyperparameters, and drives the env; the run folder is written by the env's
 :class:`~haq_gym.runs.RunRecorder`, so every algorithm leaves the same files.
@@ -13,7 +16,9 @@ from typing import Any
 
 import gymnasium as gym
 
+from agents.blackbox import ALGORITHMS as BLACKBOX_ALGORITHMS
 from agents.haq_ddpg import HAQDDPGConfig, train_haq_ddpg
+from agents.sb3 import ALGORITHMS as SB3_ALGORITHMS
 from agents.spec import AlgorithmSpec, Runner
 
 
@@ -28,6 +33,8 @@ def run_haq_ddpg(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, 
 _ALGOS: dict[str, AlgorithmSpec] = {
     "haq-ddpg": AlgorithmSpec(run_haq_ddpg, ("continuous",), frozenset(f.name for f in dataclasses.fields(HAQDDPGConfig)),
                               "HAQ's DDPG (Wang et al. 2019), ported faithfully"),
+    **SB3_ALGORITHMS,
+    **BLACKBOX_ALGORITHMS,
 }
 
 

@@ -78,3 +78,23 @@ def test_bad_arguments_give_clear_errors(tiny_env_kwargs, tmp_path, capsys) -> N
         train_agent.main(["--algo", "nope"])
     assert train_agent.main(["--config", str(tmp_path / "none.yml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_algorithm_action_mode_mismatch_lists_what_is_allowed(tiny_env_kwargs, tmp_path, capsys) -> None:
+    cmd = ["--algo", "dqn", "--episodes", "1", "--output", str(tmp_path / "dqn"), "--no-progress"] + env_args(
+        {**tiny_env_kwargs, "action_mode": "continuous"})
+    assert train_agent.main(cmd) == 2
+    assert "dqn cannot drive action_mode='continuous'; it supports discrete" in capsys.readouterr().err
+    assert not (tmp_path / "dqn").exists()
+
+
+@pytest.mark.parametrize("algo", ["random", "ppo"])
+def test_other_algorithms_write_the_same_run_folder(algo: str, tiny_env_kwargs, tmp_path) -> None:
+    out = tmp_path / algo
+    hyper = ["--hyperparams", "n_steps=64", "batch_size=32"] if algo == "ppo" else []
+    assert train_agent.main(["--algo", algo, "--episodes", "2", "--output", str(out), "--no-progress"]
+                            + env_args(tiny_env_kwargs) + hyper) == 0
+    assert len((out / "episodes.csv").read_text().splitlines()) == 3
+    best = PolicyFile.load(out / "best_policy.json")
+    assert best.found_by["algo"] == algo and best.budget["budget_met"]
+    assert (out / "best_policy.png").is_file()

@@ -8,6 +8,7 @@ agent's episode would be. The env's enforcement wall may still lower bits to mee
 budget; the returned ``info`` describes the policy actually evaluated.
 
 The cost helpers below use the env's cost model only: they never spend an evaluation.
+:class:`EvaluationBudget` makes sure no runner spends more than its episodes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ import gymnasium as gym
 from tqdm import tqdm
 
 from haq_gym.cost import Costs
+
+
+def reject_unknown(algo: str, hyperparams: dict[str, Any], allowed: frozenset[str]) -> None:
+    """Raise if ``hyperparams`` names a key ``algo`` does not take (runners may be called without the registry)."""
+    unknown = sorted(set(hyperparams) - allowed)
+    if unknown:
+        takes = ", ".join(sorted(allowed)) if allowed else "none"
+        raise ValueError(f"{algo} does not take hyperparameter(s) {', '.join(unknown)}; it takes {takes}")
 
 
 def _checked_bits(env: gym.Env, decision_bits: Sequence[int]) -> list[int]:

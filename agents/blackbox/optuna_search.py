@@ -1,0 +1,153 @@
+"""Optuna's samplers as bit-width searches: one integer parameter per decision, one trial per episode.
+
+Each trial suggests ``d{i} in min_bit..max_bit`` for every decision ``i`` of
+``env.unwrapped.decisions`` and plays the policy through the env (:func:`play_policy`),
+so trials are episodes: counted and recorded like an RL agent's. Single-objective
+samplers (``tpe``, ``cmaes``, ``gp``, ``random``) maximise the env's reward.
+``nsga2`` runs a multi-objective study (maximise accuracy, minimise latency ratio,
+minimise flash ratio) and writes its Pareto front to ``run_dir/pareto_front.csv`` and
+``run_dir/pareto_front.png``.
+
+The objective values are those of the *enforced* policy the env evaluated, but Optuna
+attributes them to the suggested bits (a trial's parameters cannot be rewritten): for an
+over-budget suggestion the sampler learns "these bits, after the wall, score this".
+Each trial's user attributes hold the outcome (``reward``, ``accuracy``, ``latency_ratio``,
+``flash_ratio``, ``budget_met``, ``enforced``).
+
+Studies live in memory. Optuna is imported lazily, so the other baselines work without it;
+``cmaes`` also needs the ``cmaes`` package and ``gp`` needs torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+
+from agents.blackbox.play import EvaluationBudget, reject_unknown
+from agents.blackbox.uniform import feasible_uniform_bits
+
+if TYPE_CHECKING:
+    import optuna
+
+# Hyperparameters each sampler takes; names are the samplers' own keywords, except that
+# CMA-ES's ``popsize`` is exposed as ``population_size`` like NSGA-II's.
+SAMPLER_HYPERPARAMS: dict[str, frozenset[str]] = {
+    "tpe": frozenset({"n_startup_trials", "n_ei_candidates"}),
+    "cmaes": frozenset({"n_startup_trials", "population_size", "sigma0", "with_margin"}),
+    "gp": frozenset({"n_startup_trials", "deterministic_objective"}),
+    "random": frozenset(),
+    "nsga2": frozenset({"population_size", "mutation_prob", "crossover_prob", "swapping_prob"}),
+}
+# Taken by every sampler: enqueue the best feasible uniform policy as the first trial.
+COMMON_HYPERPARAMS = frozenset({"start_from_uniform"})
+MULTI_OBJECTIVE = frozenset({"nsga2"})
+OBJECTIVES = ("accuracy", "latency_ratio", "flash_ratio")
+DIRECTIONS = ("maximize", "minimize", "minimize")
+PARETO_COLUMNS = ("trial", "accuracy", "latency_ratio", "flash_ratio", "reward")
+
+
+def sampler_hyperparams(sampler: str) -> frozenset[str]:
+    """Every hyperparameter the runner takes with ``sampler``."""
+    if sampler not in SAMPLER_HYPERPARAMS:
+        raise ValueError(f"unknown Optuna sampler {sampler!r}; expected one of {', '.join(SAMPLER_HYPERPARAMS)}")
+    return SAMPLER_HYPERPARAMS[sampler] | COMMON_HYPERPARAMS
+
+
+def build_sampler(sampler: str, seed: int, options: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler called ``sampler``, seeded with ``seed``, with its own ``options``."""
+    import optuna
+
+    sampler_hyperparams(sampler)  # rejects an unknown sampler
+    reject_unknown(f"optuna-{sampler}", options, SAMPLER_HYPERPARAMS[sampler])
+    s = optuna.samplers
+    if sampler == "tpe":
+        return s.TPESampler(seed=seed, **options)
+    if sampler == "cmaes":
+        options = dict(options)
+        if "population_size" in options:
+            options["popsize"] = options.pop("population_size")
+        return s.CmaEsSampler(seed=seed, **options)
+    if sampler == "gp":
+        return s.GPSampler(seed=seed, **options)
+    if sampler == "random":
+        return s.RandomSampler(seed=seed)
+    return s.NSGAIISampler(seed=seed, **options)
+
+
+def run_optuna(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any], run_dir: str | os.PathLike,
+               progress: bool = True, writer: Any = None, *, sampler: str) -> None:
+    """Search with Optuna's ``sampler`` for exactly ``episodes`` trials (= episodes).
+
+    ``hyperparams`` are the sampler's (see :data:`SAMPLER_HYPERPARAMS`) plus
+    ``start_from_uniform`` (default False): enqueue the highest feasible uniform policy
+    (:mod:`agents.blackbox.uniform`) as trial 0, a warm start that costs one of the
+    episodes. The sampler is seeded with ``seed``. Optuna's per-trial log lines are
+    silenced for the run; a bar counts evaluations. ``writer`` is unused (the env's
+    recorder logs every episode).
+    """
+    import optuna
+
+    reject_unknown(f"optuna-{sampler}", hyperparams, sampler_hyperparams(sampler))
+    options = dict(hyperparams)
+    start_from_uniform = bool(options.pop("start_from_uniform", False))
+    built = build_sampler(sampler, seed, options)
+    base = env.unwrapped
+    n = len(base.decisions)
+    multi = sampler in MULTI_OBJECTIVE
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = (optuna.create_study(sampler=built, directions=list(DIRECTIONS)) if multi
+                 else optuna.create_study(sampler=built, direction="maximize"))
+        if start_from_uniform:
+            uniform = feasible_uniform_bits(env)[0]
+            study.enqueue_trial({f"d{i}": uniform for i in range(n)})
+        with EvaluationBudget(env, episodes, f"optuna-{sampler}", progress) as evaluate:
+            for _ in range(episodes):
+                trial = study.ask()
+                info = evaluate([trial.suggest_int(f"d{i}", base.min_bit, base.max_bit) for i in range(n)])
+                for key in ("reward", *OBJECTIVES):
+                    trial.set_user_attr(key, float(info[key]))
+                trial.set_user_attr("budget_met", bool(info["budget_met"]))
+                trial.set_user_attr("enforced", info["policy"] != info["agent_policy"])
+                study.tell(trial, [float(info[k]) for k in OBJECTIVES] if multi else float(info["reward"]))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    if multi:
+        write_pareto_front(study, Path(run_dir), base.budget.latency)
+
+
+def write_pareto_front(study: optuna.Study, run_dir: Path, latency_budget: float | None = None) -> None:
+    """``pareto_front.csv`` (the study's non-dominated trials, by latency) and ``pareto_front.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front = sorted(study.best_trials, key=lambda t: (t.user_attrs["latency_ratio"], -t.user_attrs["accuracy"]))
+    with open(run_dir / "pareto_front.csv", "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(PARETO_COLUMNS)
+        for t in front:
+            out.writerow([t.number, *(f"{t.user_attrs[k]:.6f}" for k in PARETO_COLUMNS[1:])])
+
+    trials = [t for t in study.trials if t.values is not None]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.scatter([t.user_attrs["latency_ratio"] for t in trials], [t.user_attrs["accuracy"] for t in trials],
+               s=12, color="0.65", label="trial")
+    # The front is non-dominated in three objectives, so in this projection it need not be monotone.
+    ax.scatter([t.user_attrs["latency_ratio"] for t in front], [t.user_attrs["accuracy"] for t in front], s=22,
+               color="C3", label="Pareto front (accuracy, latency, flash)")
+    if latency_budget is not None:
+        ax.axvline(latency_budget, color="black", linestyle="--", linewidth=0.8, label="latency budget")
+    ax.set_xlabel("latency ratio")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title(f"NSGA-II: {len(front)} non-dominated of {len(trials)} trials", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(run_dir / "pareto_front.png", dpi=120)
+    plt.close(fig)
