@@ -6,6 +6,8 @@ reward and accuracy among policies that met the budget after each evaluation bud
 
     # minutes on the embedded default (the numbers in the README):
     python benchmarks/search_strategies.py --strategies random optuna-tpe haq-ddpg --seeds 0 1 --budgets 10 25
+    # does HAQ's final-reward relabelling help an SB3 off-policy agent?
+    python benchmarks/search_strategies.py --strategies sac sac:episode_reward_relabel=false --seeds 0 1 2 --budgets 50 100
     # a serious comparison (hours on a CPU):
     python benchmarks/search_strategies.py --strategies haq-ddpg sac td3 ppo maskable-ppo random uniform \\
         optuna-tpe optuna-cmaes optuna-nsga2 greedy-sensitivity --seeds 0 1 2 3 4 --budgets 25 50 100 200 \\
@@ -27,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import train_agent  # noqa: E402
+from haq_gym.runtime import configure_cpu_runtime  # noqa: E402
 
 
 def best_so_far(episodes_csv: Path) -> list[tuple[float, float]]:
@@ -60,7 +63,8 @@ def mean_std(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default=train_agent.DEFAULT_ENV)
-    parser.add_argument("--strategies", nargs="+", required=True, help="--algo names")
+    parser.add_argument("--strategies", nargs="+", required=True,
+                        help="--algo names, optionally with hyperparameter overrides: sac:episode_reward_relabel=false")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--budgets", nargs="+", type=int, default=[25, 50, 100], help="evaluation budgets to report")
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
@@ -69,13 +73,17 @@ def main() -> None:
     out = Path(args.output)
     if out.exists() and any(out.iterdir()):
         sys.exit(f"error: {out} exists and is not empty; choose another --output")
+    configure_cpu_runtime()
     budgets = sorted(set(args.budgets))
     rows, curves = [], {}
     for strategy in args.strategies:
         for seed in args.seeds:
-            run_dir = out / "runs" / f"{strategy}_seed{seed}"
-            cli = ["--algo", strategy, "--env", args.env, "--seed", str(seed), "--episodes", str(budgets[-1]),
+            algo, _, overrides = strategy.partition(":")
+            run_dir = out / "runs" / f"{strategy.replace(':', '_').replace(',', '_').replace('=', '-')}_seed{seed}"
+            cli = ["--algo", algo, "--env", args.env, "--seed", str(seed), "--episodes", str(budgets[-1]),
                    "--no-progress", "--env-kwargs", *args.env_kwargs]
+            if overrides:
+                cli += ["--hyperparams", *overrides.split(",")]
             ns = train_agent.build_parser().parse_args(cli)
             config = train_agent.resolve_config(ns)
             print(f"== {strategy} seed {seed}: {budgets[-1]} evaluations", flush=True)
