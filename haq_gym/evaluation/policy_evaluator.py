@@ -18,6 +18,7 @@ from torch import nn
 
 from haq_gym.evaluation.accuracy import top1_accuracy
 from haq_gym.quant import apply_policy, calibrate
+from haq_gym.quant.families import reinitialize_learned_steps
 from haq_gym.quant.qlayers import QuantLayerMixin
 
 
@@ -77,6 +78,7 @@ class PolicyEvaluator:
             return EvalResult(self._cache[key], 0.0, True)
         start = time.perf_counter()
         apply_policy(self.layers, policy)
+        reinitialize_learned_steps(self.layers)
         if self.finetune.steps > 0:
             self._finetune()
         acc = top1_accuracy(self.model, self.val_images, self.val_labels, self.batch_size)

@@ -46,6 +46,20 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
     os.replace(tmp, path)
 
 
+def read_torch_file(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with errors that name the file.
+
+    ``FileNotFoundError`` for a missing file, ``ValueError`` for a corrupt or non-torch one.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        raise ValueError(f"checkpoint {path!r} is corrupt or not a torch checkpoint: {err}") from None
+
+
 def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict[str, Any]:
     """Load a float checkpoint into ``model``; return its metadata.
 
@@ -53,12 +67,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict[str, Any]
     for a corrupt one or one whose tensors do not fit the model.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        raise ValueError(f"checkpoint {path!r} is corrupt or not a torch checkpoint: {err}") from None
+    data = read_torch_file(path)
     if isinstance(data, dict) and "state_dict" in data:
         state, meta = data["state_dict"], dict(data.get("meta") or {})
     elif isinstance(data, dict):

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from haq_gym.quant.fake_quant import activation_levels, fake_quantize, mse_optimal_clip, weight_qmax
+from haq_gym.quant.grid import QuantGrid
 
 SAMPLE_SIZE = 1 << 14
 """Values an activation observer keeps to choose clip ranges (a seeded random subsample)."""
@@ -88,6 +89,13 @@ class LinearWeightQuantizer(nn.Module):
             hit = self._scaled[self.bits]
         return hit[1]
 
+    def grid(self, weight: torch.Tensor) -> QuantGrid:
+        """The grid ``weight`` is quantized onto at the current bit width (for export)."""
+        if self.bits is None:
+            raise RuntimeError("grid() needs a bit width")
+        qmax = weight_qmax(self.bits)
+        return QuantGrid(step=self.clip(weight, self.bits) / qmax, qmin=-qmax, qmax=qmax)
+
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
 
@@ -157,6 +165,13 @@ class LinearActivationQuantizer(nn.Module):
         qmin, qmax = activation_levels(self.bits, self.signed)
         step = self.alpha(self.bits) / qmax
         return x.mul(1.0 / step).round_().clamp_(qmin, qmax), step
+
+    def grid(self) -> QuantGrid:
+        """The grid inputs are quantized onto at the current bit width (for export; needs calibration)."""
+        if self.bits is None:
+            raise RuntimeError("grid() needs a bit width")
+        qmin, qmax = activation_levels(self.bits, self.signed)
+        return QuantGrid(step=self.alpha(self.bits) / qmax, qmin=qmin, qmax=qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:

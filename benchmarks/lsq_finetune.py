@@ -1,0 +1,167 @@
+"""LSQ finetune targets on the embedded default: uniform W/A accuracy, a searched policy against uniform, QAT step cost.
+
+    python benchmarks/lsq_finetune.py --epochs 3 --seed 0 --policy runs/<search run>/best_policy.json
+
+Prints (and writes to ``--output``/report.md):
+
+1. test top-1 of the float model and, after the same short LSQ finetune, of uniform
+   W8A8, W4A4, W3A3, W2A2 (first layer [8, -1], last [8, 8]), with the gap to float;
+2. with ``--policy``: the searched policy finetuned next to the cheapest uniform
+   precision whose latency ratio is at least the policy's (same recipe, same seed);
+3. the cost of one QAT training step against one float step (median of interleaved
+   repeats on the same batch, same process), as a ratio.
+
+Every finetune is a normal ``python -m haq_gym.finetune`` run (folders under ``--output``);
+the reported accuracy is the last epoch's, not the best epoch's (no selection on test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from haq_gym.cost import BitSerialAccelerator, CostModel, measure_layers  # noqa: E402
+from haq_gym.data import load_dataset, materialize  # noqa: E402
+from haq_gym.finetune.__main__ import build_parser, run  # noqa: E402
+from haq_gym.finetune.checkpoint import build_quantized_model  # noqa: E402
+from haq_gym.models import ensure_default_checkpoint  # noqa: E402
+from haq_gym.models.registry import default_recipe  # noqa: E402
+from haq_gym.policy import PolicyFile  # noqa: E402
+from haq_gym.quant import calibrate  # noqa: E402
+from haq_gym.runtime import configure_cpu_runtime  # noqa: E402
+from haq_gym.search_setup import torch_device  # noqa: E402
+
+
+def finetune(out: Path, name: str, args: argparse.Namespace, what: list[str]) -> float:
+    """Run one finetune; return its last epoch's test top-1."""
+    cli = what + ["--epochs", str(args.epochs), "--seed", str(args.seed), "--output", str(out / name),
+                  "--no-progress", "--model", args.model, "--dataset", args.dataset, "--device", args.device]
+    if args.lr is not None:
+        cli += ["--lr", str(args.lr)]
+    print(f"== {name}: python -m haq_gym.finetune {' '.join(cli)}", flush=True)
+    if run(build_parser().parse_args(cli)) != 0:
+        raise RuntimeError(f"finetune {name} failed")
+    return last_top1(out / name / "metrics.csv")
+
+
+def last_top1(metrics_csv: Path) -> float:
+    with open(metrics_csv) as fh:
+        return float(list(csv.DictReader(fh))[-1]["test_top1"])
+
+
+def uniform_bits(n_layers: int, b: int) -> list[list[int]]:
+    return [[8, -1]] + [[b, b]] * (n_layers - 2) + [[8, 8]]
+
+
+def step_cost_ratio(model_name: str, num_classes: int, images: torch.Tensor, labels: torch.Tensor,
+                    repeats: int, device: torch.device) -> tuple[float, float]:
+    """Median seconds of a float and a W4A4 LSQ training step on one batch, interleaved."""
+    models = {}
+    for kind in ("float", "qat"):
+        torch.manual_seed(0)
+        model, named = build_quantized_model(model_name, 1.0, num_classes, None, "lsq")
+        model.to(device)
+        layers = [m for _, m in named]
+        if kind == "qat":
+            for layer, bits in zip(layers, uniform_bits(len(layers), 4)):
+                layer.set_bits(*bits)
+            calibrate(model, layers, images)
+        model.to(memory_format=torch.channels_last).train()
+        models[kind] = (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+    times: dict[str, list[float]] = {"float": [], "qat": []}
+    for i in range(repeats + 2):
+        for kind, (model, opt) in models.items():
+            synchronize(device)
+            t0 = time.perf_counter()
+            loss = nn.functional.cross_entropy(model(images), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            synchronize(device)
+            if i >= 2:  # the first two steps allocate buffers
+                times[kind].append(time.perf_counter() - t0)
+    return statistics.median(times["float"]), statistics.median(times["qat"])
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="mobilenetv2")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--bits", type=int, nargs="+", default=[8, 4, 3, 2], help="uniform precisions to finetune")
+    p.add_argument("--policy", default=None, help="searched policy JSON to compare with uniform precision")
+    p.add_argument("--timing-repeats", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (finetunes and the step timing)")
+    p.add_argument("--output", default="benchmark_lsq", help="folder for the finetune runs and report.md (must be new)")
+    args = p.parse_args()
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()):
+        sys.exit(f"error: {out} exists and is not empty; choose another --output")
+    out.mkdir(parents=True, exist_ok=True)
+    configure_cpu_runtime()
+
+    bundle = load_dataset(args.dataset, None)
+    model, named = build_quantized_model(args.model, 1.0, bundle.num_classes, None, "linear")
+    _, float_meta = ensure_default_checkpoint(args.model, 1.0, args.dataset, model, bundle,
+                                              recipe=default_recipe(args.model), min_accuracy=None)
+    float_top1 = float(float_meta["test_top1"])
+    infos = measure_layers(model, named, bundle.image_size)
+    costs = CostModel(infos, BitSerialAccelerator().table(infos))
+    n = len(named)
+
+    lines = [f"Model {args.model} on {args.dataset}, LSQ finetune {args.epochs} epochs, seed {args.seed}, "
+             f"device {args.device}; "
+             "test top-1 of the last epoch.", "", "| precision | test top-1 % | vs float | latency ratio |",
+             "|---|---|---|---|", f"| float | {float_top1:.2f} | - | - |"]
+    for b in args.bits:
+        acc = finetune(out, f"w{b}a{b}", args, ["--w-bits", str(b), "--a-bits", str(b)])
+        lat = costs.costs(uniform_bits(n, b)).latency_ratio
+        lines.append(f"| W{b}A{b} | {acc:.2f} | {acc - float_top1:+.2f} | {lat:.3f} |")
+        print(lines[-1], flush=True)
+
+    if args.policy is not None:
+        policy = PolicyFile.load(args.policy)
+        lat_policy = costs.costs(policy.bits).latency_ratio
+        candidates = [b for b in range(2, 9) if costs.costs(uniform_bits(n, b)).latency_ratio >= lat_policy]
+        b = min(candidates, key=lambda c: costs.costs(uniform_bits(n, c)).latency_ratio)
+        acc_policy = finetune(out, "searched_policy", args, ["--policy", args.policy])
+        done = out / f"w{b}a{b}" / "metrics.csv"
+        acc_uniform = last_top1(done) if done.exists() else \
+            finetune(out, f"w{b}a{b}", args, ["--w-bits", str(b), "--a-bits", str(b)])
+        lines += ["", "| searched policy vs uniform | latency ratio | flash ratio | test top-1 % |", "|---|---|---|---|",
+                  f"| searched ({args.policy}) | {lat_policy:.3f} | {costs.costs(policy.bits).flash_ratio:.3f} | "
+                  f"{acc_policy:.2f} |",
+                  f"| uniform W{b}A{b} (cheapest uniform at >= the policy's latency) | "
+                  f"{costs.costs(uniform_bits(n, b)).latency_ratio:.3f} | "
+                  f"{costs.costs(uniform_bits(n, b)).flash_ratio:.3f} | {acc_uniform:.2f} |"]
+
+    images, labels = materialize(bundle.train)
+    device = torch_device(args.device)
+    batch = images[:64].to(device).contiguous(memory_format=torch.channels_last)
+    t_float, t_qat = step_cost_ratio(args.model, bundle.num_classes, batch, labels[:64].to(device),
+                                     args.timing_repeats, device)
+    lines += ["", f"Training step, batch 64, median of {args.timing_repeats} interleaved repeats: float {t_float:.3f} s, "
+              f"LSQ W4A4 {t_qat:.3f} s, ratio QAT/float {t_qat / t_float:.2f} (target <= 1.5)"]
+    report = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

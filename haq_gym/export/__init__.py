@@ -1,0 +1,1 @@
+"""Deployment artifacts: packed low-bit weights, integer-only models, file formats."""

@@ -1,0 +1,111 @@
+"""QAT checkpoints: a trained quantized model with its policy and quantizer family embedded.
+
+A file is ``{"format": "haq-gym-qat", "version": 1, "policy": <policy JSON>, "family":
+..., "meta": {...}, "state_dict": {...}, "training": {...} | None}`` written with
+``torch.save`` and read with ``torch.load(weights_only=True)``. The state dict includes
+the learned steps (``*.weight_quantizer.step`` ...), so a loaded model quantizes exactly
+as it did in training; do not calibrate it again (that would re-initialise the steps).
+Its ``state_dict``/``meta`` keys also make it loadable by
+:func:`haq_gym.models.load_checkpoint` when the model is float (no learned steps).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from haq_gym.models import build_model
+from haq_gym.models.checkpoint import read_torch_file
+from haq_gym.policy import PolicyFile
+from haq_gym.quant import apply_policy, wrap_model
+from haq_gym.quant.families import check_family, set_quantizer_family
+from haq_gym.quant.qlayers import QuantLayerMixin
+
+FORMAT = "haq-gym-qat"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class QATCheckpoint:
+    """A loaded QAT checkpoint: the model (eval mode, on ``device``) and what describes it."""
+
+    model: nn.Module
+    layers: list[tuple[str, QuantLayerMixin]]
+    policy: PolicyFile
+    family: str
+    meta: dict[str, Any]
+    training: dict[str, Any] | None
+
+
+def quantize_model(model: nn.Module, policy: PolicyFile | None, family: str) -> list[tuple[str, QuantLayerMixin]]:
+    """Wrap ``model`` in place with ``family`` quantizers and apply the policy's bits (``None`` = float).
+
+    The policy is checked against the model's layer names and the supported 2..8 bits first.
+    """
+    check_family(family)
+    named = wrap_model(model)
+    if policy is not None:
+        policy.check_layers([n for n, _ in named], min_bit=2, max_bit=8)
+    layers = [m for _, m in named]
+    set_quantizer_family(layers, family)
+    if policy is not None:
+        apply_policy(layers, policy.bits)
+    return named
+
+
+def build_quantized_model(model_name: str, width_mult: float, num_classes: int, policy: PolicyFile | None,
+                          family: str) -> tuple[nn.Module, list[tuple[str, QuantLayerMixin]]]:
+    """Untrained wrapped model with ``family`` quantizers and the policy's bits (``None`` = float)."""
+    model = build_model(model_name, num_classes=num_classes, width_mult=width_mult)
+    return model, quantize_model(model, policy, family)
+
+
+def save_qat_checkpoint(path: str | os.PathLike, model: nn.Module, policy: PolicyFile, family: str,
+                        meta: dict[str, Any], training: dict[str, Any] | None = None) -> None:
+    """Write atomically: a crash mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    torch.save({"format": FORMAT, "version": FORMAT_VERSION, "policy": policy.to_dict(), "family": family,
+                "meta": meta, "state_dict": state, "training": training}, tmp)
+    os.replace(tmp, path)
+
+
+def read_qat_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw payload, validated as a QAT checkpoint (clear errors naming the file)."""
+    path = os.fspath(path)
+    data = read_torch_file(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {path!r} is not a haq-gym QAT checkpoint (no \"format\": \"{FORMAT}\"); "
+                         "a float checkpoint goes to --init-checkpoint instead")
+    if data.get("version") != FORMAT_VERSION:
+        raise ValueError(f"checkpoint {path!r} has QAT format version {data.get('version')}; "
+                         f"this haq-gym reads version {FORMAT_VERSION}")
+    return data
+
+
+def load_qat_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> QATCheckpoint:
+    """Rebuild the model a QAT checkpoint describes and load its weights and learned steps."""
+    data = read_qat_file(path)
+    policy = PolicyFile.from_dict(data["policy"], source=f"policy in {os.fspath(path)!r}")
+    meta = dict(data.get("meta") or {})
+    try:
+        model_name, width, classes = meta["model"], float(meta["width_mult"]), int(meta["num_classes"])
+    except KeyError as err:
+        raise ValueError(f"checkpoint {os.fspath(path)!r} lacks meta field {err}") from None
+    model, named = build_quantized_model(model_name, width, classes, policy, data["family"])
+    own = set(model.state_dict())
+    theirs = set(data["state_dict"])
+    if own != theirs:
+        missing, extra = sorted(own - theirs), sorted(theirs - own)
+        raise ValueError(f"checkpoint {os.fspath(path)!r} does not fit {model_name} with {data['family']} quantizers: "
+                         f"{len(missing)} missing keys {missing[:2]}, {len(extra)} unexpected keys {extra[:2]}")
+    model.load_state_dict(data["state_dict"])
+    model.to(device).eval()
+    return QATCheckpoint(model, named, policy, data["family"], meta, data.get("training"))

@@ -1,0 +1,174 @@
+"""Quantization-aware training (or float training) of a wrapped model, resumable epoch by epoch.
+
+The run folder holds ``config.yml`` (what was asked), ``metrics.csv`` (one row per
+epoch), ``tensorboard/``, ``last.pt`` (everything needed to resume: weights, steps,
+optimizer, schedule, RNG) and ``best.pt`` (the best test top-1 so far, with the policy
+embedded). Both checkpoints are replaced atomically and only after a finite epoch, so a
+crash or a NaN loss never leaves a broken or diverged checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from haq_gym.data import DataBundle, materialize
+from haq_gym.evaluation.accuracy import top1_accuracy
+from haq_gym.finetune.checkpoint import read_qat_file, save_qat_checkpoint
+from haq_gym.finetune.recipe import QATRecipe, parameter_groups
+from haq_gym.policy import PolicyFile
+from haq_gym.quant import calibrate
+from haq_gym.quant.qlayers import QuantLayerMixin
+
+METRIC_FIELDS = ("epoch", "train_loss", "train_top1", "test_top1", "lr", "epoch_time_s")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    best_top1: float
+    best_epoch: int
+    last_top1: float
+    epochs_run: int
+
+
+def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle: DataBundle, policy: PolicyFile,
+                    family: str, recipe: QATRecipe, run_dir: str | os.PathLike, meta: dict[str, Any], seed: int,
+                    device: str | torch.device = "cpu", resume: bool = False, progress: bool = True,
+                    calibrate_first: bool = True) -> TrainResult:
+    """Train ``model`` (already wrapped, with ``family`` quantizers and the policy's bits) on ``bundle.train``.
+
+    Evaluates on ``bundle.test`` after every epoch. With ``resume`` the state in
+    ``run_dir/last.pt`` is restored and training continues with the next epoch; the
+    result is the same as an uninterrupted run (same seed, CPU). ``calibrate_first``
+    initialises the learned steps from a fixed batch (LSQ's data-driven init); pass
+    ``False`` when the model's steps were loaded from a QAT checkpoint.
+    """
+    run_dir = Path(run_dir)
+    device = torch.device(device)
+    cl = torch.channels_last
+    images, labels = materialize(bundle.train)
+    test_x, test_y = materialize(bundle.test)
+    images, labels = images.to(device), labels.to(device)
+    test_x, test_y = test_x.to(device).contiguous(memory_format=cl), test_y.to(device)
+    model.to(device=device, memory_format=cl)
+
+    gen = torch.Generator().manual_seed(seed)
+    if calibrate_first and not resume:
+        calibrate(model, layers, images[: recipe.calibration_size].contiguous(memory_format=cl))
+        with torch.no_grad():  # weight steps are initialised from the weights on first use
+            model.eval()
+            model(images[:2].contiguous(memory_format=cl))
+    steps_per_epoch = math.ceil(len(images) / recipe.batch_size)
+    opt = torch.optim.SGD(parameter_groups(model, layers, recipe.weight_decay), lr=recipe.lr,
+                          momentum=recipe.momentum)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
+    start_epoch, best_top1, best_epoch = 1, -1.0, 0
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if resume:
+        data = read_qat_file(last_path)
+        model.load_state_dict(data["state_dict"])
+        training = data["training"]
+        opt.load_state_dict(training["optimizer"])
+        sched.load_state_dict(training["scheduler"])
+        gen.set_state(training["generator"])
+        torch.set_rng_state(training["torch_rng"])  # dropout draws from the global generator
+        if device.type == "cuda" and training.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(training["cuda_rng"], device)
+        start_epoch = int(training["epoch"]) + 1
+        best_top1, best_epoch = float(training["best_top1"]), int(training["best_epoch"])
+        _truncate_metrics(run_dir / "metrics.csv", start_epoch - 1)
+    loss_fn = nn.CrossEntropyLoss()
+    writer = SummaryWriter(os.fspath(run_dir / "tensorboard"), purge_step=start_epoch)
+    last_top1 = float("nan")
+    total = (recipe.epochs - start_epoch + 1) * steps_per_epoch
+    bar = tqdm(total=max(total, 0), desc="QAT" if any(l.w_bit != -1 for l in layers) else "float training",
+               unit="step", disable=not progress)
+    try:
+        for epoch in range(start_epoch, recipe.epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            order = torch.randperm(len(images), generator=gen).to(device)
+            loss_sum, correct, seen = 0.0, 0, 0
+            for start in range(0, len(images), recipe.batch_size):
+                idx = order[start:start + recipe.batch_size]
+                x = bundle.augment(images[idx], gen).contiguous(memory_format=cl)
+                y = labels[idx]
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                if not torch.isfinite(loss):
+                    kept = f"the last good checkpoint is {os.fspath(last_path)!r}" if last_path.exists() else \
+                        "no checkpoint was written yet"
+                    raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {start // recipe.batch_size}; "
+                                           f"{kept}; lower --lr and resume or restart")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                loss_sum += loss.item() * len(idx)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(idx)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+            last_top1 = top1_accuracy(model, test_x, test_y)
+            row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen,
+                   "test_top1": last_top1, "lr": sched.get_last_lr()[0], "epoch_time_s": time.perf_counter() - t0}
+            _append_metrics(run_dir / "metrics.csv", row)
+            for key in ("train_loss", "train_top1", "test_top1", "lr"):
+                writer.add_scalar(f"finetune/{key}", row[key], epoch)
+            writer.flush()
+            epoch_meta = dict(meta, epoch=epoch, test_top1=last_top1)
+            if last_top1 > best_top1:
+                best_top1, best_epoch = last_top1, epoch
+                best_policy = PolicyFile(**{**policy.__dict__, "accuracy": dict(policy.accuracy, finetune_test_top1=last_top1)})
+                save_qat_checkpoint(best_path, model, best_policy, family, epoch_meta)
+            training = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                        "epoch": epoch, "best_top1": best_top1, "best_epoch": best_epoch}
+            save_qat_checkpoint(last_path, model, policy, family, epoch_meta, training)
+            bar.write(f"epoch {epoch}/{recipe.epochs}: loss {row['train_loss']:.4f}, test top-1 {last_top1:.2f}% "
+                      f"(best {best_top1:.2f}% at epoch {best_epoch})")
+    finally:
+        bar.close()
+        writer.close()
+    return TrainResult(best_top1, best_epoch, last_top1, recipe.epochs - start_epoch + 1)
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> None:
+    """Drop rows after ``last_epoch`` (written by a run that crashed before saving that epoch's checkpoint)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= last_epoch]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _append_metrics(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -1,0 +1,244 @@
+"""Learned-step-size quantizers: LSQ (Esser et al. 2020), LSQ+ (Bhalgat et al. 2020) and a power-of-two variant.
+
+One :class:`LSQQuantizer` quantizes one tensor (a layer's weight or its input
+activation) to ``step * clamp(round(v / step), qmin, qmax)`` with ``step`` a learned
+scalar. Conventions (see ``docs/lsq.md``):
+
+- Integer ranges: weights signed full range ``[-2^(b-1), 2^(b-1) - 1]`` (the paper's);
+  activations unsigned ``[0, 2^b - 1]`` when the calibration batch had no negative
+  value (after ReLU6), else signed like weights. LSQ+ (``learn_offset``) keeps the
+  unsigned grid and learns an offset ``beta``: ``step * q + beta``.
+- Gradients: straight-through on ``round`` only, so ``d/dv`` is 1 inside the clip range
+  and 0 outside, and ``d/dstep`` is ``round(v/s) - v/s`` inside, ``qmin`` below and
+  ``qmax`` above, which autograd derives from the forward below.
+- Gradient scale ``g = 1 / sqrt(N * qmax)`` on the step (and the offset). ``N`` is the
+  weight count for weights and the number of features of *one sample* for activations
+  (``x[0].numel()``), the paper's "number of features"; counting the batch too would
+  shrink ``g`` by ``sqrt(batch)`` and make it depend on the batch size.
+- Initialisation ``step = 2 * mean(|v|) / sqrt(qmax)`` from the weight, or from the
+  calibration batch for activations (LSQ+: from ``v - beta`` with ``beta = min(min v, 0)``).
+- Power of two (seed 004): the learned parameter is ``log2_step`` and the step is
+  ``2 ** round(log2_step)`` (straight-through round), so requantisation is a shift.
+
+The quantizers plug into :class:`~haq_gym.quant.qlayers.QuantConv2d`/``QuantLinear``
+through ``set_quantizers`` and follow the same protocol as HAQ's linear quantizers
+(``bits``/``set_bits``, ``reset_ranges``/``reset_observations``/``observing`` for
+:func:`~haq_gym.quant.calibrate`, ``grid`` for export).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from haq_gym.quant.grid import QuantGrid
+
+Role = Literal["weight", "activation"]
+MAX_BITS = 16
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` (half to even) forward, identity backward."""
+    return (torch.round(x) - x).detach() + x
+
+
+class LSQFunction(torch.autograd.Function):
+    """``step * clamp(round((v - offset) / step), qmin, qmax) + offset`` with LSQ's gradients, fused.
+
+    Equivalent to the textbook composition (a gradient-scaled step, ``clamp`` and a
+    straight-through ``round``; the tests check it against that and against hand-computed
+    values), but autograd keeps only ``v`` for
+    the backward pass instead of every intermediate, which cuts QAT memory several times
+    over and most of its elementwise cost. ``offset`` may be ``None`` (plain LSQ).
+    Backward: ``d/dv`` is 1 where ``qmin <= u <= qmax`` (``u = (v - offset) / step``)
+    and 0 elsewhere; ``d/dstep`` sums ``round(u) - u`` inside, ``qmin`` below and
+    ``qmax`` above, times ``g``; ``d/doffset`` sums the clipped elements, times ``g``.
+    """
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None, g: float, qmin: int,
+                qmax: int) -> torch.Tensor:
+        ctx.save_for_backward(v, step, offset)
+        ctx.consts = (g, qmin, qmax)
+        shifted = v if offset is None else v - offset
+        out = shifted.div(step).round_().clamp_(qmin, qmax).mul_(step)
+        return out if offset is None else out.add_(offset)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        v, step, offset = ctx.saved_tensors
+        g, qmin, qmax = ctx.consts
+        u = (v if offset is None else v - offset).div(step)
+        below, above = u < qmin, u > qmax
+        inside = ~(below | above)
+        grad_v = grad_out * inside if ctx.needs_input_grad[0] else None
+        grad_step = grad_offset = None
+        if ctx.needs_input_grad[1]:
+            per = torch.where(inside, torch.round(u) - u, torch.where(below, float(qmin), float(qmax)))
+            grad_step = (grad_out * per).sum().mul_(g).reshape(step.shape)
+        if offset is not None and ctx.needs_input_grad[2]:
+            grad_offset = grad_out.masked_fill(inside, 0).sum().mul_(g).reshape(offset.shape)
+        return grad_v, grad_step, grad_offset, None, None, None
+
+
+class LSQQuantizer(nn.Module):
+    """Fake quantizer with a learned step for one weight or activation tensor.
+
+    ``step`` (or ``log2_step`` for ``power_of_two``) and ``offset`` (LSQ+) are
+    parameters, so they are trained with the model and saved in its state dict together
+    with the ``initialized`` and ``signed`` buffers.
+    """
+
+    def __init__(self, role: Role, power_of_two: bool = False, learn_offset: bool = False) -> None:
+        super().__init__()
+        if role not in ("weight", "activation"):
+            raise ValueError(f"role must be 'weight' or 'activation', got {role!r}")
+        if learn_offset and role == "weight":
+            raise ValueError("LSQ+ offsets are for activations; weights stay symmetric")
+        self.role = role
+        self.power_of_two = power_of_two
+        self.learn_offset = learn_offset
+        self.bits: int | None = None
+        self.observing = False
+        if power_of_two:
+            self.log2_step = nn.Parameter(torch.tensor(0.0))
+        else:
+            self.step = nn.Parameter(torch.tensor(1.0))
+        if learn_offset:
+            self.offset = nn.Parameter(torch.tensor(0.0))
+        self.register_buffer("initialized", torch.tensor(False))
+        self.register_buffer("signed", torch.tensor(role == "weight"))
+        # Python mirrors of the two buffers: reading a CUDA buffer in every forward would
+        # synchronise the GPU once per quantizer per step.
+        self.is_initialized = False
+        self.is_signed = role == "weight"
+        self._stats: tuple[float, float, float] | None = None  # (min, mean |v|, mean |v - beta|) of calibration
+
+    # ---------------------------------------------------------------- grid
+    def qrange(self, bits: int | None = None) -> tuple[int, int]:
+        """Integer range ``(qmin, qmax)`` at ``bits`` (default: the current bit width)."""
+        bits = self.bits if bits is None else bits
+        if bits is None:
+            raise RuntimeError("quantizer has no bit width")
+        if self.is_signed:
+            return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        return 0, 2**bits - 1
+
+    def current_step(self) -> torch.Tensor:
+        """The step in use (a 0-d tensor carrying gradients to the learned parameter)."""
+        if self.power_of_two:
+            return torch.pow(2.0, round_ste(self.log2_step))
+        # An SGD step can carry the raw parameter through zero (seen on randomly initialised
+        # networks); its magnitude is the step, so the grid never flips or collapses.
+        return self.step.abs().clamp_min(1e-8)
+
+    def grid(self, weight: torch.Tensor | None = None) -> QuantGrid:
+        """The grid values are quantized onto (for export); ``weight`` is accepted for protocol symmetry."""
+        if self.bits is None:
+            raise RuntimeError("grid() needs a bit width")
+        if not self.is_initialized:
+            if weight is None or self.role != "weight":
+                raise RuntimeError("LSQ step is not initialised; run a calibration or training batch first")
+            self._init_from_tensor(weight)
+        qmin, qmax = self.qrange()
+        offset = float(self.offset.detach()) if self.learn_offset else 0.0
+        return QuantGrid(step=float(self.current_step().detach()), qmin=qmin, qmax=qmax, offset=offset)
+
+    # ---------------------------------------------------------------- bits and initialisation
+    def set_bits(self, bits: int | None) -> None:
+        """Change the bit width; a learned step is rescaled so the clip range stays where it was."""
+        if bits is not None:
+            low = 2 if self.role == "weight" or self.is_signed else 1
+            if not isinstance(bits, int) or not low <= bits <= MAX_BITS:
+                raise ValueError(f"LSQ {self.role} bits must be an integer in [{low}, {MAX_BITS}], got {bits!r}")
+        if bits is not None and self.bits is not None and bits != self.bits and self.is_initialized:
+            ratio = self.qrange(self.bits)[1] / self.qrange(bits)[1]
+            with torch.no_grad():
+                if self.power_of_two:
+                    self.log2_step.add_(round(math.log2(ratio)))
+                else:
+                    self.step.mul_(ratio)
+        self.bits = bits
+        if bits is not None and not self.is_initialized and self._stats is not None:
+            self._init_from_stats()
+
+    def reinitialize(self) -> None:
+        """Forget the learned step: the next use re-derives it with LSQ's rule at the current bits."""
+        self._set_flags(initialized=False)
+        if self.bits is not None and self._stats is not None:
+            self._init_from_stats()
+
+    def reset_ranges(self) -> None:
+        """Calibration hook (weights): re-initialise from the weight on next use."""
+        self._set_flags(initialized=False)
+
+    def reset_observations(self) -> None:
+        """Calibration hook (activations): drop recorded statistics and the step."""
+        self._stats = None
+        self._set_flags(initialized=False)
+
+    def _record(self, x: torch.Tensor) -> None:
+        v = x.detach().float()
+        vmin = float(v.min())
+        beta = min(vmin, 0.0)
+        self._stats = (vmin, float(v.abs().mean()), float((v - beta).abs().mean()))
+
+    def _init_from_stats(self) -> None:
+        vmin, mean_abs, mean_shifted = self._stats
+        if self.role == "activation":
+            self._set_flags(signed=vmin < 0 and not self.learn_offset)
+        qmax = self.qrange()[1]
+        mean = mean_shifted if self.learn_offset else mean_abs
+        if self.learn_offset:
+            with torch.no_grad():
+                self.offset.fill_(min(vmin, 0.0))
+        self.set_step(2.0 * mean / math.sqrt(qmax))
+
+    def _init_from_tensor(self, v: torch.Tensor) -> None:
+        self._record(v)
+        self._init_from_stats()
+
+    def set_step(self, step: float) -> None:
+        """Set the step (for ``power_of_two``: its log2) by hand; the quantizer counts as initialised."""
+        step = max(step, 1e-8)
+        with torch.no_grad():
+            if self.power_of_two:
+                self.log2_step.fill_(math.log2(step))
+            else:
+                self.step.fill_(step)
+        self._set_flags(initialized=True)
+
+    def _set_flags(self, initialized: bool | None = None, signed: bool | None = None) -> None:
+        if initialized is not None:
+            self.is_initialized = bool(initialized)
+            self.initialized.fill_(self.is_initialized)
+        if signed is not None:
+            self.is_signed = bool(signed)
+            self.signed.fill_(self.is_signed)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.is_initialized = bool(self.initialized)
+        self.is_signed = bool(self.signed)
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        if self.observing:
+            self._record(v)
+            return v
+        if self.bits is None:
+            return v
+        if not self.is_initialized:
+            self._init_from_tensor(v)
+        qmin, qmax = self.qrange()
+        features = v.numel() if self.role == "weight" else v[0].numel()
+        g = 1.0 / math.sqrt(features * qmax)
+        offset = self.offset if self.learn_offset else None
+        return LSQFunction.apply(v, self.current_step(), offset, g, qmin, qmax)
+
+    def extra_repr(self) -> str:
+        kind = "pot" if self.power_of_two else "lsq+" if self.learn_offset else "lsq"
+        return f"{self.role}, {kind}, bits={self.bits}, signed={self.is_signed}"
