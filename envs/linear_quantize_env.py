@@ -5,22 +5,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from envs.features import STATIC_FEATURES, static_layer_features
+from envs.policy_decision_env import ACTION_MODES, PolicyDecisionEnv, bit_action_space
 from haq_gym.cost import ENFORCEMENTS, Budget, enforce_budget
 from haq_gym.policy import PolicyFile, now_iso
 from haq_gym.rewards import get_reward
 from haq_gym.search_setup import SearchSetup, build_search_setup
 
-ACTION_MODES = ("continuous", "discrete")
 OBSERVATION_FEATURES = STATIC_FEATURES + ("previous_bits", "is_activation", "latency_spent", "flash_spent",
                                           "latency_slack", "flash_slack")
 
 
-class LinearQuantizeEnv(gym.Env):
+class LinearQuantizeEnv(PolicyDecisionEnv):
     """Choose a weight and an activation bit width for every layer of a network, under latency and flash budgets.
 
     This is HAQ's linear-quantization MDP (Wang et al., CVPR 2019) on a real network:
@@ -36,6 +35,16 @@ class LinearQuantizeEnv(gym.Env):
     first layer is fixed at ``[8, -1]`` and the last at ``[8, 8]`` and the agent is not
     asked about them: MobileNetV2 has 102 decisions per episode (HAQ asks all 106 and
     overwrites four afterwards).
+
+    ## Registered ids
+    Each id fixes ``model`` (CIFAR-style 32x32 variants; details in docs/environments.md):
+
+    | id | model | layers | decisions |
+    |---|---|---|---|
+    | ``HAQ-MobileNetV2-v0`` | torchvision MobileNetV2 | 53 | 102 |
+    | ``HAQ-MobileNetV3Small-v0`` | torchvision MobileNetV3-Small; its 18 squeeze-excitation 1x1 convs are searched too | 54 | 104 |
+    | ``HAQ-ResNet20-v0`` | He et al.'s CIFAR ResNet-20, option-A shortcuts | 20 | 36 |
+    | ``HAQ-ResNet18-v0`` | torchvision ResNet-18, 3x3 stride-1 stem, no max-pool (3 1x1 shortcut convs) | 21 | 38 |
 
     ## Action space
     ``action_mode="continuous"``: ``Box(0, 1, (1,), float32)``, mapped to bits as HAQ
@@ -83,7 +92,8 @@ class LinearQuantizeEnv(gym.Env):
     ## Arguments
     All are keywords of ``gym.make("HAQ-MobileNetV2-v0", ...)``:
 
-    - ``model="mobilenetv2"``, ``width_mult=1.0``: the network (torchvision MobileNetV2 with CIFAR strides).
+    - ``model="mobilenetv2"``, ``width_mult=1.0``: the network (``mobilenetv2``, ``mobilenetv3small``,
+      ``resnet20``, ``resnet18``; the registered ids fix it).
     - ``dataset="digits"``, ``data_root=None``, ``download=False``: ``digits`` (embedded), ``cifar10``, ``cifar100``, ``imagefolder``.
     - ``checkpoint=None``: float checkpoint path; ``None`` trains/loads the cached default model.
     - ``pretrain_epochs=None``: epochs of the default model's training (``None``: the standard recipe).
@@ -95,14 +105,15 @@ class LinearQuantizeEnv(gym.Env):
     - ``action_mode="continuous"``, ``enforcement="greedy"``, ``reward="haq"``.
     - ``finetune_steps=0``, ``finetune_lr=1e-3``: HAQ's per-episode finetune (SGD steps on the train subset).
     - ``pin_first_last=True``, ``eval_batch_size=256``, ``device="cpu"``, ``progress=True`` (bar while pretraining).
+    - ``quantizer="linear"``: the quantizers policies are evaluated with: ``linear`` (HAQ's MSE-clipped
+      linear quantization) or ``lsq``/``lsq+``/``pot`` (HAQ-LSQ: the learned-step quantizers the finetune
+      trains, at their initial steps for each policy; combine with ``finetune_steps`` to learn them).
     - ``setup=None``: a prebuilt :class:`~haq_gym.search_setup.SearchSetup` (several envs can share one
       model and its evaluation cache); the model/data keywords are then ignored.
 
     ## Version history
     - v0: initial version.
     """
-
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, *, model: str = "mobilenetv2", width_mult: float = 1.0, dataset: str = "digits",
                  data_root: str | None = None, download: bool = False, checkpoint: str | None = None,
@@ -111,7 +122,7 @@ class LinearQuantizeEnv(gym.Env):
                  float_bit: int = 8, min_bit: int = 2, max_bit: int = 8, latency_table: str | None = None,
                  hardware: str | None = None, action_mode: str = "continuous", enforcement: str = "greedy",
                  reward: str = "haq", finetune_steps: int = 0, finetune_lr: float = 1e-3, pin_first_last: bool = True,
-                 eval_batch_size: int = 256, device: str = "cpu", progress: bool = True,
+                 eval_batch_size: int = 256, device: str = "cpu", quantizer: str = "linear", progress: bool = True,
                  render_mode: str | None = None, setup: SearchSetup | None = None) -> None:
         if not 2 <= min_bit <= max_bit <= 8:
             raise ValueError(f"need 2 <= min_bit <= max_bit <= 8, got min_bit={min_bit}, max_bit={max_bit}")
@@ -119,8 +130,7 @@ class LinearQuantizeEnv(gym.Env):
             raise ValueError(f"unknown action_mode {action_mode!r}; expected one of {', '.join(ACTION_MODES)}")
         if enforcement not in ENFORCEMENTS:
             raise ValueError(f"unknown enforcement {enforcement!r}; expected one of {', '.join(ENFORCEMENTS)}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"unsupported render_mode {render_mode!r}; expected one of {self.metadata['render_modes']}")
+        self._check_render_mode(render_mode)
         self.reward_fn = get_reward(reward)
         self.budget = Budget(latency=latency_budget, flash=flash_budget)
         self.setup = setup or build_search_setup(
@@ -128,27 +138,17 @@ class LinearQuantizeEnv(gym.Env):
             checkpoint=checkpoint, val_size=val_size, train_size=train_size, calibration_size=calibration_size,
             latency_table=latency_table, hardware=hardware, float_bit=float_bit, finetune_steps=finetune_steps,
             finetune_lr=finetune_lr, eval_batch_size=eval_batch_size, pretrain_epochs=pretrain_epochs,
-            device=device, progress=progress)
+            device=device, quantizer=quantizer, progress=progress)
         self.min_bit, self.max_bit, self.float_bit = min_bit, max_bit, float_bit
         self.action_mode, self.enforcement, self.reward_name = action_mode, enforcement, reward
         self.render_mode = render_mode
 
-        n = len(self.setup.layers)
-        self.pinned = self._pinned_policy(n, pin_first_last)
-        self.decisions = [(i, j) for i in range(n) for j in (0, 1) if self.pinned[i][j] is None]
-        self.free = [(self.pinned[i][0] is None, self.pinned[i][1] is None) for i in range(n)]
+        self._init_decisions(self._pinned_policy(len(self.setup.layers), pin_first_last))
         self.budget.check_feasible(self.setup.cost_model, self._fill(self.pinned, min_bit))
         self.static = static_layer_features(self.setup.layer_infos)
 
-        n_bits = max_bit - min_bit + 1
-        if action_mode == "continuous":
-            self.action_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
-        else:
-            self.action_space = spaces.Discrete(n_bits)
+        self.action_space = bit_action_space(action_mode, min_bit, max_bit)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(len(OBSERVATION_FEATURES),), dtype=np.float32)
-        self._step = 0
-        self._policy: list[list[int | None]] = []
-        self._done = True
 
     # ----- construction helpers
     def _pinned_policy(self, n: int, pin_first_last: bool) -> list[list[int | None]]:
@@ -160,80 +160,7 @@ class LinearQuantizeEnv(gym.Env):
             pinned[-1] = [8, 8]
         return pinned
 
-    @staticmethod
-    def _fill(policy: list[list[int | None]], bits: int) -> list[list[int]]:
-        return [[bits if b is None else b for b in pair] for pair in policy]
-
-    # ----- Gymnasium API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self._policy = [list(p) for p in self.pinned]
-        self._step = 0
-        self._done = False
-        return self._observation(previous_bits=None), {}
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        if self._done:
-            raise RuntimeError("the episode has ended; call reset() before step()")
-        bits = self.action_to_bits(action)
-        layer, j = self.decisions[self._step]
-        self._policy[layer][j] = bits
-        self._step += 1
-        info: dict[str, Any] = {"layer": layer, "decision": "activation" if j else "weight", "bits": bits}
-        if self._step < len(self.decisions):
-            return self._observation(previous_bits=bits), 0.0, False, False, info
-        self._done = True
-        info.update(self._finish())
-        return self._observation(previous_bits=bits), float(info["reward"]), True, False, info
-
-    def render(self) -> str | None:
-        if self.render_mode != "ansi":
-            return None
-        rows = [f"{name:<28} w={w!s:>4} a={a!s:>4}" for name, (w, a) in zip(self.setup.layer_names, self._policy)]
-        return "\n".join(rows)
-
     # ----- MDP pieces
-    def action_to_bits(self, action: Any) -> int:
-        """Bits for an action of this env's action space (HAQ's mapping in continuous mode)."""
-        if self.action_mode == "discrete":
-            k = int(np.asarray(action).reshape(-1)[0])
-            if not 0 <= k < self.action_space.n:
-                raise ValueError(f"discrete action must be in 0..{self.action_space.n - 1}, got {k}")
-            return self.min_bit + k
-        a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
-        if not np.isfinite(a):
-            raise ValueError(f"continuous action must be a finite number in [0, 1], got {a}")
-        a = min(max(a, 0.0), 1.0)
-        b = int(np.round((self.max_bit - self.min_bit + 1) * a + self.min_bit - 0.5))
-        return min(max(b, self.min_bit), self.max_bit)
-
-    def bits_to_action(self, bits: int) -> np.ndarray | int:
-        """An action of this env's action space that maps to ``bits`` (the centre of its bin)."""
-        if not self.min_bit <= bits <= self.max_bit:
-            raise ValueError(f"bits must be in {self.min_bit}..{self.max_bit}, got {bits}")
-        if self.action_mode == "discrete":
-            return bits - self.min_bit
-        return np.array([(bits - self.min_bit + 0.5) / (self.max_bit - self.min_bit + 1)], dtype=np.float32)
-
-    def action_masks(self) -> np.ndarray:
-        """Which bit choices of the current decision keep every budget reachable.
-
-        Entry ``k`` (bits ``min_bit + k``) is True when the policy so far, this choice, and
-        every later decision at ``min_bit`` still meets the budgets; so an agent that only
-        picks allowed actions (sb3-contrib's MaskablePPO) never needs the enforcement wall.
-        The minimum bit width is always allowed (the env rejects impossible budgets).
-        """
-        n = self.max_bit - self.min_bit + 1
-        mask = np.ones(n, dtype=bool)
-        if self._done:
-            return mask
-        layer, j = self.decisions[self._step]
-        trial = self._fill(self._policy, self.min_bit)
-        for k in range(1, n):
-            trial[layer][j] = self.min_bit + k
-            mask[k] = self.budget.satisfied(self.setup.cost_model.costs(trial))
-        return mask
-
     def _observation(self, previous_bits: int | None) -> np.ndarray:
         step = min(self._step, len(self.decisions) - 1)
         layer, j = self.decisions[step]

@@ -3,14 +3,28 @@
 Gymnasium 1.x has no plugin entry points, so ``import haq_gym`` registers these ids
 (``gym.make("haq_gym:HAQ-MobileNetV2-v0")`` imports it for you). Entry points are lazy
 strings: the core never imports the environment classes.
+
+Every linear id takes the keywords of :class:`envs.linear_quantize_env.LinearQuantizeEnv`
+and every k-means id those of :class:`envs.kmeans_quantize_env.KMeansQuantizeEnv`; an id
+only fixes ``model`` (see docs/environments.md for what each model searches).
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
 
+LINEAR_ENTRY_POINT = "envs.linear_quantize_env:LinearQuantizeEnv"
+KMEANS_ENTRY_POINT = "envs.kmeans_quantize_env:KMeansQuantizeEnv"
+
 ENV_IDS = {
-    "HAQ-MobileNetV2-v0": ("envs.linear_quantize_env:LinearQuantizeEnv", {"model": "mobilenetv2"}),
+    "HAQ-MobileNetV2-v0": (LINEAR_ENTRY_POINT, {"model": "mobilenetv2"}),
+    "HAQ-MobileNetV3Small-v0": (LINEAR_ENTRY_POINT, {"model": "mobilenetv3small"}),
+    "HAQ-ResNet20-v0": (LINEAR_ENTRY_POINT, {"model": "resnet20"}),
+    "HAQ-ResNet18-v0": (LINEAR_ENTRY_POINT, {"model": "resnet18"}),
+    "HAQ-KMeans-MobileNetV2-v0": (KMEANS_ENTRY_POINT, {"model": "mobilenetv2"}),
+    "HAQ-KMeans-MobileNetV3Small-v0": (KMEANS_ENTRY_POINT, {"model": "mobilenetv3small"}),
+    "HAQ-KMeans-ResNet20-v0": (KMEANS_ENTRY_POINT, {"model": "resnet20"}),
+    "HAQ-KMeans-ResNet18-v0": (KMEANS_ENTRY_POINT, {"model": "resnet18"}),
 }
 
 

@@ -7,7 +7,7 @@ the environments receive the result and add the MDP on top.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -17,8 +17,9 @@ from haq_gym.cost import BitSerialAccelerator, CostModel, LayerInfo, load_table,
 from haq_gym.data import DataBundle, load_dataset, materialize
 from haq_gym.evaluation import FinetuneSettings, PolicyEvaluator
 from haq_gym.models import build_model, ensure_default_checkpoint, load_checkpoint
-from haq_gym.models.pretrain import FloatRecipe
+from haq_gym.models.registry import default_recipe
 from haq_gym.quant import wrap_model
+from haq_gym.quant.families import set_quantizer_family
 from haq_gym.quant.qlayers import QuantLayerMixin
 
 
@@ -48,7 +49,7 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
                        latency_table: str | np.ndarray | None = None, hardware: str | BitSerialAccelerator | None = None,
                        float_bit: int = 8, finetune_steps: int = 0, finetune_lr: float = 1e-3,
                        eval_batch_size: int = 256, pretrain_epochs: int | None = None, device: str = "cpu",
-                       progress: bool = True) -> SearchSetup:
+                       quantizer: str = "linear", progress: bool = True) -> SearchSetup:
     """Build a :class:`SearchSetup`.
 
     ``checkpoint=None`` uses the cached default float model (trained on first use, see
@@ -56,13 +57,18 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
     recipe (tests use tiny values). ``latency_table`` is a ``.npy`` path or an array in
     HAQ's format; ``None`` generates one with the analytic bit-serial accelerator
     (``hardware``: a YAML path or :class:`BitSerialAccelerator`; ``None`` = defaults).
+    ``quantizer`` names the quantizer family policies are evaluated with: ``linear`` (HAQ's),
+    or ``lsq``/``lsq+``/``pot`` (HAQ-LSQ: the learned-step quantizers the finetune trains,
+    at their LSQ initial steps for each policy's bits, so the search sees the finetune's grid).
     """
     if calibration_size < 1:
         raise ValueError(f"calibration_size must be at least 1, got {calibration_size}")
     bundle = load_dataset(dataset, data_root, val_size=val_size, train_size=train_size, download=download)
     net = build_model(model, num_classes=bundle.num_classes, width_mult=width_mult)
     if checkpoint is None:
-        recipe = FloatRecipe() if pretrain_epochs is None else FloatRecipe(epochs=pretrain_epochs)
+        recipe = default_recipe(model)
+        if pretrain_epochs is not None:
+            recipe = replace(recipe, epochs=pretrain_epochs)
         min_acc = None if pretrain_epochs is not None else 95.0 if dataset == "digits" else None
         path, meta = ensure_default_checkpoint(model, width_mult, dataset, net, bundle, recipe=recipe,
                                                progress=progress, min_accuracy=min_acc)
@@ -73,6 +79,7 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
     named = wrap_model(net)
     names = [n for n, _ in named]
     layers = [m for _, m in named]
+    set_quantizer_family(layers, quantizer)
     infos = measure_layers(net, named, bundle.image_size)
 
     if isinstance(latency_table, (str, os.PathLike)):

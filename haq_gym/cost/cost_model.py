@@ -35,18 +35,25 @@ class CostModel:
     The reference is HAQ's: every layer at ``float_bit`` weights and activations (8 in
     the seeds), so a ratio of 0.5 means half the latency (or flash) of the 8-bit model.
     A bit width of -1 (not quantized: the first layer's image input) is costed at
-    ``float_bit``.
+    ``float_bit``. ``flash_reference_bit`` (default ``float_bit``) sets the weight precision
+    the flash ratio is relative to: HAQ's k-means flow measures model size against the
+    32-bit float model.
     """
 
-    def __init__(self, layers: Sequence[LayerInfo], latency_table: np.ndarray, float_bit: int = 8) -> None:
+    def __init__(self, layers: Sequence[LayerInfo], latency_table: np.ndarray, float_bit: int = 8,
+                 flash_reference_bit: int | None = None) -> None:
         if not 2 <= float_bit <= 8:
             raise ValueError(f"float_bit must be in 2..8 (the table covers 1..8 bits), got {float_bit}")
+        if flash_reference_bit is not None and not 1 <= flash_reference_bit <= 32:
+            raise ValueError(f"flash_reference_bit must be in 1..32, got {flash_reference_bit}")
         self.layers = list(layers)
         self.table = validate_table(latency_table, len(self.layers))
         self.float_bit = float_bit
+        self.flash_reference_bit = float_bit if flash_reference_bit is None else flash_reference_bit
         reference = [[float_bit, float_bit]] * len(self.layers)
         self.reference_latency = policy_latency(self.table, reference, float_bit)
-        self.reference_flash = flash_bits(self.layers, reference, float_bit)
+        self.reference_flash = flash_bits(self.layers, [[self.flash_reference_bit, float_bit]] * len(self.layers),
+                                          float_bit)
         self.reference_bitops = bitops(self.layers, reference, float_bit)
         if self.reference_latency <= 0:
             raise ValueError("latency table gives zero latency for the reference policy")

@@ -1,0 +1,195 @@
+"""HAQ's k-means model-size search (its first flow) as a Gymnasium environment."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from envs.features import STATIC_FEATURES, static_layer_features
+from envs.policy_decision_env import ACTION_MODES, PolicyDecisionEnv, bit_action_space
+from haq_gym.cost import ENFORCEMENTS, Budget, CostModel, enforce_budget
+from haq_gym.export.kmeans_file import kmeans_file_size, kmeans_layers, write_kmeans_file
+from haq_gym.policy import PolicyFile, now_iso
+from haq_gym.quant import apply_policy
+from haq_gym.quant.kmeans_quantizer import MAX_KMEANS_BIT, MIN_KMEANS_BIT, use_kmeans_weights
+from haq_gym.rewards import haq_reward
+from haq_gym.search_setup import SearchSetup, build_search_setup
+
+REFERENCE_BIT = 32
+"""Model size is measured against the 32-bit float model, as in HAQ's k-means flow."""
+
+OBSERVATION_FEATURES = STATIC_FEATURES + ("previous_bits", "size_spent", "size_slack")
+
+
+class KMeansQuantizeEnv(PolicyDecisionEnv):
+    """Choose a k-means weight bit width for every layer of a network, under a model-size budget.
+
+    This is HAQ's first flow (its ``QuantizeEnv``; Wang et al., CVPR 2019, after Deep
+    Compression): weight sharing instead of linear quantization. A layer at ``b`` bits
+    keeps ``2**b`` shared values, found by k-means on its weights, and stores a ``b``-bit
+    centroid index per weight. Activations stay float.
+
+    ## What differs from ``HAQ-MobileNetV2-v0`` (:class:`~envs.linear_quantize_env.LinearQuantizeEnv`)
+    - one decision per layer (weight bits only), every layer searched, none pinned;
+    - bits ``1..8`` by default (HAQ's k-means range; 1 bit = 2 shared values);
+    - weights are clustered (:class:`~haq_gym.quant.kmeans_quantizer.KMeansWeightQuantizer`,
+      cached per layer and bit width), not rounded to a uniform grid;
+    - one budget, ``size_budget``: the weights' bits as a ratio to the 32-bit float model
+      (HAQ's ``preserve_ratio``; 0.1 = "10x smaller"); no latency budget;
+    - the reward is always HAQ's, ``0.1 * (acc - float_acc)``.
+
+    ## Registered ids
+    ``HAQ-KMeans-MobileNetV2-v0`` (53 layers), ``HAQ-KMeans-MobileNetV3Small-v0`` (54),
+    ``HAQ-KMeans-ResNet20-v0`` (20) and ``HAQ-KMeans-ResNet18-v0`` (21): the models of the
+    linear ids, one decision per layer.
+
+    ## Action space
+    As the linear env: ``action_mode="continuous"`` is ``Box(0, 1, (1,), float32)`` mapped
+    to ``min_bit..max_bit`` by HAQ's equal-width bins; ``"discrete"`` is
+    ``Discrete(max_bit - min_bit + 1)``.
+
+    ## Observation space
+    ``Box(0, 1, (11,), float32)`` for the layer of the current decision:
+
+    | index | feature | meaning |
+    |---|---|---|
+    | 0-7 | HAQ's static features | as in the linear env (min-max scaled over the layers) |
+    | 8 | previous_bits | bits of the previous decision / max_bit (1.0 before the first) |
+    | 9 | size_spent | size ratio (to 32-bit) of the policy so far, undecided layers at min_bit |
+    | 10 | size_slack | size_budget minus size_spent, clipped to [0, 1] |
+
+    HAQ's k-means state has the static features and the previous bits (unnormalised);
+    it has no size features.
+
+    ## Reward
+    0 on every step but the last; then ``0.1 * (acc - float_acc)``, top-1 in percent on
+    the held-out validation subset (HAQ's k-means env also uses its held-out subset).
+
+    ## Episode end
+    ``terminated`` after the last layer's decision; no truncation. The policy is made to
+    fit the budget (``enforcement``: ``"greedy"`` lowers the layer with the most bits saved
+    per added quantization noise; ``"haq"`` is HAQ's wall, one bit off each layer from the
+    last to the first, round after round), the layers are clustered (cached), optionally
+    finetuned ``finetune_steps`` SGD steps with the cluster assignment fixed (HAQ's
+    centroid re-projection; unlike HAQ, layers above 6 bits are re-projected too), and
+    evaluated. The final ``info`` holds ``accuracy``, ``reference_accuracy``,
+    ``flash_ratio`` (the size ratio to the 32-bit model, the budgeted figure),
+    ``size_bytes`` (packed indices, ``sum(numel * bits) / 8``), ``file_bytes`` (the size of
+    the file :meth:`write_model_file` writes: indices, float32 codebooks, header),
+    ``latency_ratio`` and ``bitops_ratio`` (the cost model's figures with float
+    activations costed at 8 bits; not budgeted, reported for comparison), ``policy``
+    (``[[w_bit, -1], ...]`` after enforcement), ``agent_policy``, ``budget_met``,
+    ``eval_time_s``, ``cached`` and ``reward``.
+
+    ## Arguments
+    Keywords of ``gym.make("HAQ-KMeans-MobileNetV2-v0", ...)``: ``model``, ``width_mult``,
+    ``dataset``, ``data_root``, ``download``, ``checkpoint``, ``pretrain_epochs``,
+    ``val_size``, ``train_size``, ``finetune_steps``, ``finetune_lr``, ``eval_batch_size``,
+    ``device``, ``progress``, ``action_mode``, ``enforcement`` as in the linear env, and:
+
+    - ``size_budget=0.1``: the weights' size as a ratio to 32-bit (at least ``min_bit / 32``).
+    - ``min_bit=1``, ``max_bit=8``: the bit range searched.
+    - ``latency_table=None``, ``hardware=None``: the latency table behind the reported
+      (unbudgeted) ``latency_ratio``, as in the linear env.
+    - ``setup=None``: a prebuilt :class:`~haq_gym.search_setup.SearchSetup`; its layers get
+      k-means weight quantizers in place, so do not share it with a linear env.
+
+    ## Version history
+    - v0: initial version.
+    """
+
+    def __init__(self, *, model: str = "mobilenetv2", width_mult: float = 1.0, dataset: str = "digits",
+                 data_root: str | None = None, download: bool = False, checkpoint: str | None = None,
+                 pretrain_epochs: int | None = None, val_size: int | None = None, train_size: int | None = None,
+                 size_budget: float = 0.1, min_bit: int = MIN_KMEANS_BIT, max_bit: int = MAX_KMEANS_BIT,
+                 latency_table: str | None = None, hardware: str | None = None, action_mode: str = "continuous",
+                 enforcement: str = "greedy", finetune_steps: int = 0, finetune_lr: float = 1e-3,
+                 eval_batch_size: int = 256, device: str = "cpu", progress: bool = True,
+                 render_mode: str | None = None, setup: SearchSetup | None = None) -> None:
+        if not MIN_KMEANS_BIT <= min_bit <= max_bit <= MAX_KMEANS_BIT:
+            raise ValueError(f"need {MIN_KMEANS_BIT} <= min_bit <= max_bit <= {MAX_KMEANS_BIT}, "
+                             f"got min_bit={min_bit}, max_bit={max_bit}")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"unknown action_mode {action_mode!r}; expected one of {', '.join(ACTION_MODES)}")
+        if enforcement not in ENFORCEMENTS:
+            raise ValueError(f"unknown enforcement {enforcement!r}; expected one of {', '.join(ENFORCEMENTS)}")
+        self._check_render_mode(render_mode)
+        self.budget = Budget(flash=size_budget)
+        setup = setup or build_search_setup(
+            model=model, width_mult=width_mult, dataset=dataset, data_root=data_root, download=download,
+            checkpoint=checkpoint, val_size=val_size, train_size=train_size, calibration_size=1,
+            latency_table=latency_table, hardware=hardware, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
+            eval_batch_size=eval_batch_size, pretrain_epochs=pretrain_epochs, device=device, progress=progress)
+        use_kmeans_weights(setup.layers)
+        size_model = CostModel(setup.layer_infos, setup.cost_model.table, float_bit=setup.cost_model.float_bit,
+                               flash_reference_bit=REFERENCE_BIT)
+        self.setup = replace(setup, cost_model=size_model)
+        self.size_budget = size_budget
+        self.min_bit, self.max_bit = min_bit, max_bit
+        self.action_mode, self.enforcement = action_mode, enforcement
+        self.render_mode = render_mode
+
+        self._init_decisions([[None, -1] for _ in self.setup.layers])
+        self.budget.check_feasible(size_model, self._fill(self.pinned, min_bit))
+        self.static = static_layer_features(self.setup.layer_infos)
+        self.action_space = bit_action_space(action_mode, min_bit, max_bit)
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(len(OBSERVATION_FEATURES),), dtype=np.float32)
+
+    def _observation(self, previous_bits: int | None) -> np.ndarray:
+        layer, _ = self.decisions[min(self._step, len(self.decisions) - 1)]
+        spent = self.setup.cost_model.costs(self._fill(self._policy, self.min_bit)).flash_ratio
+        dynamic = [1.0 if previous_bits is None else previous_bits / self.max_bit, spent, self.size_budget - spent]
+        obs = np.concatenate([self.static[layer], np.asarray(dynamic, dtype=np.float32)])
+        return np.clip(obs, 0.0, 1.0).astype(np.float32)
+
+    def _finish(self) -> dict[str, Any]:
+        agent_policy = [list(p) for p in self._policy]
+        start = time.perf_counter()
+        cost_model = self.setup.cost_model
+        policy = enforce_budget(self.enforcement, agent_policy, self.free, cost_model, self.budget, self.min_bit)
+        costs = cost_model.costs(policy)
+        result = self.setup.evaluator.evaluate(policy)
+        reference = self.setup.reference_accuracy
+        self._policy = [list(p) for p in policy]
+        return {"reward": haq_reward(result.accuracy, reference, costs, cost_model), "accuracy": result.accuracy,
+                "reference_accuracy": reference, "flash_ratio": costs.flash_ratio, "size_bytes": costs.flash_bits / 8,
+                "file_bytes": self.file_size(policy), "latency_ratio": costs.latency_ratio,
+                "bitops_ratio": costs.bitops_ratio, "policy": policy, "agent_policy": agent_policy,
+                "budget_met": self.budget.satisfied(costs), "eval_time_s": time.perf_counter() - start,
+                "cached": result.cached}
+
+    # ----- artifacts
+    def file_size(self, policy: list[list[int]]) -> int:
+        """Bytes of the k-means file of ``policy`` (see :mod:`haq_gym.export.kmeans_file`)."""
+        return kmeans_file_size([(name, tuple(layer.weight.shape), int(w)) for name, layer, (w, _)
+                                 in zip(self.setup.layer_names, self.setup.layers, policy)])
+
+    def write_model_file(self, path: str | os.PathLike, policy: list[list[int]]) -> int:
+        """Cluster the layers at ``policy``'s bits and write the codebook + packed-index file; returns its size.
+
+        The codebooks are the clustering of the float weights (the state every episode
+        starts from); finetuned shared values are not kept between episodes.
+        """
+        apply_policy(self.setup.layers, policy)
+        return write_kmeans_file(path, kmeans_layers(list(zip(self.setup.layer_names, self.setup.layers))))
+
+    def policy_file(self, info: dict[str, Any], found_by: dict[str, Any] | None = None) -> PolicyFile:
+        """The final ``info`` of an episode as a :class:`~haq_gym.policy.PolicyFile` (activations ``-1``)."""
+        s = self.setup
+        return PolicyFile(
+            model=s.model_name, dataset=s.dataset, layer_names=list(s.layer_names),
+            bits=[[int(w), int(a)] for w, a in info["policy"]],
+            costs={"flash_ratio": float(info["flash_ratio"]), "size_bytes": float(info["size_bytes"]),
+                   "file_bytes": int(info["file_bytes"]), "latency_ratio": float(info["latency_ratio"]),
+                   "bitops_ratio": float(info["bitops_ratio"])},
+            accuracy={"search_val_top1": float(info["accuracy"]), "float_search_val_top1": float(info["reference_accuracy"])},
+            budget={"size": self.size_budget, "reference_bit": REFERENCE_BIT, "min_bit": self.min_bit,
+                    "max_bit": self.max_bit, "enforcement": self.enforcement, "budget_met": bool(info["budget_met"])},
+            found_by={"reward": float(info["reward"]), "reward_strategy": "haq", "quantizer": "kmeans",
+                      "checkpoint": s.checkpoint, "created": now_iso(), **(found_by or {})},
+            model_kwargs={"width_mult": s.width_mult, "num_classes": s.bundle.num_classes})

@@ -1,0 +1,145 @@
+"""The MDP plumbing shared by the haq-gym environments: one step per free bit-width decision of a policy.
+
+A policy is ``[[w_bit, a_bit], ...]``, one pair per quantizable layer. Some entries are
+pinned (``-1`` = not quantized, or fixed bits); the agent sets the others, one step
+each, in :attr:`PolicyDecisionEnv.decisions` order. Subclasses build the search problem
+and define the observation and what happens when the last decision is made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+ACTION_MODES = ("continuous", "discrete")
+
+
+def bit_action_space(action_mode: str, min_bit: int, max_bit: int) -> spaces.Space:
+    """``Box(0, 1, (1,))`` for ``"continuous"``, ``Discrete(max_bit - min_bit + 1)`` for ``"discrete"``."""
+    if action_mode not in ACTION_MODES:
+        raise ValueError(f"unknown action_mode {action_mode!r}; expected one of {', '.join(ACTION_MODES)}")
+    if action_mode == "continuous":
+        return spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+    return spaces.Discrete(max_bit - min_bit + 1)
+
+
+class PolicyDecisionEnv(gym.Env):
+    """Steps through the free entries of a mixed-precision policy; the last step ends the episode.
+
+    Subclasses set ``setup`` (a :class:`~haq_gym.search_setup.SearchSetup`), ``budget``,
+    ``min_bit``, ``max_bit``, ``action_mode``, ``action_space``, ``observation_space`` and
+    ``render_mode``, call :meth:`_init_decisions` with the pinned policy, and implement
+    :meth:`_observation` and :meth:`_finish`.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    setup: Any
+    budget: Any
+    min_bit: int
+    max_bit: int
+    action_mode: str
+
+    def _init_decisions(self, pinned: list[list[int | None]]) -> None:
+        """Decisions are the ``None`` entries of ``pinned``, layer by layer, weight before activation."""
+        n = len(pinned)
+        self.pinned = pinned
+        self.decisions = [(i, j) for i in range(n) for j in (0, 1) if pinned[i][j] is None]
+        self.free = [(pinned[i][0] is None, pinned[i][1] is None) for i in range(n)]
+        self._step = 0
+        self._policy: list[list[int | None]] = []
+        self._done = True
+
+    @staticmethod
+    def _fill(policy: list[list[int | None]], bits: int) -> list[list[int]]:
+        return [[bits if b is None else b for b in pair] for pair in policy]
+
+    def _check_render_mode(self, render_mode: str | None) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unsupported render_mode {render_mode!r}; expected one of {self.metadata['render_modes']}")
+
+    # ----- Gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._policy = [list(p) for p in self.pinned]
+        self._step = 0
+        self._done = False
+        return self._observation(previous_bits=None), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._done:
+            raise RuntimeError("the episode has ended; call reset() before step()")
+        bits = self.action_to_bits(action)
+        layer, j = self.decisions[self._step]
+        self._policy[layer][j] = bits
+        self._step += 1
+        info: dict[str, Any] = {"layer": layer, "decision": "activation" if j else "weight", "bits": bits}
+        if self._step < len(self.decisions):
+            return self._observation(previous_bits=bits), 0.0, False, False, info
+        self._done = True
+        info.update(self._finish())
+        return self._observation(previous_bits=bits), float(info["reward"]), True, False, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        rows = [f"{name:<28} w={w!s:>4} a={a!s:>4}" for name, (w, a) in zip(self.setup.layer_names, self._policy)]
+        return "\n".join(rows)
+
+    # ----- actions
+    def action_to_bits(self, action: Any) -> int:
+        """Bits for an action of this env's action space (HAQ's mapping in continuous mode).
+
+        Continuous: ``round((max_bit - min_bit + 1) * a + min_bit - 0.5)`` (equal-width bins
+        over [0, 1]), clipped to ``[min_bit, max_bit]``. Discrete: ``min_bit + k``.
+        """
+        if self.action_mode == "discrete":
+            k = int(np.asarray(action).reshape(-1)[0])
+            if not 0 <= k < self.action_space.n:
+                raise ValueError(f"discrete action must be in 0..{self.action_space.n - 1}, got {k}")
+            return self.min_bit + k
+        a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
+        if not np.isfinite(a):
+            raise ValueError(f"continuous action must be a finite number in [0, 1], got {a}")
+        a = min(max(a, 0.0), 1.0)
+        b = int(np.round((self.max_bit - self.min_bit + 1) * a + self.min_bit - 0.5))
+        return min(max(b, self.min_bit), self.max_bit)
+
+    def bits_to_action(self, bits: int) -> np.ndarray | int:
+        """An action of this env's action space that maps to ``bits`` (the centre of its bin)."""
+        if not self.min_bit <= bits <= self.max_bit:
+            raise ValueError(f"bits must be in {self.min_bit}..{self.max_bit}, got {bits}")
+        if self.action_mode == "discrete":
+            return bits - self.min_bit
+        return np.array([(bits - self.min_bit + 0.5) / (self.max_bit - self.min_bit + 1)], dtype=np.float32)
+
+    def action_masks(self) -> np.ndarray:
+        """Which bit choices of the current decision keep every budget reachable.
+
+        Entry ``k`` (bits ``min_bit + k``) is True when the policy so far, this choice, and
+        every later decision at ``min_bit`` still meets the budgets; so an agent that only
+        picks allowed actions (sb3-contrib's MaskablePPO) never needs the enforcement wall.
+        The minimum bit width is always allowed (the env rejects impossible budgets).
+        """
+        n = self.max_bit - self.min_bit + 1
+        mask = np.ones(n, dtype=bool)
+        if self._done:
+            return mask
+        layer, j = self.decisions[self._step]
+        trial = self._fill(self._policy, self.min_bit)
+        for k in range(1, n):
+            trial[layer][j] = self.min_bit + k
+            mask[k] = self.budget.satisfied(self.setup.cost_model.costs(trial))
+        return mask
+
+    # ----- subclass hooks
+    def _observation(self, previous_bits: int | None) -> np.ndarray:
+        """The observation before the decision at ``self._step`` (``previous_bits``: the last decision's bits)."""
+        raise NotImplementedError
+
+    def _finish(self) -> dict[str, Any]:
+        """Enforce the budget, evaluate, and return the final ``info`` (with ``reward``)."""
+        raise NotImplementedError
