@@ -3,11 +3,17 @@
     python train_agent.py --algo haq-ddpg --env HAQ-MobileNetV2-v0 --seed 0
     python train_agent.py --env-kwargs latency_budget=0.4 flash_budget=0.5 --hyperparams warmup=10
     python train_agent.py --config runs/haq-ddpg_HAQ-MobileNetV2-v0_seed0/config.yml --output runs/repeat
+    python train_agent.py --algo haq-ddpg --optimize --n-trials 50 --n-seeds 3 --episodes 60   # tune (docs/tuning.md)
+    python train_agent.py --algo haq-ddpg --config runs/tune_haq-ddpg_HAQ-MobileNetV2-v0/best_hyperparams.yml
 
 The run folder holds: ``config.yml`` (everything needed to repeat the run), ``episodes.csv``,
 ``best_policy.json``, ``best_policy.png``, ``search_progress.png``, ``latency_table.npy``,
 the trained agent (``agent.pt``, or ``agent.zip`` for stable-baselines3 agents; black-box
 searches have none) and TensorBoard events under ``tensorboard/``.
+
+``--optimize`` tunes the algorithm's own hyperparameters with Optuna instead (one trial =
+search runs on several seeds with sampled hyperparameters); see :mod:`agents.tuning` and
+docs/tuning.md.
 """
 
 from __future__ import annotations
@@ -16,11 +22,15 @@ import argparse
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
+
+if TYPE_CHECKING:
+    import gymnasium as gym
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_ENV = "HAQ-MobileNetV2-v0"
@@ -42,6 +52,16 @@ def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
+def command_line() -> str:
+    """This process's command line, for the records, with passwords in URLs (``--storage``) replaced by ``***``."""
+    args = sys.argv[1:]
+    if any("://" in arg for arg in args):  # only a storage URL can hold a password; Optuna loads only then
+        from agents.tuning.storage import redact
+
+        args = [redact(arg) for arg in args]
+    return shlex.join([os.path.basename(sys.argv[0])] + args)
+
+
 def algo_defaults(algo: str, env_id: str) -> dict[str, Any]:
     """The algorithm's hyperparameters for ``env_id`` from ``configs/<algo>.yml`` (zoo convention)."""
     path = CONFIG_DIR / f"{algo}.yml"
@@ -52,20 +72,44 @@ def algo_defaults(algo: str, env_id: str) -> dict[str, Any]:
     return dict(table.get(env_id, table.get("default", {})))
 
 
+def _is_hyperparams_table(loaded: Any) -> bool:
+    """Whether a YAML document is in the ``configs/<algo>.yml`` format: env ids (or ``default``) -> mappings."""
+    return isinstance(loaded, dict) and bool(loaded) and all(isinstance(v, dict) for v in loaded.values())
+
+
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Merge, in increasing priority: algorithm YAML, a run's ``config.yml`` (``--config``), command-line flags."""
+    """Merge, in increasing priority: algorithm YAML, ``--config``, command-line flags.
+
+    ``--config`` is either a run's ``config.yml`` or a table in the ``configs/<algo>.yml``
+    format (such as the ``best_hyperparams.yml`` of ``--optimize``), which then replaces
+    ``configs/<algo>.yml`` and needs ``--algo``.
+    """
     base: dict[str, Any] = {}
+    table: dict[str, Any] | None = None
     if args.config:
         try:
             with open(args.config) as fh:
-                base = yaml.safe_load(fh) or {}
+                loaded = yaml.safe_load(fh) or {}
         except FileNotFoundError:
             raise UsageError(f"--config {args.config!r} does not exist") from None
-        if not isinstance(base, dict) or "algo" not in base:
-            raise UsageError(f"--config {args.config!r} is not a haq-gym run config (no 'algo' key)")
+        if isinstance(loaded, dict) and "algo" in loaded:
+            base = loaded
+        elif _is_hyperparams_table(loaded):
+            table = loaded
+        else:
+            raise UsageError(f"--config {args.config!r} is neither a haq-gym run config (no 'algo' key) nor a "
+                             "configs/<algo>.yml table (env ids mapping to hyperparameters)")
     algo = args.algo or base.get("algo", DEFAULT_ALGO)
     env_id = args.env or base.get("env", DEFAULT_ENV)
-    hyper = algo_defaults(algo, env_id) if not base else {}
+    if table is not None:
+        if not args.algo:
+            raise UsageError(f"--config {args.config!r} is a hyperparameter table, which does not name its "
+                             "algorithm: pass --algo")
+        if env_id not in table and "default" not in table:
+            raise UsageError(f"--config {args.config!r} has no entry for {env_id} and no 'default' entry")
+        hyper = dict(table.get(env_id, table.get("default")))
+    else:
+        hyper = algo_defaults(algo, env_id) if not base else {}
     hyper.update(base.get("hyperparams", {}))
     hyper.update(parse_key_values(args.hyperparams, "--hyperparams"))
     n_episodes = hyper.pop("n_episodes", None)
@@ -79,6 +123,14 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--episodes must be at least 1, got {n_episodes}")
     env_kwargs = dict(base.get("env_kwargs", {}))
     env_kwargs.update(parse_key_values(args.env_kwargs, "--env-kwargs"))
+    if getattr(args, "device", None):
+        from haq_gym.search_setup import torch_device
+
+        try:
+            torch_device(args.device)
+        except ValueError as err:
+            raise UsageError(f"--device: {err}") from None
+        env_kwargs["device"] = args.device
     seed = args.seed if args.seed is not None else base.get("seed", 0)
     return {"algo": algo, "env": env_id, "seed": int(seed), "n_episodes": int(n_episodes),
             "env_kwargs": env_kwargs, "hyperparams": hyper}
@@ -96,13 +148,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="run folder (must not exist or be empty; default runs/<algo>_<env>_seed<seed>)")
     p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="env keywords, e.g. latency_budget=0.4")
     p.add_argument("--hyperparams", nargs="*", metavar="KEY=VALUE", help="override algorithm hyperparameters")
-    p.add_argument("--config", help="repeat a run: its config.yml (flags given here still override)")
+    p.add_argument("--config", help="repeat a run: its config.yml (flags given here still override); or a table "
+                                    "in the configs/<algo>.yml format, e.g. a tuning's best_hyperparams.yml "
+                                    "(needs --algo)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (CUDA when available): where the env evaluates "
+                                     "policies (default cpu; same as --env-kwargs device=...); the agents' "
+                                     "small networks stay on the CPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tuning = p.add_argument_group(
+        "hyperparameter tuning (--optimize)",
+        "Tune the algorithm's own hyperparameters with Optuna: each trial runs the search with sampled "
+        "hyperparameters on seeds 0..N-1 (--episodes each) and scores the mean best feasible reward. --output is "
+        "the tuning folder, --seed seeds the sampler, --hyperparams KEY=VALUE are fixed and not searched. "
+        "See docs/tuning.md.")
+    tuning.add_argument("--optimize", action="store_true", help="tune hyperparameters instead of one search run")
+    tuning.add_argument("--n-trials", type=int, metavar="N",
+                        help="finished trials the study should hold; a resumed study continues to it (default 50)")
+    tuning.add_argument("--n-jobs", type=int, metavar="J", help="worker processes on this machine (default 1)")
+    tuning.add_argument("--sampler", help="tpe, random, cmaes or gp (default tpe)")
+    tuning.add_argument("--pruner", help="median, halving or none (default median)")
+    tuning.add_argument("--storage", metavar="URL",
+                        help="journal file (*.log), sqlite:///PATH or postgresql://USER@HOST/DB "
+                             "(default: <output>/study.log)")
+    tuning.add_argument("--study-name", metavar="NAME", help="study to create or resume (default <algo>_<env>)")
+    tuning.add_argument("--n-seeds", type=int, metavar="N",
+                        help="search runs per trial, seeds 0..N-1, averaged (default 3)")
+    tuning.add_argument("--report-every", type=int, metavar="K",
+                        help="report the best-so-far reward to the pruner every K evaluations (default 10)")
     return p
 
 
-def run(config: dict[str, Any], output: str | None, progress: bool) -> Path:
-    """Build the env, run the search, write the run folder; returns its path."""
+# The tuning flags, named as the agents.tuning.TuningSettings fields they set.
+TUNING_FLAGS = ("n_trials", "n_jobs", "sampler", "pruner", "storage", "study_name", "n_seeds", "report_every")
+
+
+def run(config: dict[str, Any], output: str | None, progress: bool, setup: Any = None,
+        wrap_env: Callable[[gym.Env], gym.Env] | None = None) -> Path:
+    """Build the env, run the search, write the run folder; returns its path.
+
+    ``setup``: a prebuilt :class:`~haq_gym.search_setup.SearchSetup` for ``gym.make`` (runs
+    of one tuning share the model and its evaluation cache; it must have been built from
+    these ``env_kwargs``). ``wrap_env``: wraps the recorded env before the runner drives it
+    (tuning watches episodes through it and stops pruned runs by raising from it).
+    """
     import gymnasium as gym
     import torch
 
@@ -121,14 +209,15 @@ def run(config: dict[str, Any], output: str | None, progress: bool) -> Path:
     run_dir = prepare_run_folder(output, f"{config['algo']}_{config['env']}_seed{config['seed']}")
     try:
         torch.manual_seed(config["seed"])
-        env = gym.make(config["env"], **{**config["env_kwargs"], "progress": progress})
+        shared = {} if setup is None else {"setup": setup}
+        env = gym.make(config["env"], **{**config["env_kwargs"], "progress": progress, **shared})
     except BaseException:
         if not any(run_dir.iterdir()):
             run_dir.rmdir()
         raise
     with open(run_dir / "config.yml", "w") as fh:
         yaml.safe_dump({**config, "haq_gym_version": haq_gym.__version__,
-                        "command": shlex.join([os.path.basename(sys.argv[0])] + sys.argv[1:])}, fh, sort_keys=False)
+                        "command": command_line()}, fh, sort_keys=False)
     setup = env.unwrapped.setup
     np.save(run_dir / "latency_table.npy", setup.cost_model.table)
     print(f"float model: {setup.checkpoint} (validation top-1 {setup.reference_accuracy:.2f}%)")
@@ -136,7 +225,8 @@ def run(config: dict[str, Any], output: str | None, progress: bool) -> Path:
     recorder = RunRecorder(env, run_dir, found_by={"algo": config["algo"], "seed": config["seed"], "env_id": config["env"],
                                                    "env_kwargs": config["env_kwargs"]})
     try:
-        get_runner(config["algo"])(recorder, episodes=config["n_episodes"], seed=config["seed"],
+        get_runner(config["algo"])(recorder if wrap_env is None else wrap_env(recorder),
+                                   episodes=config["n_episodes"], seed=config["seed"],
                                    hyperparams=config["hyperparams"], run_dir=run_dir, progress=progress,
                                    writer=recorder.tensorboard_writer)
     finally:
@@ -155,14 +245,55 @@ def run(config: dict[str, Any], output: str | None, progress: bool) -> Path:
     return run_dir
 
 
+def tuning_settings(args: argparse.Namespace, config: dict[str, Any]) -> Any:
+    """The :class:`agents.tuning.TuningSettings` of an ``--optimize`` command line."""
+    from agents.registry import get_spec
+    from agents.tuning import TuningSettings
+
+    fixed = parse_key_values(args.hyperparams, "--hyperparams")
+    env_kwargs = dict(config["env_kwargs"])
+    env_kwargs.setdefault("action_mode", get_spec(config["algo"]).action_modes[0])
+    study_name = args.study_name or f"{config['algo']}_{config['env']}"
+    given = {flag: getattr(args, flag) for flag in TUNING_FLAGS if getattr(args, flag) is not None}
+    return TuningSettings(
+        algo=config["algo"], env_id=config["env"], env_kwargs=env_kwargs, n_episodes=config["n_episodes"],
+        base_hyperparams={k: v for k, v in config["hyperparams"].items() if k not in fixed},
+        fixed_hyperparams=fixed, output=args.output or os.path.join("runs", f"tune_{study_name}"), seed=args.seed,
+        command=command_line(), **given)
+
+
+def optimize(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    """``--optimize``: run or resume the tuning study; returns the exit code."""
+    from agents.tuning import WorkerFailed, summary, tune
+
+    settings = tuning_settings(args, config)
+    try:
+        result = tune(settings)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: running trials were failed and their parameters queued again; rerun the same command "
+              f"to resume study {settings.name!r}", file=sys.stderr)
+        return 130
+    except WorkerFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(summary(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from haq_gym.runtime import configure_cpu_runtime
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if not args.optimize:
+            given = [f"--{flag.replace('_', '-')}" for flag in TUNING_FLAGS if getattr(args, flag) is not None]
+            if given:
+                raise UsageError(f"{', '.join(given)} only make sense with --optimize")
         config = resolve_config(args)
         configure_cpu_runtime()
+        if args.optimize:
+            return optimize(args, config)
         run(config, args.output, progress=not args.no_progress)
     except (UsageError, ValueError, FileNotFoundError, FileExistsError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
