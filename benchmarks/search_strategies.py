@@ -60,6 +60,20 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(finite):.3f} ± {statistics.stdev(finite):.3f}"
 
 
+def run_finished(run_dir: Path) -> bool:
+    """A run folder whose search returned (``train_agent.run`` draws the progress plot last)."""
+    return (run_dir / "search_progress.png").exists() and (run_dir / "episodes.csv").exists()
+
+
+def set_aside(run_dir: Path) -> Path:
+    """Rename an unfinished run folder to ``<name>.unfinished<k>`` (never overwriting one)."""
+    k = 1
+    while (aside := run_dir.with_name(f"{run_dir.name}.unfinished{k}")).exists():
+        k += 1
+    run_dir.rename(aside)
+    return aside
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default=train_agent.DEFAULT_ENV)
@@ -69,10 +83,13 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="+", type=int, default=[25, 50, 100], help="evaluation budgets to report")
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--output", default="benchmark_results", help="folder for runs and reports (must be new)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted benchmark in --output: finished runs are reused, "
+                             "an unfinished one is moved aside (renamed, not deleted) and run again")
     args = parser.parse_args()
     out = Path(args.output)
-    if out.exists() and any(out.iterdir()):
-        sys.exit(f"error: {out} exists and is not empty; choose another --output")
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        sys.exit(f"error: {out} exists and is not empty; choose another --output or pass --resume")
     configure_cpu_runtime()
     budgets = sorted(set(args.budgets))
     rows, curves = [], {}
@@ -86,8 +103,14 @@ def main() -> None:
                 cli += ["--hyperparams", *overrides.split(",")]
             ns = train_agent.build_parser().parse_args(cli)
             config = train_agent.resolve_config(ns)
-            print(f"== {strategy} seed {seed}: {budgets[-1]} evaluations", flush=True)
-            train_agent.run(config, str(run_dir), progress=False)
+            if run_finished(run_dir):
+                print(f"== {strategy} seed {seed}: reusing the finished run in {run_dir}", flush=True)
+            else:
+                if run_dir.exists():
+                    aside = set_aside(run_dir)
+                    print(f"== {strategy} seed {seed}: unfinished run moved to {aside}", flush=True)
+                print(f"== {strategy} seed {seed}: {budgets[-1]} evaluations", flush=True)
+                train_agent.run(config, str(run_dir), progress=False)
             curve = best_so_far(run_dir / "episodes.csv")
             curves[(strategy, seed)] = curve
             for b in budgets:

@@ -26,6 +26,7 @@ import torch
 from sb3_contrib import ARS
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
@@ -166,6 +167,9 @@ def train_sb3(name: str, algo_class: type[BaseAlgorithm], env: gym.Env, episodes
     monitor = Monitor(env)
     vec_env = DummyVecEnv([lambda: monitor])
     model = algo_class(env=vec_env, seed=seed, verbose=0, device="cpu", tensorboard_log=tensorboard_log, **kwargs)
+    if tensorboard_log is None:
+        # Without a folder SB3 would create an empty SB3-<time> folder in the temp dir on every learn().
+        model.set_logger(Logger(folder=None, output_formats=[]))
     budget = EpisodeBudget(monitor, episodes, progress, name)
     try:
         model.learn(total_timesteps=learn_timesteps(model, episodes, length), callback=budget, tb_log_name=name)
