@@ -133,7 +133,7 @@ def test_bad_inputs_give_clear_errors(tmp_path, tiny_checkpoint, capsys):
                     "--output", str(tmp_path / "b")])
     assert "wide.pt" in msg and "does not fit" in msg
     # a policy for another model: layer count and names differ
-    other = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(10))
+    other = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 28 * 28, 10))
     names = [n for n, _ in wrap_model(other)]
     PolicyFile("mobilenetv2", "digits", names, [[8, -1], [4, 4], [8, 8]],
                model_kwargs={"width_mult": 0.35}).save(tmp_path / "other.json")
