@@ -124,6 +124,12 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
                 seen += len(idx)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+            broken = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            if broken:  # e.g. a BatchNorm running variance overflowed while the loss stayed finite
+                kept = f"the last good checkpoint is {os.fspath(last_path)!r}" if last_path.exists() else \
+                    "no checkpoint was written yet"
+                raise TrainingDiverged(f"non-finite values in {broken[0]} after epoch {epoch}; {kept}; "
+                                       "lower --lr and resume or restart")
             last_top1 = top1_accuracy(model, test_x, test_y)
             row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen,
                    "test_top1": last_top1, "lr": sched.get_last_lr()[0], "epoch_time_s": time.perf_counter() - t0}

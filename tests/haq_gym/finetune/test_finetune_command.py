@@ -109,7 +109,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_checkpoint
     monkeypatch.setattr(nn.CrossEntropyLoss, "forward", nan_in_second_epoch)
     out = tmp_path / "nan"
     code = main(["--w-bits", "4", "--a-bits", "4", "--epochs", "2", "--init-checkpoint", tiny_checkpoint,
-                 "--output", str(out), *TINY])
+                 "--lr", "1e-3", "--output", str(out), *TINY])
     assert code == 3
     err = capsys.readouterr().err
     assert "loss became nan at epoch 2" in err and "last.pt" in err
