@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from haq_gym.export.bitpack import pack, packed_size, unpack
+from haq_gym.export.file_io import read_bytes, write_atomic
 from haq_gym.quant.kmeans_quantizer import KMeansWeightQuantizer
 
 MAGIC = b"HAQKMEAN"
@@ -163,23 +164,14 @@ def decode_kmeans(data: bytes, source: str = "k-means file") -> list[KMeansLayer
 def write_kmeans_file(path: str | os.PathLike, layers: Sequence[KMeansLayer]) -> int:
     """Write ``layers`` atomically; returns the file size in bytes."""
     data = encode_kmeans(layers)
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return len(data)
 
 
 def read_kmeans_file(path: str | os.PathLike) -> list[KMeansLayer]:
     """Read a k-means file written by :func:`write_kmeans_file`."""
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"k-means file {path!r} does not exist") from None
-    return decode_kmeans(data, source=f"k-means file {path!r}")
+    data = read_bytes(path, "k-means file")
+    return decode_kmeans(data, source=f"k-means file {os.fspath(path)!r}")
 
 
 def kmeans_layers(named_layers: Sequence[tuple[str, torch.nn.Module]]) -> list[KMeansLayer]:

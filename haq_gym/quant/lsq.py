@@ -28,6 +28,7 @@ through ``set_quantizers`` and follow the same protocol as HAQ's linear quantize
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -50,38 +51,64 @@ class LSQFunction(torch.autograd.Function):
 
     Equivalent to the textbook composition (a gradient-scaled step, ``clamp`` and a
     straight-through ``round``; the tests check it against that and against hand-computed
-    values), but autograd keeps only ``v`` for
-    the backward pass instead of every intermediate, which cuts QAT memory several times
-    over and most of its elementwise cost. ``offset`` may be ``None`` (plain LSQ).
-    Backward: ``d/dv`` is 1 where ``qmin <= u <= qmax`` (``u = (v - offset) / step``)
-    and 0 elsewhere; ``d/dstep`` sums ``round(u) - u`` inside, ``qmin`` below and
-    ``qmax`` above, times ``g``; ``d/doffset`` sums the clipped elements, times ``g``.
+    values), but autograd keeps two tensors (``u = (v - offset) / step`` and the output,
+    which the next layer keeps anyway) instead of every intermediate, and the backward
+    pass is three passes over them. ``offset`` may be ``None`` (plain LSQ).
+    Backward: ``d/dv`` is 1 where ``qmin <= u <= qmax`` and 0 elsewhere; ``d/dstep`` sums
+    ``round(u) - u`` inside, ``qmin`` below and ``qmax`` above, times ``g``;
+    ``d/doffset`` sums the clipped elements, times ``g``.
     """
 
     @staticmethod
     def forward(ctx, v: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None, g: float, qmin: int,
                 qmax: int) -> torch.Tensor:
-        ctx.save_for_backward(v, step, offset)
+        u = (v if offset is None else v - offset).div(step)
+        out = u.clamp(qmin, qmax).round_().mul_(step)  # clamp before round: same result, the ends are integers
+        if offset is not None:
+            out.add_(offset)
+        ctx.save_for_backward(u, out, step, offset)
         ctx.consts = (g, qmin, qmax)
-        shifted = v if offset is None else v - offset
-        out = shifted.div(step).round_().clamp_(qmin, qmax).mul_(step)
-        return out if offset is None else out.add_(offset)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        v, step, offset = ctx.saved_tensors
+        u, out, step, offset = ctx.saved_tensors
         g, qmin, qmax = ctx.consts
-        u = (v if offset is None else v - offset).div(step)
-        below, above = u < qmin, u > qmax
-        inside = ~(below | above)
-        grad_v = grad_out * inside if ctx.needs_input_grad[0] else None
+        # grad_v = grad_out where qmin <= u <= qmax, else 0. ATen's hardtanh backward is that
+        # mask-and-multiply in one pass (bool masks cost three); its bounds are strict, so
+        # they are moved one ulp outwards to keep the range's ends inside.
+        low, high = _inclusive_bounds(qmin, qmax, u.dtype)
+        grad_v = torch.ops.aten.hardtanh_backward(grad_out, u, low, high)
         grad_step = grad_offset = None
         if ctx.needs_input_grad[1]:
-            per = torch.where(inside, torch.round(u) - u, torch.where(below, float(qmin), float(qmax)))
-            grad_step = (grad_out * per).sum().mul_(g).reshape(step.shape)
+            # d/dstep per element is q - u inside and q (= qmin or qmax) outside, i.e.
+            # q - u * inside, so its weighted sum is sum(grad_out * q) - sum(grad_v * u),
+            # with q = (out - offset) / step read off the saved output.
+            grad_q = _dot(grad_out, out)
+            if offset is not None:
+                grad_q = grad_q - offset * grad_out.sum()
+            grad_step = (grad_q / step - _dot(grad_v, u)).mul_(g).reshape(step.shape)
         if offset is not None and ctx.needs_input_grad[2]:
-            grad_offset = grad_out.masked_fill(inside, 0).sum().mul_(g).reshape(offset.shape)
-        return grad_v, grad_step, grad_offset, None, None, None
+            grad_offset = (grad_out.sum() - grad_v.sum()).mul_(g).reshape(offset.shape)
+        return (grad_v if ctx.needs_input_grad[0] else None), grad_step, grad_offset, None, None, None
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum()``; one pass without a temporary when both share a dense layout."""
+    dense = a.is_contiguous() or (a.dim() == 4 and a.is_contiguous(memory_format=torch.channels_last))
+    if dense and a.stride() == b.stride() and a.shape == b.shape and a.dtype == b.dtype:
+        n = a.numel()
+        return torch.dot(a.as_strided((n,), (1,)), b.as_strided((n,), (1,)))
+    return (a * b).sum()
+
+
+@functools.lru_cache(maxsize=None)
+def _inclusive_bounds(qmin: int, qmax: int, dtype: torch.dtype) -> tuple[float, float]:
+    """The largest value below ``qmin`` and the smallest above ``qmax`` in ``dtype``."""
+    ends = torch.tensor([qmin, qmax], dtype=dtype)
+    outwards = torch.tensor([-math.inf, math.inf], dtype=dtype)
+    low, high = torch.nextafter(ends, outwards).tolist()
+    return low, high
 
 
 class LSQQuantizer(nn.Module):

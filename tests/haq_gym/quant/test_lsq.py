@@ -175,3 +175,35 @@ def test_a_step_driven_through_zero_quantizes_with_its_magnitude():
         q.step.fill_(-STEP)
     assert q(torch.tensor(VALUES)).tolist() == pytest.approx([-2.0, -0.5, 0.0, 0.5, 1.5, 1.5])
     assert q.grid().step == pytest.approx(STEP)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_ends_of_the_range_pass_gradients_like_clamp(dtype):
+    from haq_gym.quant.lsq import LSQFunction
+
+    # u = v / 0.5 = [-4.0, 3.0] are exactly qmin and qmax of 3 signed bits; the next
+    # representable values outwards are clipped.
+    ends = torch.tensor([-2.0, 1.5], dtype=dtype)
+    beyond = torch.nextafter(ends, torch.tensor([-math.inf, math.inf], dtype=dtype))
+    v = torch.cat([ends, beyond]).requires_grad_()
+    step = torch.tensor(0.5, dtype=dtype, requires_grad=True)
+    LSQFunction.apply(v, step, None, 1.0, -4, 3).sum().backward()
+    assert v.grad.tolist() == [1.0, 1.0, 0.0, 0.0]
+    # d/dstep: round(u) - u = 0 at the ends, qmin / qmax beyond them.
+    assert step.grad.item() == pytest.approx(-4.0 + 3.0, abs=1e-2)
+
+
+def test_channels_last_gradients_match_contiguous():
+    from haq_gym.quant.lsq import LSQFunction
+
+    torch.manual_seed(2)
+    v = torch.randn(2, 8, 4, 4) * 2
+    up = torch.randn(2, 8, 4, 4)
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = v.clone().contiguous(memory_format=fmt).requires_grad_()
+        s = torch.tensor(0.3, requires_grad=True)
+        (LSQFunction.apply(x, s, None, 0.1, 0, 15) * up.contiguous(memory_format=fmt)).sum().backward()
+        grads.append((x.grad, s.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
