@@ -1,13 +1,15 @@
 """LSQ finetune targets on the embedded default: uniform W/A accuracy, a searched policy against uniform, QAT step cost.
 
-    python benchmarks/lsq_finetune.py --epochs 3 --seed 0 --policy runs/<search run>/best_policy.json
+    python benchmarks/lsq_finetune.py --epochs 3 --seeds 0 1 2 --policy runs/<search run>/best_policy.json
 
-Prints (and writes to ``--output``/report.md):
+Prints (and writes to ``--output``/report.md), every accuracy the mean over ``--seeds``
+(each seed one finetune run) with the per-seed values:
 
 1. test top-1 of the float model and, after the same short LSQ finetune, of uniform
    W8A8, W4A4, W3A3, W2A2 (first layer [8, -1], last [8, 8]), with the gap to float;
 2. with ``--policy``: the searched policy finetuned next to the cheapest uniform
-   precision whose latency ratio is at least the policy's (same recipe, same seed);
+   precision ``WwAa`` (every middle layer the same ``[w, a]``, w and a in 2..8) whose
+   latency ratio is at least the policy's (same recipe, same seeds);
 3. the cost of one QAT training step against one float step (median of interleaved
    repeats on the same batch, same process), as a ratio.
 
@@ -41,16 +43,32 @@ from haq_gym.runtime import configure_cpu_runtime  # noqa: E402
 from haq_gym.search_setup import torch_device  # noqa: E402
 
 
-def finetune(out: Path, name: str, args: argparse.Namespace, what: list[str]) -> float:
+def finetune_seeds(out: Path, name: str, args: argparse.Namespace, what: list[str]) -> list[float]:
+    """Run one finetune per seed (or reuse a finished one); return each run's last-epoch test top-1."""
+    accs = []
+    for seed in args.seeds:
+        folder = out / f"{name}_seed{seed}"
+        done = folder / "metrics.csv"
+        accs.append(last_top1(done) if done.exists() else finetune(folder, args, what, seed))
+    return accs
+
+
+def summary(accs: list[float]) -> str:
+    """``mean ± std (a, b, c)`` of per-seed accuracies."""
+    spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
+    return f"{statistics.mean(accs):.2f}{spread} ({', '.join(f'{a:.2f}' for a in accs)})"
+
+
+def finetune(folder: Path, args: argparse.Namespace, what: list[str], seed: int) -> float:
     """Run one finetune; return its last epoch's test top-1."""
-    cli = what + ["--epochs", str(args.epochs), "--seed", str(args.seed), "--output", str(out / name),
+    cli = what + ["--epochs", str(args.epochs), "--seed", str(seed), "--output", str(folder),
                   "--no-progress", "--model", args.model, "--dataset", args.dataset, "--device", args.device]
     if args.lr is not None:
         cli += ["--lr", str(args.lr)]
-    print(f"== {name}: python -m haq_gym.finetune {' '.join(cli)}", flush=True)
+    print(f"== python -m haq_gym.finetune {' '.join(cli)}", flush=True)
     if run(build_parser().parse_args(cli)) != 0:
-        raise RuntimeError(f"finetune {name} failed")
-    return last_top1(out / name / "metrics.csv")
+        raise RuntimeError(f"finetune {folder} failed")
+    return last_top1(folder / "metrics.csv")
 
 
 def last_top1(metrics_csv: Path) -> float:
@@ -58,8 +76,9 @@ def last_top1(metrics_csv: Path) -> float:
         return float(list(csv.DictReader(fh))[-1]["test_top1"])
 
 
-def uniform_bits(n_layers: int, b: int) -> list[list[int]]:
-    return [[8, -1]] + [[b, b]] * (n_layers - 2) + [[8, 8]]
+def uniform_bits(n_layers: int, w: int, a: int | None = None) -> list[list[int]]:
+    """HAQ's uniform policy: first layer ``[8, -1]``, last ``[8, 8]``, the others ``[w, a]`` (``a`` defaults to ``w``)."""
+    return [[8, -1]] + [[w, w if a is None else a]] * (n_layers - 2) + [[8, 8]]
 
 
 def step_cost_ratio(model_name: str, num_classes: int, images: torch.Tensor, labels: torch.Tensor,
@@ -103,10 +122,10 @@ def main() -> None:
     p.add_argument("--dataset", default="digits")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--bits", type=int, nargs="+", default=[8, 4, 3, 2], help="uniform precisions to finetune")
+    p.add_argument("--bits", type=int, nargs="*", default=[8, 4, 3, 2], help="uniform precisions to finetune (none: skip)")
     p.add_argument("--policy", default=None, help="searched policy JSON to compare with uniform precision")
     p.add_argument("--timing-repeats", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="finetune seeds; accuracies are averaged")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (finetunes and the step timing)")
     p.add_argument("--output", default="benchmark_lsq", help="folder for the finetune runs and report.md (must be new)")
     args = p.parse_args()
@@ -125,31 +144,34 @@ def main() -> None:
     costs = CostModel(infos, BitSerialAccelerator().table(infos))
     n = len(named)
 
-    lines = [f"Model {args.model} on {args.dataset}, LSQ finetune {args.epochs} epochs, seed {args.seed}, "
-             f"device {args.device}; "
-             "test top-1 of the last epoch.", "", "| precision | test top-1 % | vs float | latency ratio |",
-             "|---|---|---|---|", f"| float | {float_top1:.2f} | - | - |"]
+    seeds = " ".join(str(x) for x in args.seeds)
+    lines = [f"Model {args.model} on {args.dataset}, LSQ finetune {args.epochs} epochs, seeds {seeds}, "
+             f"device {args.device}; test top-1 of the last epoch, mean ± std over seeds (per seed).", "",
+             "| precision | test top-1 % | vs float | latency ratio |", "|---|---|---|---|",
+             f"| float | {float_top1:.2f} | - | - |"]
     for b in args.bits:
-        acc = finetune(out, f"w{b}a{b}", args, ["--w-bits", str(b), "--a-bits", str(b)])
+        accs = finetune_seeds(out, f"w{b}a{b}", args, ["--w-bits", str(b), "--a-bits", str(b)])
         lat = costs.costs(uniform_bits(n, b)).latency_ratio
-        lines.append(f"| W{b}A{b} | {acc:.2f} | {acc - float_top1:+.2f} | {lat:.3f} |")
+        lines.append(f"| W{b}A{b} | {summary(accs)} | {statistics.mean(accs) - float_top1:+.2f} | {lat:.3f} |")
         print(lines[-1], flush=True)
 
     if args.policy is not None:
         policy = PolicyFile.load(args.policy)
         lat_policy = costs.costs(policy.bits).latency_ratio
-        candidates = [b for b in range(2, 9) if costs.costs(uniform_bits(n, b)).latency_ratio >= lat_policy]
-        b = min(candidates, key=lambda c: costs.costs(uniform_bits(n, c)).latency_ratio)
-        acc_policy = finetune(out, "searched_policy", args, ["--policy", args.policy])
-        done = out / f"w{b}a{b}" / "metrics.csv"
-        acc_uniform = last_top1(done) if done.exists() else \
-            finetune(out, f"w{b}a{b}", args, ["--w-bits", str(b), "--a-bits", str(b)])
+        pairs = [(w, a) for w in range(2, 9) for a in range(2, 9)
+                 if costs.costs(uniform_bits(n, w, a)).latency_ratio >= lat_policy - 1e-9]
+        w, a = min(pairs, key=lambda p: costs.costs(uniform_bits(n, *p)).latency_ratio)
+        uniform = costs.costs(uniform_bits(n, w, a))
+        acc_policy = finetune_seeds(out, "searched_policy", args, ["--policy", args.policy])
+        acc_uniform = finetune_seeds(out, f"w{w}a{a}", args, ["--w-bits", str(w), "--a-bits", str(a)])
+        wins = sum(p > u for p, u in zip(acc_policy, acc_uniform))
         lines += ["", "| searched policy vs uniform | latency ratio | flash ratio | test top-1 % |", "|---|---|---|---|",
                   f"| searched ({args.policy}) | {lat_policy:.3f} | {costs.costs(policy.bits).flash_ratio:.3f} | "
-                  f"{acc_policy:.2f} |",
-                  f"| uniform W{b}A{b} (cheapest uniform at >= the policy's latency) | "
-                  f"{costs.costs(uniform_bits(n, b)).latency_ratio:.3f} | "
-                  f"{costs.costs(uniform_bits(n, b)).flash_ratio:.3f} | {acc_uniform:.2f} |"]
+                  f"{summary(acc_policy)} |",
+                  f"| uniform W{w}A{a} (cheapest uniform at >= the policy's latency) | {uniform.latency_ratio:.3f} | "
+                  f"{uniform.flash_ratio:.3f} | {summary(acc_uniform)} |",
+                  "", f"Searched policy minus uniform: {statistics.mean(acc_policy) - statistics.mean(acc_uniform):+.2f} "
+                  f"points on average; ahead on {wins} of {len(args.seeds)} seeds."]
 
     images, labels = materialize(bundle.train)
     device = torch_device(args.device)
