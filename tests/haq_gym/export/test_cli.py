@@ -74,3 +74,15 @@ def test_errors_are_reported_not_raised(tmp_path, capsys) -> None:
     broken.write_bytes(b"HQPK" + bytes(30))
     assert main(["infer", str(broken)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device; the error path is for machines without one")
+    assert main(["export", "--uniform", "4", "4", "--out", str(tmp_path / "x.hqpk"), "--device", "cuda"]) == 2
+    assert "sees no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "x.hqpk").exists()
+    assert main(["export", "--uniform", "4", "4", "--out", str(tmp_path / "x.hqpk"), "--device", "tpu"]) == 2
+    assert "device must be cpu, cuda" in capsys.readouterr().err
