@@ -16,7 +16,8 @@ scalar. Conventions (see ``docs/lsq.md``):
   (``x[0].numel()``), the paper's "number of features"; counting the batch too would
   shrink ``g`` by ``sqrt(batch)`` and make it depend on the batch size.
 - Initialisation ``step = 2 * mean(|v|) / sqrt(qmax)`` from the weight, or from the
-  calibration batch for activations (LSQ+: from ``v - beta`` with ``beta = min(min v, 0)``).
+  calibration batch for activations. LSQ+ on an input that goes negative starts where
+  signed LSQ would (its step, and ``beta = -2^(b-1) * step``); otherwise ``beta = 0``.
 - Power of two (seed 004): the learned parameter is ``log2_step`` and the step is
   ``2 ** round(log2_step)`` (straight-through round), so requantisation is a shift.
 
@@ -142,7 +143,7 @@ class LSQQuantizer(nn.Module):
         # synchronise the GPU once per quantizer per step.
         self.is_initialized = False
         self.is_signed = role == "weight"
-        self._stats: tuple[float, float, float] | None = None  # (min, mean |v|, mean |v - beta|) of calibration
+        self._stats: tuple[float, float] | None = None  # (min v, mean |v|) of the calibration batch
 
     # ---------------------------------------------------------------- grid
     def qrange(self, bits: int | None = None) -> tuple[int, int]:
@@ -209,20 +210,28 @@ class LSQQuantizer(nn.Module):
 
     def _record(self, x: torch.Tensor) -> None:
         v = x.detach().float()
-        vmin = float(v.min())
-        beta = min(vmin, 0.0)
-        self._stats = (vmin, float(v.abs().mean()), float((v - beta).abs().mean()))
+        self._stats = (float(v.min()), float(v.abs().mean()))
 
     def _init_from_stats(self) -> None:
-        vmin, mean_abs, mean_shifted = self._stats
+        vmin, mean_abs = self._stats
         if self.role == "activation":
             self._set_flags(signed=vmin < 0 and not self.learn_offset)
         qmax = self.qrange()[1]
-        mean = mean_shifted if self.learn_offset else mean_abs
+        if self.learn_offset and vmin < 0 and self.bits >= 2:
+            # LSQ+ on an input that goes negative starts exactly where signed LSQ would: the
+            # signed step for these bits, and the unsigned grid shifted down by 2^(b-1) steps.
+            # (LSQ's rule on the shifted values v - min(v) gives a step about |min v| / sqrt(qmax)
+            # wide whatever the spread around zero: a grid several times too coarse.)
+            half = 2 ** (self.bits - 1)
+            step = 2.0 * mean_abs / math.sqrt(half - 1)
+            with torch.no_grad():
+                self.offset.fill_(-half * step)
+            self.set_step(step)
+            return
         if self.learn_offset:
             with torch.no_grad():
-                self.offset.fill_(min(vmin, 0.0))
-        self.set_step(2.0 * mean / math.sqrt(qmax))
+                self.offset.fill_(0.0)
+        self.set_step(2.0 * mean_abs / math.sqrt(qmax))
 
     def _init_from_tensor(self, v: torch.Tensor) -> None:
         self._record(v)

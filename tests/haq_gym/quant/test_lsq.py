@@ -207,3 +207,20 @@ def test_channels_last_gradients_match_contiguous():
         grads.append((x.grad, s.grad))
     torch.testing.assert_close(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[0][1], grads[1][1])
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_lsq_plus_on_a_signed_input_starts_where_signed_lsq_does(bits):
+    torch.manual_seed(3)
+    x = torch.randn(16, 8, 4, 4) * 0.5 - 0.1
+    x[0, 0, 0, 0] = -20.0  # one outlier: LSQ's rule on x - min(x) would make the grid far too coarse
+    plain, plus = LSQQuantizer("activation"), LSQQuantizer("activation", learn_offset=True)
+    for q in (plain, plus):
+        q.observing = True
+        q(x)
+        q.observing = False
+        q.set_bits(bits)
+    assert plain.is_signed and not plus.is_signed
+    assert plus.current_step().item() == pytest.approx(plain.current_step().item())
+    assert plus.offset.item() == pytest.approx(-(2 ** (bits - 1)) * plain.current_step().item())
+    torch.testing.assert_close(plus(x), plain(x))
