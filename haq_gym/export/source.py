@@ -18,6 +18,7 @@ from torch import nn
 from haq_gym.cost.layer_info import LayerInfo, measure_layers
 from haq_gym.cost.model_size import flash_bits
 from haq_gym.data import DataBundle, load_dataset, materialize
+from haq_gym.finetune.checkpoint import load_qat_checkpoint
 from haq_gym.policy import PolicyFile
 from haq_gym.quant import apply_policy, calibrate
 from haq_gym.quant.qlayers import QuantLayerMixin
@@ -101,11 +102,6 @@ def recalibrate(source: ExportSource) -> None:
 def source_from_checkpoint(path: str | os.PathLike, *, data_root: str | None = None,
                            calibration_size: int = 64) -> ExportSource:
     """A QAT checkpoint of the finetune module, its quantizers as trained (not calibrated again)."""
-    try:
-        from haq_gym.finetune.checkpoint import load_qat_checkpoint
-    except ImportError as err:
-        raise RuntimeError("exporting a QAT checkpoint needs haq_gym.finetune.checkpoint.load_qat_checkpoint, "
-                           f"which this installation lacks ({err}); export a --policy instead") from None
     ckpt = load_qat_checkpoint(path)
     meta = dict(ckpt.meta)
     dataset = meta.get("dataset") or ckpt.policy.dataset
@@ -115,6 +111,6 @@ def source_from_checkpoint(path: str | os.PathLike, *, data_root: str | None = N
     ckpt.model.eval()
     infos = measure_layers(ckpt.model, layers, bundle.image_size)
     bits = [[m.w_bit, m.a_bit] for _, m in layers]
-    meta.update(checkpoint=os.fspath(path), quantizer=getattr(ckpt, "family", "unknown"))
+    meta.update(checkpoint=os.fspath(path), quantizer=ckpt.family)
     return ExportSource(ckpt.model, layers, bits, bundle, calib, infos,
                         f"QAT checkpoint {os.fspath(path)} ({meta.get('model', '?')} on {dataset})", meta)
