@@ -124,7 +124,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     env_kwargs = dict(base.get("env_kwargs", {}))
     env_kwargs.update(parse_key_values(args.env_kwargs, "--env-kwargs"))
     if getattr(args, "device", None):
-        from haq_gym.search_setup import torch_device
+        from haq_gym.runtime import torch_device
 
         try:
             torch_device(args.device)
@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(needs --algo)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (CUDA when available): where the env evaluates "
                                      "policies (default cpu; same as --env-kwargs device=...); the agents' "
-                                     "small networks stay on the CPU")
+                                     "small networks stay on the CPU unless --hyperparams device=cuda "
+                                     "(haq-ddpg and the SB3 agents)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     tuning = p.add_argument_group(
         "hyperparameter tuning (--optimize)",

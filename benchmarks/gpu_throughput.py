@@ -38,8 +38,7 @@ from agents.haq_ddpg.ddpg import HAQDDPG, HAQDDPGConfig  # noqa: E402
 from haq_gym.evaluation import FinetuneSettings, PolicyEvaluator  # noqa: E402
 from haq_gym.finetune.checkpoint import build_quantized_model  # noqa: E402
 from haq_gym.quant import apply_policy, calibrate  # noqa: E402
-from haq_gym.runtime import configure_cpu_runtime  # noqa: E402
-from haq_gym.search_setup import torch_device  # noqa: E402
+from haq_gym.runtime import configure_cpu_runtime, torch_device  # noqa: E402
 
 CL = torch.channels_last
 

@@ -39,8 +39,7 @@ from haq_gym.models import ensure_default_checkpoint  # noqa: E402
 from haq_gym.models.registry import default_recipe  # noqa: E402
 from haq_gym.policy import PolicyFile  # noqa: E402
 from haq_gym.quant import calibrate  # noqa: E402
-from haq_gym.runtime import configure_cpu_runtime  # noqa: E402
-from haq_gym.search_setup import torch_device  # noqa: E402
+from haq_gym.runtime import configure_cpu_runtime, torch_device  # noqa: E402
 
 
 def finetune_seeds(out: Path, name: str, args: argparse.Namespace, what: list[str]) -> list[float]:

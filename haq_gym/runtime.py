@@ -43,3 +43,12 @@ def configure_cpu_runtime(num_threads: int | None = None) -> None:
         env = os.environ.get("HAQ_GYM_THREADS")
         num_threads = int(env) if env else len(os.sched_getaffinity(0))
     torch.set_num_threads(max(1, num_threads))
+
+
+def torch_device(name: str) -> torch.device:
+    """Resolve ``cpu``/``cuda``/``auto``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {name!r}")
+    return torch.device(name)

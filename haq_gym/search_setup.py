@@ -20,6 +20,7 @@ from haq_gym.models import build_model, ensure_default_checkpoint, load_checkpoi
 from haq_gym.models.registry import default_recipe
 from haq_gym.quant import wrap_model
 from haq_gym.quant.families import set_quantizer_family
+from haq_gym.runtime import torch_device
 from haq_gym.quant.qlayers import QuantLayerMixin
 
 
@@ -107,12 +108,3 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
     reference = evaluator.float_accuracy()
     return SearchSetup(model, width_mult, dataset, bundle, net, names, layers, infos, cost_model, evaluator,
                        reference, checkpoint, meta, source)
-
-
-def torch_device(name: str) -> torch.device:
-    """Resolve ``cpu``/``cuda``/``auto``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {name!r}")
-    return torch.device(name)

@@ -40,6 +40,8 @@ from scipy.stats import truncnorm
 from torch import nn
 from tqdm import trange
 
+from haq_gym.runtime import torch_device
+
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
@@ -63,6 +65,9 @@ class HAQDDPGConfig:
     rmsize: int = 128
     baseline_alpha: float = 0.5
     n_update: int = 1
+    # Where the actor and critic train: cpu (default; two 300-unit layers gain little from a GPU),
+    # cuda, cuda:N or auto. The env's own device is train_agent.py's --device.
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         """Reject values that would make the algorithm meaningless or crash later."""
@@ -76,6 +81,10 @@ class HAQDDPGConfig:
             raise ValueError("HAQDDPGConfig needs init_delta > 0 and 0 < delta_decay <= 1")
         if not 0 < self.tau <= 1 or not 0 < self.baseline_alpha <= 1:
             raise ValueError("HAQDDPGConfig needs 0 < tau <= 1 and 0 < baseline_alpha <= 1")
+        try:
+            torch_device(str(self.device))
+        except ValueError as err:
+            raise ValueError(f"HAQDDPGConfig.device: {err}") from None
 
 
 def update_baseline(baseline: float | None, batch_mean: float, alpha: float) -> float:
@@ -434,7 +443,8 @@ def train_haq_ddpg(
     """
     if episodes < 0:
         raise ValueError(f"episodes must be >= 0, got {episodes}")
-    agent = HAQDDPG(env.observation_space, env.action_space, config or HAQDDPGConfig(), seed)
+    config = config or HAQDDPGConfig()
+    agent = HAQDDPG(env.observation_space, env.action_space, config, seed, device=torch_device(str(config.device)))
     best = -np.inf
     bar = trange(episodes, disable=not progress, desc="haq-ddpg")
     for episode in bar:

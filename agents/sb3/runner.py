@@ -34,12 +34,14 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from tqdm import tqdm
 
 from agents.sb3.episode_relabel_buffer import EpisodeRewardReplayBuffer
+from haq_gym.runtime import torch_device
 
 RELABEL_KEY = "episode_reward_relabel"
 DEFAULT_POLICY = "MlpPolicy"
 # Constructor keywords the runner sets itself; the buffer classes cannot be written in YAML
-# (``episode_reward_relabel`` selects the replay buffer).
-RUNNER_KWARGS = frozenset({"env", "seed", "verbose", "device", "tensorboard_log", "_init_setup_model",
+# (``episode_reward_relabel`` selects the replay buffer). ``device`` is a hyperparameter whose
+# default here is cpu, not SB3's auto: SB3's MLP policies are faster on the CPU.
+RUNNER_KWARGS = frozenset({"env", "seed", "verbose", "tensorboard_log", "_init_setup_model",
                            "replay_buffer_class", "rollout_buffer_class"})
 
 
@@ -156,17 +158,22 @@ def train_sb3(name: str, algo_class: type[BaseAlgorithm], env: gym.Env, episodes
     """Train ``algo_class`` on ``env`` for exactly ``episodes`` episodes and return the model.
 
     ``env`` is wrapped in a Monitor (which counts the episodes) and a one-env DummyVecEnv;
-    the VecEnv is not closed, so ``env`` stays open for its owner. The model runs on CPU
-    (SB3's MLP policies are faster there) with SB3's ``seed``.
+    the VecEnv is not closed, so ``env`` stays open for its owner. The model runs on the
+    CPU (SB3's MLP policies are faster there) unless the hyperparameters set ``device``,
+    with SB3's ``seed``.
     """
     if episodes < 0:
         raise ValueError(f"episodes must be >= 0, got {episodes}")
     check_hyperparams(name, algo_class, hyperparams)
     length = episode_length(env)
     kwargs = constructor_kwargs(algo_class, hyperparams, env.action_space, length)
+    try:
+        device = torch_device(str(kwargs.pop("device", "cpu")))
+    except ValueError as err:
+        raise ValueError(f"{name} hyperparameter device: {err}") from None
     monitor = Monitor(env)
     vec_env = DummyVecEnv([lambda: monitor])
-    model = algo_class(env=vec_env, seed=seed, verbose=0, device="cpu", tensorboard_log=tensorboard_log, **kwargs)
+    model = algo_class(env=vec_env, seed=seed, verbose=0, device=device, tensorboard_log=tensorboard_log, **kwargs)
     if tensorboard_log is None:
         # Without a folder SB3 would create an empty SB3-<time> folder in the temp dir on every learn().
         model.set_logger(Logger(folder=None, output_formats=[]))

@@ -34,8 +34,7 @@ from haq_gym.export.packed_file import FileSizes, PackedFileError, load_integer_
 from haq_gym.export.source import ExportSource, source_from_checkpoint, source_from_policy
 from haq_gym.policy import PolicyFile
 from haq_gym.quant.families import QUANTIZER_FAMILIES
-from haq_gym.runtime import configure_cpu_runtime
-from haq_gym.search_setup import torch_device
+from haq_gym.runtime import configure_cpu_runtime, torch_device
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,8 +33,7 @@ from haq_gym.policy import PolicyFile, now_iso
 from haq_gym.quant import apply_policy, wrap_model
 from haq_gym.quant.families import QUANTIZER_FAMILIES
 from haq_gym.runs import prepare_run_folder
-from haq_gym.runtime import configure_cpu_runtime
-from haq_gym.search_setup import torch_device
+from haq_gym.runtime import configure_cpu_runtime, torch_device
 
 LSQ_FAMILIES = tuple(f for f in QUANTIZER_FAMILIES if f != "linear")
 

@@ -285,3 +285,12 @@ def test_bad_config_is_rejected() -> None:
         HAQDDPGConfig(delta_decay=0.0)
     with pytest.raises(ValueError, match="batch_size"):
         HAQDDPGConfig(batch_size=0)
+
+
+def test_device_is_a_config_field_checked_early() -> None:
+    with pytest.raises(ValueError, match="HAQDDPGConfig.device: device must be cpu, cuda"):
+        HAQDDPGConfig(device="tpu")
+    agent, results = run(2, 0, small_config(device="auto", warmup=0))
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert len(results) == 2
+    assert {p.device.type for p in agent.actor.parameters()} == {expected}

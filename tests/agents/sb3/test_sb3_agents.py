@@ -180,3 +180,16 @@ def test_config_files_build_their_models(name: str, setup: SearchSetup) -> None:
         model = spec.runner.algo_class(env=env, seed=0, device="cpu", **kwargs)
         if name == "ars":  # whole updates fill the budget: no episodes left for predict()
             assert entry["n_episodes"] % (2 * model.n_delta * model.n_eval_episodes) == 0
+
+
+def test_device_is_a_hyperparameter_defaulting_to_the_cpu(setup: SearchSetup, tmp_path: Path) -> None:
+    env = recorded(setup, tmp_path, "continuous")
+    try:
+        model = train_sb3("ddpg", ALGORITHMS["ddpg"].runner.algo_class, env, 1, 0, dict(TINY["ddpg"]), progress=False)
+        assert model.device.type == "cpu"
+        with pytest.raises(ValueError, match="ddpg hyperparameter device: device must be cpu, cuda"):
+            train_sb3("ddpg", ALGORITHMS["ddpg"].runner.algo_class, env, 1, 0, {**TINY["ddpg"], "device": "tpu"},
+                      progress=False)
+    finally:
+        env.close()
+    assert "device" in ALGORITHMS["sac"].hyperparams
