@@ -65,8 +65,8 @@ class HAQDDPGConfig:
     rmsize: int = 128
     baseline_alpha: float = 0.5
     n_update: int = 1
-    # Where the actor and critic train: cpu (default; two 300-unit layers gain little from a GPU),
-    # cuda, cuda:N or auto. The env's own device is train_agent.py's --device.
+    # Where the actor and critic train: cpu (default: bit-for-bit repeatable runs), cuda, cuda:N or
+    # auto. The env's own device is train_agent.py's --device (docs/performance.md has timings).
     device: str = "cpu"
 
     def __post_init__(self) -> None:
