@@ -37,6 +37,7 @@ from torch import nn  # noqa: E402
 from agents.haq_ddpg.ddpg import HAQDDPG, HAQDDPGConfig  # noqa: E402
 from haq_gym.evaluation import FinetuneSettings, PolicyEvaluator  # noqa: E402
 from haq_gym.finetune.checkpoint import build_quantized_model  # noqa: E402
+from haq_gym.policy import uniform_bits  # noqa: E402
 from haq_gym.quant import apply_policy, calibrate  # noqa: E402
 from haq_gym.runtime import configure_cpu_runtime, torch_device  # noqa: E402
 
@@ -66,7 +67,7 @@ def episode_seconds(device: torch.device, val: int, train: int, episodes: int, f
     evaluator = PolicyEvaluator(model, layers, val_x, val_y, train_x[:64], batch_size=500, finetune=settings,
                                 train_images=train_x if finetune else None, train_labels=train_y if finetune else None)
     for b in range(2, 9):  # choose every clip range once (a long search does this in its first episodes)
-        evaluator.evaluate([[8, -1]] + [[b, b]] * (len(layers) - 2) + [[8, 8]])
+        evaluator.evaluate(uniform_bits(len(layers), b, b))
     rng = np.random.default_rng(seed)
     times = []
     for _ in range(episodes):
@@ -111,7 +112,7 @@ def train_images_per_s(device: torch.device, batch: int, kind: str, steps: int, 
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=CL)
     y = torch.randint(0, 100, (batch,), device=device)
     if kind == "lsq-w4a4":
-        apply_policy(layers, [[8, -1]] + [[4, 4]] * (len(layers) - 2) + [[8, 8]])
+        apply_policy(layers, uniform_bits(len(layers), 4, 4))
         calibrate(model, layers, x)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

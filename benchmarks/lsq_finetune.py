@@ -37,7 +37,7 @@ from haq_gym.finetune.__main__ import build_parser, run  # noqa: E402
 from haq_gym.finetune.checkpoint import build_quantized_model  # noqa: E402
 from haq_gym.models import ensure_default_checkpoint  # noqa: E402
 from haq_gym.models.registry import default_recipe  # noqa: E402
-from haq_gym.policy import PolicyFile  # noqa: E402
+from haq_gym.policy import PolicyFile, uniform_bits  # noqa: E402
 from haq_gym.quant import calibrate  # noqa: E402
 from haq_gym.runtime import configure_cpu_runtime, torch_device  # noqa: E402
 
@@ -75,11 +75,6 @@ def last_top1(metrics_csv: Path) -> float:
         return float(list(csv.DictReader(fh))[-1]["test_top1"])
 
 
-def uniform_bits(n_layers: int, w: int, a: int | None = None) -> list[list[int]]:
-    """HAQ's uniform policy: first layer ``[8, -1]``, last ``[8, 8]``, the others ``[w, a]`` (``a`` defaults to ``w``)."""
-    return [[8, -1]] + [[w, w if a is None else a]] * (n_layers - 2) + [[8, 8]]
-
-
 def step_cost_ratio(model_name: str, num_classes: int, images: torch.Tensor, labels: torch.Tensor,
                     repeats: int, device: torch.device) -> tuple[float, float]:
     """Median seconds of a float and a W4A4 LSQ training step on one batch, interleaved."""
@@ -90,7 +85,7 @@ def step_cost_ratio(model_name: str, num_classes: int, images: torch.Tensor, lab
         model.to(device)
         layers = [m for _, m in named]
         if kind == "qat":
-            for layer, bits in zip(layers, uniform_bits(len(layers), 4)):
+            for layer, bits in zip(layers, uniform_bits(len(layers), 4, 4)):
                 layer.set_bits(*bits)
             calibrate(model, layers, images)
         model.to(memory_format=torch.channels_last).train()
@@ -150,7 +145,7 @@ def main() -> None:
              f"| float | {float_top1:.2f} | - | - |"]
     for b in args.bits:
         accs = finetune_seeds(out, f"w{b}a{b}", args, ["--w-bits", str(b), "--a-bits", str(b)])
-        lat = costs.costs(uniform_bits(n, b)).latency_ratio
+        lat = costs.costs(uniform_bits(n, b, b)).latency_ratio
         lines.append(f"| W{b}A{b} | {summary(accs)} | {statistics.mean(accs) - float_top1:+.2f} | {lat:.3f} |")
         print(lines[-1], flush=True)
 

@@ -98,6 +98,13 @@ class PolicyFile:
         return cls.from_dict(data, source=f"policy file {path!r}")
 
 
+def uniform_bits(num_layers: int, w_bit: int, a_bit: int) -> list[list[int]]:
+    """HAQ's uniform policy: first layer ``[8, -1]`` (input unquantized), last ``[8, 8]``, the rest ``[w_bit, a_bit]``."""
+    if num_layers < 2:
+        raise ValueError(f"a uniform policy needs at least 2 layers, got {num_layers}")
+    return [[8, -1]] + [[w_bit, a_bit] for _ in range(num_layers - 2)] + [[8, 8]]
+
+
 def now_iso() -> str:
     """UTC timestamp for provenance fields."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -19,7 +19,7 @@ from haq_gym.cost.layer_info import LayerInfo, measure_layers
 from haq_gym.cost.model_size import flash_bits
 from haq_gym.data import DataBundle, load_dataset, materialize
 from haq_gym.finetune.checkpoint import load_qat_checkpoint
-from haq_gym.policy import PolicyFile
+from haq_gym.policy import PolicyFile, uniform_bits
 from haq_gym.quant import apply_policy, calibrate
 from haq_gym.quant.qlayers import QuantLayerMixin
 
@@ -43,11 +43,6 @@ class ExportSource:
     def test_split(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images [N, 3, H, W], labels [N])`` of the dataset's test split."""
         return materialize(self.bundle.test)
-
-
-def uniform_bits(num_layers: int, w_bit: int, a_bit: int) -> list[list[int]]:
-    """HAQ's uniform policy: first layer ``[8, -1]``, last ``[8, 8]``, the rest ``[w_bit, a_bit]``."""
-    return [[8, -1]] + [[w_bit, a_bit] for _ in range(num_layers - 2)] + [[8, 8]]
 
 
 def source_from_policy(bits: PolicyFile | Sequence[Sequence[int]] | None = None, *, model: str = "mobilenetv2",

@@ -29,7 +29,7 @@ from haq_gym.finetune.recipe import QATRecipe
 from haq_gym.finetune.trainer import TrainingDiverged, train_quantized
 from haq_gym.models import build_model, ensure_default_checkpoint, load_checkpoint
 from haq_gym.models.registry import default_recipe
-from haq_gym.policy import PolicyFile, now_iso
+from haq_gym.policy import PolicyFile, now_iso, uniform_bits
 from haq_gym.quant import apply_policy, wrap_model
 from haq_gym.quant.families import QUANTIZER_FAMILIES
 from haq_gym.runs import prepare_run_folder
@@ -104,7 +104,7 @@ def make_policy(config: dict[str, Any], layer_names: list[str]) -> PolicyFile:
         for name, b in (("--w-bits", w), ("--a-bits", a)):
             if not 2 <= b <= 8:
                 raise ValueError(f"{name} must be in 2..8, got {b}")
-        bits = [[8, -1]] + [[w, a]] * (n - 2) + [[8, 8]]
+        bits = uniform_bits(n, w, a)
     return PolicyFile(model=config["model"], dataset=config["dataset"], layer_names=list(layer_names),
                       bits=[list(b) for b in bits], model_kwargs={"width_mult": config["width_mult"]},
                       found_by={"method": config["mode"], "created": now_iso()})

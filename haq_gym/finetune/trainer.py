@@ -103,27 +103,30 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
             t0 = time.perf_counter()
             model.train()
             order = torch.randperm(len(images), generator=gen).to(device)
-            loss_sum, correct, seen = 0.0, 0, 0
+            loss_sum, seen = 0.0, 0
+            correct = torch.zeros((), dtype=torch.int64, device=device)  # read once per epoch: no sync per step
             for start in range(0, len(images), recipe.batch_size):
                 idx = order[start:start + recipe.batch_size]
                 x = bundle.augment(images[idx], gen).contiguous(memory_format=cl)
                 y = labels[idx]
                 logits = model(x)
                 loss = loss_fn(logits, y)
-                if not torch.isfinite(loss):
+                loss_value = loss.item()  # the step's one device sync: the NaN check and the progress bar
+                if not math.isfinite(loss_value):
                     kept = f"the last good checkpoint is {os.fspath(last_path)!r}" if last_path.exists() else \
                         "no checkpoint was written yet"
-                    raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {start // recipe.batch_size}; "
+                    raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch}, step {start // recipe.batch_size}; "
                                            f"{kept}; lower --lr and resume or restart")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                loss_sum += loss.item() * len(idx)
-                correct += int((logits.argmax(1) == y).sum())
+                loss_sum += loss_value * len(idx)
+                correct += (logits.argmax(1) == y).sum()
                 seen += len(idx)
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+                bar.set_postfix(epoch=epoch, loss=f"{loss_value:.3f}")
+            correct = int(correct)
             broken = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
             if broken:  # e.g. a BatchNorm running variance overflowed while the loss stayed finite
                 kept = f"the last good checkpoint is {os.fspath(last_path)!r}" if last_path.exists() else \

@@ -49,3 +49,14 @@ def test_bad_files(tmp_path) -> None:
         PolicyFile.load(bad)
     with pytest.raises(ValueError, match=r"\[w_bit, a_bit\]"):
         PolicyFile(model="m", dataset="d", layer_names=["a"], bits=[[4, 0]])
+
+
+def test_uniform_bits_pins_the_first_and_last_layers() -> None:
+    from haq_gym.policy import uniform_bits
+
+    assert uniform_bits(4, 3, 2) == [[8, -1], [3, 2], [3, 2], [8, 8]]
+    bits = uniform_bits(3, 4, 4)
+    bits[1][0] = 7  # rows are independent lists, not one shared row
+    assert bits == [[8, -1], [7, 4], [8, 8]] and uniform_bits(3, 4, 4)[1] == [4, 4]
+    with pytest.raises(ValueError, match="at least 2 layers"):
+        uniform_bits(1, 4, 4)
