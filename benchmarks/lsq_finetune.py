@@ -132,7 +132,8 @@ def main() -> None:
     bundle = load_dataset(args.dataset, None)
     model, named = build_quantized_model(args.model, 1.0, bundle.num_classes, None, "linear")
     _, float_meta = ensure_default_checkpoint(args.model, 1.0, args.dataset, model, bundle,
-                                              recipe=default_recipe(args.model), min_accuracy=None)
+                                              recipe=default_recipe(args.model, args.dataset), min_accuracy=None,
+                                              device=torch_device(args.device))
     float_top1 = float(float_meta["test_top1"])
     infos = measure_layers(model, named, bundle.image_size)
     costs = CostModel(infos, BitSerialAccelerator().table(infos))

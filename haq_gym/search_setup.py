@@ -67,12 +67,12 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
     bundle = load_dataset(dataset, data_root, val_size=val_size, train_size=train_size, download=download)
     net = build_model(model, num_classes=bundle.num_classes, width_mult=width_mult)
     if checkpoint is None:
-        recipe = default_recipe(model)
+        recipe = default_recipe(model, dataset)
         if pretrain_epochs is not None:
             recipe = replace(recipe, epochs=pretrain_epochs)
         min_acc = None if pretrain_epochs is not None else 95.0 if dataset == "digits" else None
         path, meta = ensure_default_checkpoint(model, width_mult, dataset, net, bundle, recipe=recipe,
-                                               progress=progress, min_accuracy=min_acc)
+                                               progress=progress, min_accuracy=min_acc, device=torch_device(device))
         checkpoint = os.fspath(path)
     else:
         meta = load_checkpoint(checkpoint, net)

@@ -88,7 +88,7 @@ def _not_found(layout: CifarLayout, root: Path | None, detail: str) -> DatasetNo
     where = "no data root was given" if root is None else f"looked in {root / layout.folder}"
     return DatasetNotFoundError(
         f"{layout.title} not found ({where}; {detail}). Pass --data-root DIR pointing at a folder "
-        f"that contains {layout.folder}/, or use --download on a machine with internet access."
+        f"that contains {layout.folder}/, or pass download=True (env keyword download=true) on a machine with internet access."
     )
 
 
@@ -107,6 +107,29 @@ def _download(layout: CifarLayout, root: Path) -> None:
         raise _not_found(layout, root, f"download failed: {error}") from error
 
 
+# What the official batch files and numpy arrays pickled from Python 3 (protocols 2-5) need:
+# array reconstruction, and _codecs.encode, which protocol 2 uses to rebuild bytes. Nothing else.
+_ALLOWED_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Rebuilds only plain containers, strings, bytes, numbers and numpy arrays.
+
+    A batch file is a pickle, and a pickle can name any callable; a crafted file in a
+    shared or downloaded data root would otherwise run code when the data loads.
+    """
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 (pickle's signature)
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch holds only a dict of "
+                                     "arrays, lists, strings and numbers")
+
+
 def read_batches(paths: list[Path], label_key: str, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Read CIFAR pickles into (uint8 images [N,3,32,32], int64 labels [N]), in file order.
 
@@ -117,7 +140,10 @@ def read_batches(paths: list[Path], label_key: str, num_classes: int) -> tuple[t
     labels: list[np.ndarray] = []
     for path in paths:
         with open(path, "rb") as handle:
-            entry = pickle.load(handle, encoding="latin1")
+            try:
+                entry = _BatchUnpickler(handle, encoding="latin1").load()
+            except (pickle.UnpicklingError, EOFError, ValueError) as err:
+                raise ValueError(f"{path}: not a CIFAR batch file ({err})") from None
         if not isinstance(entry, dict):
             raise ValueError(f"{path}: expected a pickled dict, got {type(entry).__name__}")
         entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}

@@ -1,4 +1,8 @@
-"""Dataset lookup by name: the single entry point the rest of haq-gym uses."""
+"""Dataset lookup by name: the single entry point the rest of haq-gym uses.
+
+Names: ``digits`` (embedded), ``cifar10``, ``cifar100``, ``fashion-mnist``, ``mnist`` and
+``imagefolder``.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,16 @@ from haq_gym.data.cifar import load_cifar_bundle
 from haq_gym.data.digits import IMAGE_SIZE as DIGITS_IMAGE_SIZE
 from haq_gym.data.digits import load_digits_bundle
 from haq_gym.data.image_folder import load_image_folder_bundle
+from haq_gym.data.mnist import IMAGE_SIZE as MNIST_IMAGE_SIZE
+from haq_gym.data.mnist import LAYOUTS as MNIST_LAYOUTS
+from haq_gym.data.mnist import load_mnist_bundle
 
 DEFAULT_IMAGE_FOLDER_SIZE = 224
 
 
 def dataset_names() -> tuple[str, ...]:
     """Names accepted by :func:`load_dataset`; ``digits`` works offline with no data root."""
-    return ("digits", *CIFAR_LAYOUTS, "imagefolder")
+    return ("digits", *CIFAR_LAYOUTS, *MNIST_LAYOUTS, "imagefolder")
 
 
 def _check_fixed_size(name: str, image_size: int | None, native: int) -> None:
@@ -38,11 +45,13 @@ def load_dataset(
     """Load dataset ``name`` with its train / search-train / search-val / test splits.
 
     ``root`` is the folder holding the dataset files (unused by ``digits``, which is
-    bundled with scikit-learn). ``val_size``/``train_size`` default per dataset (digits:
-    360 / all 1077 remaining; CIFAR: 10000 / 20000; imagefolder: 10% / all remaining).
-    ``split_seed`` fixes the splits independently of any run seed. ``download`` fetches
-    CIFAR when its files are missing. ``image_size`` defaults to 32 for digits and CIFAR
-    (the only size they support) and 224 for imagefolder.
+    bundled with scikit-learn; for ``fashion-mnist``, None means the folder of Debian's
+    ``dataset-fashion-mnist`` package). ``val_size``/``train_size`` default per dataset
+    (digits: 360 / all 1077 remaining; CIFAR, Fashion-MNIST, MNIST: 10000 / 20000;
+    imagefolder: 10% / all remaining). ``split_seed`` fixes the splits independently of
+    any run seed. ``download`` fetches CIFAR, Fashion-MNIST or MNIST when their files are
+    missing. ``image_size`` defaults to 32 for digits, CIFAR and (Fashion-)MNIST (the only
+    size they support; MNIST's 28x28 images are zero-padded) and 224 for imagefolder.
     """
     if name == "digits":
         _check_fixed_size(name, image_size, DIGITS_IMAGE_SIZE)
@@ -50,6 +59,11 @@ def load_dataset(
     if name in CIFAR_LAYOUTS:
         _check_fixed_size(name, image_size, CIFAR_IMAGE_SIZE)
         return load_cifar_bundle(
+            name, root, val_size=val_size, train_size=train_size, split_seed=split_seed, download=download
+        )
+    if name in MNIST_LAYOUTS:
+        _check_fixed_size(name, image_size, MNIST_IMAGE_SIZE)
+        return load_mnist_bundle(
             name, root, val_size=val_size, train_size=train_size, split_seed=split_seed, download=download
         )
     if name == "imagefolder":

@@ -71,7 +71,7 @@ def _add_source(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--model", default="mobilenetv2", help="model with --uniform")
     p.add_argument("--width-mult", type=float, default=1.0, help="model width with --uniform")
     p.add_argument("--dataset", default="digits", help="dataset with --uniform")
-    p.add_argument("--data-root", default=None, help="folder of CIFAR/ImageFolder data")
+    p.add_argument("--data-root", default=None, help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; fashion-mnist defaults to the Debian package folder)")
     p.add_argument("--float-checkpoint", default=None,
                    help="float model for --policy/--uniform (default: the cached default model)")
     p.add_argument("--calibration-size", type=int, default=64,

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="mobilenetv2", help="model name (ignored with --policy)")
     p.add_argument("--width-mult", type=float, default=1.0, help="model width (ignored with --policy)")
     p.add_argument("--dataset", default="digits", help="dataset name (ignored with --policy)")
-    p.add_argument("--data-root", default=None, help="folder of CIFAR/ImageFolder data")
+    p.add_argument("--data-root", default=None, help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; fashion-mnist defaults to the Debian package folder)")
     p.add_argument("--quantizer", choices=LSQ_FAMILIES, default="lsq",
                    help="lsq, lsq+ (learned activation offset) or pot (power-of-two steps)")
     p.add_argument("--init-checkpoint", default=None,
@@ -110,7 +110,7 @@ def make_policy(config: dict[str, Any], layer_names: list[str]) -> PolicyFile:
                       found_by={"method": config["mode"], "created": now_iso()})
 
 
-def build_model_for(config: dict[str, Any], bundle, progress: bool):
+def build_model_for(config: dict[str, Any], bundle, progress: bool, device: torch.device | str = "cpu"):
     """Model with starting weights, quantizers and the policy applied; returns (model, named layers, policy, meta)."""
     family, init = config["quantizer"], config["init_checkpoint"]
     if init is not None and _is_qat_file(init):
@@ -129,8 +129,8 @@ def build_model_for(config: dict[str, Any], bundle, progress: bool):
     model = build_model(config["model"], num_classes=bundle.num_classes, width_mult=config["width_mult"])
     if init is None:
         path, float_meta = ensure_default_checkpoint(config["model"], config["width_mult"], config["dataset"], model,
-                                                     bundle, recipe=default_recipe(config["model"]),
-                                                     progress=progress, min_accuracy=None)
+                                                     bundle, recipe=default_recipe(config["model"], config["dataset"]),
+                                                     progress=progress, min_accuracy=None, device=device)
         init = os.fspath(path)
     else:
         float_meta = load_checkpoint(init, model)
@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         config = resolve_config(args)
     torch.manual_seed(config["seed"])
     bundle = load_dataset(config["dataset"], config["data_root"])
-    model, named, policy, init_meta, calibrate_first = build_model_for(config, bundle, progress)
+    device = torch_device(args.device)
+    model, named, policy, init_meta, calibrate_first = build_model_for(config, bundle, progress, device)
     if args.resume is None:
         tag = config["mode"] if config["mode"] != "uniform" else f"w{config['w_bits']}a{config['a_bits']}"
         run_dir = prepare_run_folder(args.output, f"finetune_{config['model']}_{config['dataset']}_{tag}_seed{config['seed']}")
@@ -175,9 +176,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"run folder: {run_dir}")
     print(f"start: {init_meta['init_checkpoint']} (float test top-1 {init_meta['init_float_top1']})")
     result = train_quantized(model, [m for _, m in named], bundle, policy, config["quantizer"], recipe, run_dir, meta,
-                             seed=config["seed"], device=torch_device(args.device), resume=args.resume is not None,
+                             seed=config["seed"], device=device, resume=args.resume is not None,
                              progress=progress, calibrate_first=calibrate_first)
-    print(f"best test top-1 {result.best_top1:.2f}% at epoch {result.best_epoch}; checkpoint {run_dir / 'best.pt'}")
+    print(f"last epoch: validation top-1 {result.last_val_top1:.2f}%, test top-1 {result.last_top1:.2f}%; "
+          f"best validation top-1 {result.best_val_top1:.2f}% at epoch {result.best_epoch} "
+          f"(test {result.best_test_top1:.2f}%), checkpoint {run_dir / 'best.pt'}")
     return 0
 
 

@@ -2,8 +2,9 @@
 
 The run folder holds ``config.yml`` (what was asked), ``metrics.csv`` (one row per
 epoch), ``tensorboard/``, ``last.pt`` (everything needed to resume: weights, steps,
-optimizer, schedule, RNG) and ``best.pt`` (the best test top-1 so far, with the policy
-embedded). Both checkpoints are replaced atomically and only after a finite epoch, so a
+optimizer, schedule, RNG) and ``best.pt`` (the epoch with the best validation top-1 so
+far, with the policy embedded). Validation is the search-val split, held out of the
+training images; the test split is reported every epoch but never used to choose. Both checkpoints are replaced atomically and only after a finite epoch, so a
 crash or a NaN loss never leaves a broken or diverged checkpoint behind.
 """
 
@@ -31,7 +32,7 @@ from haq_gym.policy import PolicyFile
 from haq_gym.quant import calibrate
 from haq_gym.quant.qlayers import QuantLayerMixin
 
-METRIC_FIELDS = ("epoch", "train_loss", "train_top1", "test_top1", "lr", "epoch_time_s")
+METRIC_FIELDS = ("epoch", "train_loss", "train_top1", "val_top1", "test_top1", "lr", "epoch_time_s")
 
 
 class TrainingDiverged(RuntimeError):
@@ -40,8 +41,12 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainResult:
-    best_top1: float
+    """Accuracies in percent; "best" is the epoch with the highest validation top-1 (``best.pt``)."""
+
+    best_val_top1: float
     best_epoch: int
+    best_test_top1: float
+    last_val_top1: float
     last_top1: float
     epochs_run: int
 
@@ -52,7 +57,8 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
                     calibrate_first: bool = True) -> TrainResult:
     """Train ``model`` (already wrapped, with ``family`` quantizers and the policy's bits) on ``bundle.train``.
 
-    Evaluates on ``bundle.test`` after every epoch. With ``resume`` the state in
+    Evaluates on ``bundle.search_val`` (held out of the training images; chooses
+    ``best.pt``) and on ``bundle.test`` (reported only) after every epoch. With ``resume`` the state in
     ``run_dir/last.pt`` is restored and training continues with the next epoch; the
     result is the same as an uninterrupted run (same seed, CPU). ``calibrate_first``
     initialises the learned steps from a fixed batch (LSQ's data-driven init); pass
@@ -65,6 +71,9 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
     test_x, test_y = materialize(bundle.test)
     images, labels = images.to(device), labels.to(device)
     test_x, test_y = test_x.to(device).contiguous(memory_format=cl), test_y.to(device)
+    with torch.random.fork_rng(devices=[]):  # a DataLoader draws a seed: keep dropout's draws as without it
+        val_x, val_y = materialize(bundle.search_val)
+    val_x, val_y = val_x.to(device).contiguous(memory_format=cl), val_y.to(device)
     model.to(device=device, memory_format=cl)
 
     gen = torch.Generator().manual_seed(seed)
@@ -77,7 +86,7 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
     opt = torch.optim.SGD(parameter_groups(model, layers, recipe.weight_decay), lr=recipe.lr,
                           momentum=recipe.momentum)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
-    start_epoch, best_top1, best_epoch = 1, -1.0, 0
+    start_epoch, best_val, best_test, best_epoch = 1, -1.0, float("nan"), 0
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume:
         data = read_qat_file(last_path)
@@ -90,11 +99,12 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
         if device.type == "cuda" and training.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(training["cuda_rng"], device)
         start_epoch = int(training["epoch"]) + 1
-        best_top1, best_epoch = float(training["best_top1"]), int(training["best_epoch"])
+        best_val, best_epoch = float(training["best_val_top1"]), int(training["best_epoch"])
+        best_test = float(training["best_test_top1"])
         _truncate_metrics(run_dir / "metrics.csv", start_epoch - 1)
     loss_fn = nn.CrossEntropyLoss()
     writer = SummaryWriter(os.fspath(run_dir / "tensorboard"), purge_step=start_epoch)
-    last_top1 = float("nan")
+    last_top1 = last_val = float("nan")
     total = (recipe.epochs - start_epoch + 1) * steps_per_epoch
     bar = tqdm(total=max(total, 0), desc="QAT" if any(l.w_bit != -1 for l in layers) else "float training",
                unit="step", disable=not progress)
@@ -133,29 +143,32 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
                     "no checkpoint was written yet"
                 raise TrainingDiverged(f"non-finite values in {broken[0]} after epoch {epoch}; {kept}; "
                                        "lower --lr and resume or restart")
+            last_val = top1_accuracy(model, val_x, val_y)
             last_top1 = top1_accuracy(model, test_x, test_y)
             row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen,
-                   "test_top1": last_top1, "lr": sched.get_last_lr()[0], "epoch_time_s": time.perf_counter() - t0}
+                   "val_top1": last_val, "test_top1": last_top1, "lr": sched.get_last_lr()[0], "epoch_time_s": time.perf_counter() - t0}
             _append_metrics(run_dir / "metrics.csv", row)
-            for key in ("train_loss", "train_top1", "test_top1", "lr"):
+            for key in ("train_loss", "train_top1", "val_top1", "test_top1", "lr"):
                 writer.add_scalar(f"finetune/{key}", row[key], epoch)
             writer.flush()
-            epoch_meta = dict(meta, epoch=epoch, test_top1=last_top1)
-            if last_top1 > best_top1:
-                best_top1, best_epoch = last_top1, epoch
-                best_policy = PolicyFile(**{**policy.__dict__, "accuracy": dict(policy.accuracy, finetune_test_top1=last_top1)})
+            epoch_meta = dict(meta, epoch=epoch, val_top1=last_val, test_top1=last_top1)
+            if last_val > best_val:
+                best_val, best_test, best_epoch = last_val, last_top1, epoch
+                best_policy = PolicyFile(**{**policy.__dict__, "accuracy": dict(
+                    policy.accuracy, finetune_val_top1=last_val, finetune_test_top1=last_top1)})
                 save_qat_checkpoint(best_path, model, best_policy, family, epoch_meta)
             training = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
                         "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                        "epoch": epoch, "best_top1": best_top1, "best_epoch": best_epoch}
+                        "epoch": epoch, "best_val_top1": best_val, "best_test_top1": best_test,
+                        "best_epoch": best_epoch}
             save_qat_checkpoint(last_path, model, policy, family, epoch_meta, training)
-            bar.write(f"epoch {epoch}/{recipe.epochs}: loss {row['train_loss']:.4f}, test top-1 {last_top1:.2f}% "
-                      f"(best {best_top1:.2f}% at epoch {best_epoch})")
+            bar.write(f"epoch {epoch}/{recipe.epochs}: loss {row['train_loss']:.4f}, val top-1 {last_val:.2f}%, "
+                      f"test top-1 {last_top1:.2f}% (best val {best_val:.2f}% at epoch {best_epoch})")
     finally:
         bar.close()
         writer.close()
-    return TrainResult(best_top1, best_epoch, last_top1, recipe.epochs - start_epoch + 1)
+    return TrainResult(best_val, best_epoch, best_test, last_val, last_top1, recipe.epochs - start_epoch + 1)
 
 
 def _truncate_metrics(path: Path, last_epoch: int) -> None:

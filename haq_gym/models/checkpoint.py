@@ -100,10 +100,12 @@ def default_checkpoint_path(model_name: str, width_mult: float, dataset: str, re
 
 def ensure_default_checkpoint(model_name: str, width_mult: float, dataset: str, model: nn.Module, bundle,
                               recipe: FloatRecipe | None = None, seed: int = 0, progress: bool = True,
-                              min_accuracy: float | None = DEFAULT_MIN_ACCURACY) -> tuple[Path, dict]:
+                              min_accuracy: float | None = DEFAULT_MIN_ACCURACY,
+                              device: torch.device | str = "cpu") -> tuple[Path, dict]:
     """Load the cached default float model into ``model``, training and caching it first if needed.
 
-    ``model`` is re-initialised from ``seed`` before training. Returns the checkpoint path
+    ``model`` is re-initialised from ``seed`` before training, which runs on ``device``
+    (the env's or the command's: a GPU user's first run trains there). Returns the checkpoint path
     and its metadata (which holds the test accuracy). A model below ``min_accuracy`` test
     top-1 is not cached and raises: every search on a weak model would be meaningless.
     """
@@ -116,10 +118,10 @@ def ensure_default_checkpoint(model_name: str, width_mult: float, dataset: str, 
         for m in model.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
-        test_acc = train_float(model, bundle, recipe, seed=seed, progress=progress)
+        test_acc = train_float(model, bundle, recipe, seed=seed, device=device, progress=progress)
     model.to("cpu")
     meta = {"model": model_name, "width_mult": width_mult, "dataset": dataset, "seed": seed,
-            "recipe": recipe.to_dict(), "test_top1": test_acc}
+            "recipe": recipe.to_dict(), "test_top1": test_acc, "trained_on": str(torch.device(device))}
     if min_accuracy is not None and test_acc < min_accuracy:
         raise RuntimeError(f"default {model_name} reached only {test_acc:.2f}% test top-1 on {dataset} "
                            f"(needs {min_accuracy}%); not caching it")

@@ -141,7 +141,7 @@ def test_bad_input_is_rejected_clearly(setup, tiny_env_kwargs, tmp_path) -> None
     with pytest.raises(ValueError, match=r"\(10, 8, 8\); expected \(53, 8, 8\)"):
         gym.make(ENV_ID, **{**tiny_env_kwargs, "latency_table": str(bad)})
     with pytest.raises(ValueError, match="digits"):
-        gym.make(ENV_ID, **{**tiny_env_kwargs, "dataset": "mnist"})
+        gym.make(ENV_ID, **{**tiny_env_kwargs, "dataset": "svhn"})
     with pytest.raises(FileNotFoundError, match="--data-root"):
         gym.make(ENV_ID, **{**tiny_env_kwargs, "dataset": "cifar10", "data_root": str(tmp_path)})
 

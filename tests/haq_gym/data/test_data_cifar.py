@@ -136,7 +136,7 @@ def test_missing_files_offline_message(tmp_path: Path, name: str, folder: str) -
         load_dataset(name, tmp_path)
     message = str(info.value)
     assert isinstance(info.value, DatasetNotFoundError)
-    assert "--data-root" in message and "--download" in message
+    assert "--data-root" in message and "download=True" in message
     assert str(tmp_path / folder) in message and folder in message
 
 
@@ -176,3 +176,35 @@ def test_malformed_batch_is_rejected(tmp_path: Path) -> None:
     write_pickle(tmp_path / "cifar-10-batches-py" / "data_batch_2", bad)
     with pytest.raises(ValueError, match="data_batch_2.*3072"):
         load_dataset("cifar10", tmp_path, val_size=8)
+
+
+class _RunsCode:
+    """Unpickling this with plain pickle.load would write ``marker``: the attack a data root could carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_batch_file_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    make_cifar10(tmp_path / "data")
+    marker = tmp_path / "marker.txt"
+    data = fake_images(PER_BATCH, 0)
+    write_pickle(tmp_path / "data" / "cifar-10-batches-py" / "data_batch_1",
+                 {b"labels": [0] * PER_BATCH, b"data": data, b"payload": _RunsCode(marker)})
+    with pytest.raises(ValueError, match="data_batch_1: not a CIFAR batch file .*refusing to load"):
+        load_dataset("cifar10", tmp_path / "data", val_size=8)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_batches_pickled_with_old_and_new_protocols_load(tmp_path: Path, protocol: int) -> None:
+    make_cifar10(tmp_path)
+    data = fake_images(PER_BATCH, 0)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "wb") as handle:
+        pickle.dump({"batch_label": "x", "labels": [3] * PER_BATCH, "data": data, "filenames": ["a"] * PER_BATCH},
+                    handle, protocol=protocol)
+    bundle = load_dataset("cifar10", tmp_path, val_size=8)
+    assert len(bundle.train) + len(bundle.search_val) == 5 * PER_BATCH

@@ -12,12 +12,12 @@ from haq_gym.data.splits import split_pool
 
 
 def test_dataset_names() -> None:
-    assert dataset_names() == ("digits", "cifar10", "cifar100", "imagefolder")
+    assert dataset_names() == ("digits", "cifar10", "cifar100", "fashion-mnist", "mnist", "imagefolder")
 
 
 def test_unknown_name_lists_available() -> None:
-    with pytest.raises(ValueError, match="unknown dataset 'mnist'.*digits, cifar10, cifar100, imagefolder"):
-        load_dataset("mnist")
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'.*digits, cifar10, cifar100, fashion-mnist, mnist, imagefolder"):
+        load_dataset("svhn")
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,7 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_checkpoint, 
 
     def crash_in_second_epoch(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 3:  # validation and test after every epoch: the third call is in epoch 2
             raise KeyboardInterrupt("simulated crash")
         return real_eval(*args, **kwargs)
 
@@ -90,6 +90,11 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_checkpoint, 
         return [(r["epoch"], r["train_loss"], r["test_top1"]) for r in _rows(tmp_path / run)]
 
     assert trajectory("crashed") == trajectory("straight") and len(trajectory("straight")) == 2
+    rows = _rows(tmp_path / "straight")
+    best = load_qat_checkpoint(tmp_path / "straight" / "best.pt")
+    best_epoch = max(rows, key=lambda r: (float(r["val_top1"]), -int(r["epoch"])))["epoch"]
+    assert int(best.meta["epoch"]) == int(best_epoch)  # chosen on validation, whatever the test split says
+    assert best.policy.accuracy["finetune_val_top1"] == pytest.approx(float(rows[int(best_epoch) - 1]["val_top1"]))
     a = load_qat_checkpoint(tmp_path / "straight" / "last.pt").model.state_dict()
     b = load_qat_checkpoint(tmp_path / "crashed" / "last.pt").model.state_dict()
     for key in a:

@@ -32,6 +32,10 @@ def test_registry_names_and_errors() -> None:
         CifarResNet(depth=21)
     assert default_recipe("mobilenetv2") == FloatRecipe()  # unchanged: existing cached checkpoints stay valid
     assert default_recipe("resnet18").epochs < FloatRecipe().epochs
+    # per dataset: the Fashion-MNIST recipe applies to every model, and beats a model's digits recipe
+    assert default_recipe("mobilenetv2", "fashion-mnist").batch_size == 128
+    assert default_recipe("resnet18", "fashion-mnist") == default_recipe("resnet20", "fashion-mnist")
+    assert default_recipe("resnet18", "cifar10") == FloatRecipe()
     with pytest.raises(ValueError, match="unknown model"):
         default_recipe("nope")
 

@@ -1,0 +1,1 @@
+"""Experiments built from haq-gym commands: the end-to-end benchmark (search -> finetune -> test) and its statistics."""
