@@ -10,11 +10,13 @@ in ``$HAQ_GYM_CACHE`` (default: ``$XDG_CACHE_HOME/haq_gym``, else ``~/.cache/haq
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import pickle
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,41 @@ def ensure_default_checkpoint(model_name: str, width_mult: float, dataset: str, 
     path = default_checkpoint_path(model_name, width_mult, dataset, recipe, seed)
     if path.exists():
         return path, load_checkpoint(path, model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(path.with_name(path.name + ".lock")):
+        if path.exists():  # another process trained it while this one waited
+            return path, load_checkpoint(path, model)
+        return path, _train_and_cache(path, model_name, width_mult, dataset, model, bundle, recipe, seed, progress,
+                                      min_accuracy, device)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path``: concurrent first runs train the default model once.
+
+    The others wait (with a message) and then load what the first one cached. Where ``fcntl`` does
+    not exist (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that is training the default model ({lock_path})", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_and_cache(path: Path, model_name: str, width_mult: float, dataset: str, model: nn.Module, bundle,
+                     recipe: FloatRecipe, seed: int, progress: bool, min_accuracy: float | None,
+                     device: torch.device | str) -> dict:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for m in model.modules():
@@ -126,4 +163,4 @@ def ensure_default_checkpoint(model_name: str, width_mult: float, dataset: str, 
         raise RuntimeError(f"default {model_name} reached only {test_acc:.2f}% test top-1 on {dataset} "
                            f"(needs {min_accuracy}%); not caching it")
     save_checkpoint(path, model, meta)
-    return path, meta
+    return meta

@@ -66,3 +66,35 @@ def test_default_checkpoint_is_trained_once_then_loaded(monkeypatch, tmp_path) -
         ensure_default_checkpoint("mobilenetv2", 0.35, "digits", build_model("mobilenetv2", 10, width_mult=0.35),
                                   bundle, recipe=FloatRecipe(epochs=1, batch_size=512), progress=False,
                                   min_accuracy=DEFAULT_MIN_ACCURACY)
+
+
+def test_concurrent_first_runs_train_the_default_model_once(monkeypatch, tmp_path) -> None:
+    """Two threads ask for the same uncached default model: one trains, the other waits and loads it."""
+    import threading
+    import time
+
+    import haq_gym.models.checkpoint as ck
+
+    monkeypatch.setenv("HAQ_GYM_CACHE", str(tmp_path))
+    calls = []
+
+    def slow_fake_training(model, bundle, recipe, seed, device="cpu", progress=True):
+        calls.append(threading.current_thread().name)
+        time.sleep(0.5)  # long enough for the other thread to reach the lock
+        return 50.0
+
+    monkeypatch.setattr(ck, "train_float", slow_fake_training)
+    results = {}
+
+    def first_run(name: str) -> None:
+        model = build_model("mobilenetv2", 10, width_mult=0.35)
+        results[name] = ensure_default_checkpoint("mobilenetv2", 0.35, "digits", model, None,
+                                                  recipe=FloatRecipe(epochs=1), progress=False, min_accuracy=None)
+
+    threads = [threading.Thread(target=first_run, args=(n,), name=n) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert results["a"][0] == results["b"][0] and results["a"][1]["test_top1"] == results["b"][1]["test_top1"] == 50.0
