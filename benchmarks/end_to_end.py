@@ -22,21 +22,10 @@ import shlex
 import sys
 from pathlib import Path
 
-import yaml
-
 from haq_gym.experiments.end_to_end import EndToEnd, EndToEndSettings
 from haq_gym.experiments.report import write_report
 from haq_gym.runtime import configure_cpu_runtime
-
-
-def parse_key_values(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"expected key=value, got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
+from train_agent import UsageError, parse_key_values
 
 
 def parse_uniform(text: str) -> tuple[int, int]:
@@ -54,7 +43,7 @@ def parse_proxies(items: list[str]) -> dict[str, dict]:
         name, sep, rest = item.partition(":")
         if not sep or not name:
             raise ValueError(f"--proxies expects NAME:key=value,..., got {item!r}")
-        out[name] = parse_key_values([kv for kv in rest.split(",") if kv])
+        out[name] = parse_key_values([kv for kv in rest.split(",") if kv], "--proxies")
     return out
 
 
@@ -111,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 finetune_seeds=tuple(args.finetune_seeds), baseline_seeds=tuple(args.baseline_seeds),
                 evaluations=args.evaluations, random_policies=args.random_policies, epochs=args.epochs, lr=args.lr,
                 batch_size=args.batch_size, uniform=tuple(parse_uniform(u) for u in args.uniform),
-                env_kwargs=parse_key_values(args.env_kwargs), proxies=parse_proxies(args.proxies), seed=args.seed)
+                env_kwargs=parse_key_values(args.env_kwargs, "--env-kwargs"), proxies=parse_proxies(args.proxies), seed=args.seed)
             configure_cpu_runtime()
             bench = EndToEnd(settings, args.output, device=args.device, workers=args.workers, resume=args.resume,
                              progress=not args.no_progress)
@@ -121,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         elif not (Path(args.output) / "plan.json").exists():
             raise FileNotFoundError(f"{args.output} holds no end-to-end benchmark (no plan.json)")
         print(write_report(args.output, reps=args.reps, seed=args.seed, command=command, machine=args.machine))
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as err:
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

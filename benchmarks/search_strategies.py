@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import train_agent  # noqa: E402
+from haq_gym.experiments.jobs import set_aside  # noqa: E402
 from haq_gym.runtime import configure_cpu_runtime  # noqa: E402
 
 
@@ -63,15 +64,6 @@ def mean_std(values: list[float]) -> str:
 def run_finished(run_dir: Path) -> bool:
     """A run folder whose search returned (``train_agent.run`` draws the progress plot last)."""
     return (run_dir / "search_progress.png").exists() and (run_dir / "episodes.csv").exists()
-
-
-def set_aside(run_dir: Path) -> Path:
-    """Rename an unfinished run folder to ``<name>.unfinished<k>`` (never overwriting one)."""
-    k = 1
-    while (aside := run_dir.with_name(f"{run_dir.name}.unfinished{k}")).exists():
-        k += 1
-    run_dir.rename(aside)
-    return aside
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ be rewritten at any time, also while runs are missing (they are named as missing
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -128,8 +129,6 @@ def fidelity(rows: list[Row], proxies_csv: Path) -> dict[str, RankAgreement]:
 
 def write_report(out: str | Path, reps: int = 20000, seed: int = 0, command: str = "", machine: str = "") -> str:
     """Write results.csv, summary.md and the figures of the benchmark in ``out``; returns the summary text."""
-    import json
-
     from haq_gym.plots.end_to_end import plot_accuracy_bars, plot_proxy_scatter, plot_uniform_curve
 
     out = Path(out)
