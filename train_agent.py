@@ -197,7 +197,7 @@ def run(config: dict[str, Any], output: str | None, progress: bool, setup: Any =
 
     import haq_gym
     from agents.registry import check_action_mode, check_hyperparams, get_runner, get_spec
-    from haq_gym.plots import plot_policy_bits, plot_search_progress
+    from haq_gym.plots import budgeted_axis, plot_latency_table, plot_policy_bits, plot_search_progress
     from haq_gym.policy import PolicyFile
     from haq_gym.runs import RunRecorder, prepare_run_folder
 
@@ -221,6 +221,8 @@ def run(config: dict[str, Any], output: str | None, progress: bool, setup: Any =
                         "command": command_line()}, fh, sort_keys=False)
     setup = env.unwrapped.setup
     np.save(run_dir / "latency_table.npy", setup.cost_model.table)
+    plot_latency_table(setup.cost_model.table, run_dir / "latency_table.png", list(setup.layer_names),
+                       title=f"{config['env']} latency table" + (f" ({setup.latency_source})" if setup.latency_source else ""))
     print(f"float model: {setup.checkpoint} (validation top-1 {setup.reference_accuracy:.2f}%)")
     print(f"budget: {env.unwrapped.budget.to_dict()}  decisions per episode: {len(env.unwrapped.decisions)}")
     recorder = RunRecorder(env, run_dir, found_by={"algo": config["algo"], "seed": config["seed"], "env_id": config["env"],
@@ -232,11 +234,15 @@ def run(config: dict[str, Any], output: str | None, progress: bool, setup: Any =
                                    writer=recorder.tensorboard_writer)
     finally:
         recorder.close()
+    axis = budgeted_axis(env.unwrapped.budget.to_dict(), weight_only=hasattr(env.unwrapped, "size_budget"))
     if recorder.episodes:
-        plot_search_progress(run_dir / "episodes.csv", run_dir / "search_progress.png")
+        plot_search_progress(run_dir / "episodes.csv", run_dir / "search_progress.png", axis,
+                             title=f"{config['algo']} on {config['env']}, seed {config['seed']}",
+                             float_accuracy=setup.reference_accuracy)
     if recorder.best_episode is not None:
         best = PolicyFile.load(run_dir / "best_policy.json")
-        plot_policy_bits(best, run_dir / "best_policy.png", [info.kind for info in setup.layer_infos])
+        plot_policy_bits(best, run_dir / "best_policy.png", [info.kind for info in setup.layer_infos],
+                         env.unwrapped.setup.cost_model.layer_shares(best.bits, axis.name))
         print(f"best policy: episode {recorder.best_episode}, reward {recorder.best_reward:.4f}, "
               f"top-1 {best.accuracy['search_val_top1']:.2f}% (float {best.accuracy['float_search_val_top1']:.2f}%), "
               f"latency ratio {best.costs['latency_ratio']:.4f}, flash ratio {best.costs['flash_ratio']:.4f}")

@@ -24,7 +24,7 @@ def test_run_folder_has_every_artifact(tiny_env_kwargs, tmp_path) -> None:
     out = tmp_path / "run"
     assert train_agent.main(tiny_cmd(tiny_env_kwargs, out)) == 0
     for name in ("config.yml", "episodes.csv", "best_policy.json", "best_policy.png", "search_progress.png",
-                 "latency_table.npy", "agent.pt"):
+                 "latency_table.npy", "latency_table.png", "agent.pt"):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     rows = list(csv.DictReader(open(out / "episodes.csv")))

@@ -118,15 +118,12 @@ def run_optuna(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, An
     finally:
         optuna.logging.set_verbosity(verbosity)
     if multi:
-        write_pareto_front(study, Path(run_dir), base.budget.latency)
+        write_pareto_front(study, Path(run_dir), base.budget.to_dict())
 
 
-def write_pareto_front(study: optuna.Study, run_dir: Path, latency_budget: float | None = None) -> None:
+def write_pareto_front(study: optuna.Study, run_dir: Path, budgets: dict[str, float | None] | None = None) -> None:
     """``pareto_front.csv`` (the study's non-dominated trials, by latency) and ``pareto_front.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from haq_gym.plots import plot_pareto_front
 
     front = sorted(study.best_trials, key=lambda t: (t.user_attrs["latency_ratio"], -t.user_attrs["accuracy"]))
     with open(run_dir / "pareto_front.csv", "w", newline="") as fh:
@@ -134,20 +131,5 @@ def write_pareto_front(study: optuna.Study, run_dir: Path, latency_budget: float
         out.writerow(PARETO_COLUMNS)
         for t in front:
             out.writerow([t.number, *(f"{t.user_attrs[k]:.6f}" for k in PARETO_COLUMNS[1:])])
-
-    trials = [t for t in study.trials if t.values is not None]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    ax.scatter([t.user_attrs["latency_ratio"] for t in trials], [t.user_attrs["accuracy"] for t in trials],
-               s=12, color="0.65", label="trial")
-    # The front is non-dominated in three objectives, so in this projection it need not be monotone.
-    ax.scatter([t.user_attrs["latency_ratio"] for t in front], [t.user_attrs["accuracy"] for t in front], s=22,
-               color="C3", label="Pareto front (accuracy, latency, flash)")
-    if latency_budget is not None:
-        ax.axvline(latency_budget, color="black", linestyle="--", linewidth=0.8, label="latency budget")
-    ax.set_xlabel("latency ratio")
-    ax.set_ylabel("validation top-1 (%)")
-    ax.set_title(f"NSGA-II: {len(front)} non-dominated of {len(trials)} trials", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(run_dir / "pareto_front.png", dpi=120)
-    plt.close(fig)
+    trials = [t.user_attrs for t in study.trials if t.values is not None]
+    plot_pareto_front(trials, [t.user_attrs for t in front], run_dir / "pareto_front.png", budgets)

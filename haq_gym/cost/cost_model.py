@@ -72,6 +72,22 @@ class CostModel:
         a = self.float_bit if a_bit == -1 else a_bit
         return float(self.table[index, w - 1, a - 1])
 
+    def layer_shares(self, policy: Policy, cost: str) -> list[float]:
+        """Each layer's share of the policy's total ``latency`` or ``flash`` (fractions summing to 1).
+
+        Explains a policy: a layer that holds a large share is where bits are expensive.
+        """
+        if len(policy) != len(self.layers):
+            raise ValueError(f"policy has {len(policy)} entries; the model has {len(self.layers)} quantizable layers")
+        if cost == "latency":
+            parts = [self.layer_latency(i, w, a) for i, (w, a) in enumerate(policy)]
+        elif cost in ("flash", "size"):
+            parts = [float(flash_bits([layer], [bits], self.float_bit)) for layer, bits in zip(self.layers, policy)]
+        else:
+            raise ValueError(f"cost must be 'latency', 'flash' or 'size', got {cost!r}")
+        total = sum(parts)
+        return [p / total for p in parts] if total > 0 else [0.0] * len(parts)
+
     def costs(self, policy: Policy) -> Costs:
         if len(policy) != len(self.layers):
             raise ValueError(f"policy has {len(policy)} entries; the model has {len(self.layers)} quantizable layers")

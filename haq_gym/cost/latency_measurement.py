@@ -35,6 +35,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from haq_gym.cost.latency_table import MAX_TABLE_BIT, save_table
 from haq_gym.cost.layer_info import LayerInfo, measure_layers
@@ -131,11 +132,12 @@ def time_interleaved(calls: Sequence[tuple[Callable[[torch.Tensor], torch.Tensor
 def measure_latency_table(model: nn.Module, layers: Sequence[tuple[str, nn.Module]], image_size: int, *,
                           bit_pairs: Sequence[tuple[int, int]] | None = None, layer_indices: Sequence[int] | None = None,
                           batch_size: int = 1, repeats: int = 20, warmup: int = 5, seed: int = 0,
-                          engine: str | None = None) -> np.ndarray:
+                          engine: str | None = None, progress: bool = False) -> np.ndarray:
     """``[n_layers, 8, 8]`` microseconds for the selected layers and ``(w_bit, a_bit)`` pairs; NaN elsewhere.
 
     ``layers`` are the ``(name, module)`` pairs in env order (``wrap_model``'s result);
     ``bit_pairs`` default to all 64 pairs of 1..8 bits, ``layer_indices`` to every layer.
+    ``progress`` shows a bar over the layers (a full table takes minutes).
     """
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"need batch_size >= 1, repeats >= 1, warmup >= 0; got {batch_size}, {repeats}, {warmup}")
@@ -148,7 +150,7 @@ def measure_latency_table(model: nn.Module, layers: Sequence[tuple[str, nn.Modul
     table = np.full((len(layers), MAX_TABLE_BIT, MAX_TABLE_BIT), np.nan)
     gen = torch.Generator().manual_seed(seed)
     with quantized_engine(engine), _quiet_quantized_tensors():
-        for i in chosen:
+        for i in tqdm(chosen, desc="latency table", unit="layer", disable=not progress):
             if not 0 <= i < len(layers):
                 raise ValueError(f"layer index {i} is outside 0..{len(layers) - 1}")
             calls = [quantized_layer(layers[i][1], infos[i], w, a, batch_size, gen) for w, a in pairs]
@@ -217,11 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=torch.backends.quantized.supported_engines,
                    help=f"PyTorch quantized engine (default: {torch.backends.quantized.engine})")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's current setting)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from haq_gym.models import build_model
+    from haq_gym.plots import plot_latency_table
     from haq_gym.quant import wrap_model
 
     args = build_parser().parse_args(argv)
@@ -237,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         raw = measure_latency_table(model, layers, args.image_size, bit_pairs=[(w, a) for w in bits for a in bits],
                                     batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup,
-                                    seed=args.seed, engine=args.engine)
+                                    seed=args.seed, engine=args.engine, progress=not args.no_progress)
         elapsed = time.perf_counter() - start
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -255,13 +259,17 @@ def main(argv: list[str] | None = None) -> int:
         "bit_sensitivity": bit_sensitivity(raw),
     }
     json_path = args.output[:-4] + ".json"
+    png_path = args.output[:-4] + ".png"
+    plot_latency_table(table, png_path, [name for name, _ in layers],
+                       title=f"{args.model} latency table ({description['engine']}, batch {args.batch_size}), "
+                             "each layer relative to its W8A8 latency")
     with open(json_path, "w") as fh:
         json.dump(description, fh, indent=1)
         fh.write("\n")
     s = description["bit_sensitivity"]
     ratio = "n/a" if s["total_2bit_over_8bit"] is None else f"{s['total_2bit_over_8bit']:.3f}"
-    print(f"wrote {args.output} ({len(layers)} layers, {len(bits)}x{len(bits)} measured pairs, {elapsed:.1f} s) "
-          f"and {json_path}; 2/2-bit over 8/8-bit total latency {ratio}, "
+    print(f"wrote {args.output} ({len(layers)} layers, {len(bits)}x{len(bits)} measured pairs, {elapsed:.1f} s), "
+          f"{json_path} and {png_path}; 2/2-bit over 8/8-bit total latency {ratio}, "
           f"median per-layer spread across bit widths {s['median_layer_spread']:.1%}")
     return 0
 

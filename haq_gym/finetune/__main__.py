@@ -29,6 +29,7 @@ from haq_gym.finetune.recipe import QATRecipe
 from haq_gym.finetune.trainer import TrainingDiverged, train_quantized
 from haq_gym.models import build_model, ensure_default_checkpoint, load_checkpoint
 from haq_gym.models.registry import default_recipe
+from haq_gym.plots import plot_finetune_curves
 from haq_gym.policy import PolicyFile, now_iso, uniform_bits
 from haq_gym.quant import apply_policy, wrap_model
 from haq_gym.quant.families import QUANTIZER_FAMILIES
@@ -178,9 +179,17 @@ def run(args: argparse.Namespace) -> int:
     result = train_quantized(model, [m for _, m in named], bundle, policy, config["quantizer"], recipe, run_dir, meta,
                              seed=config["seed"], device=device, resume=args.resume is not None,
                              progress=progress, calibrate_first=calibrate_first)
-    print(f"last epoch: validation top-1 {result.last_val_top1:.2f}%, test top-1 {result.last_top1:.2f}%; "
-          f"best validation top-1 {result.best_val_top1:.2f}% at epoch {result.best_epoch} "
-          f"(test {result.best_test_top1:.2f}%), checkpoint {run_dir / 'best.pt'}")
+    best = (f"best validation top-1 {result.best_val_top1:.2f}% at epoch {result.best_epoch} "
+            f"(test {result.best_test_top1:.2f}%), checkpoint {run_dir / 'best.pt'}")
+    if result.epochs_run == 0:
+        print(f"this run had already finished its {recipe.epochs} epochs; nothing left to train; {best}")
+    else:
+        print(f"last epoch: validation top-1 {result.last_val_top1:.2f}%, test top-1 {result.last_top1:.2f}%; {best}")
+    if (run_dir / "metrics.csv").exists():
+        plot_finetune_curves(run_dir / "metrics.csv", run_dir / "training_curves.png",
+                             title=f"{config['quantizer']} finetune of {config['model']} on {config['dataset']}, "
+                                   f"seed {config['seed']}")
+        print(f"figure: {run_dir / 'training_curves.png'}")
     return 0
 
 

@@ -107,7 +107,7 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
     last_top1 = last_val = float("nan")
     total = (recipe.epochs - start_epoch + 1) * steps_per_epoch
     bar = tqdm(total=max(total, 0), desc="QAT" if any(l.w_bit != -1 for l in layers) else "float training",
-               unit="step", disable=not progress)
+               unit="step", disable=not progress or total <= 0)
     try:
         for epoch in range(start_epoch, recipe.epochs + 1):
             t0 = time.perf_counter()

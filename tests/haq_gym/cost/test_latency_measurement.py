@@ -41,7 +41,7 @@ def test_fill_from_nearest() -> None:
 def test_cli_writes_table_and_description_that_an_env_loads(tmp_path) -> None:
     out = tmp_path / "r20.npy"
     assert main(["--model", "resnet20", "--width-mult", "0.25", "--output", str(out), "--bits", "2", "8",
-                 "--repeats", "2", "--warmup", "1", "--seed", "0"]) == 0
+                 "--repeats", "2", "--warmup", "1", "--seed", "0", "--no-progress"]) == 0
     table = np.load(out)
     assert table.shape == (20, 8, 8) and np.isfinite(table).all() and (table > 0).all()
     meta = json.loads(out.with_suffix(".json").read_text())
@@ -49,6 +49,7 @@ def test_cli_writes_table_and_description_that_an_env_loads(tmp_path) -> None:
                 "bit_sensitivity", "build_time_s", "layers"):
         assert key in meta
     assert meta["torch"] == torch.__version__ and meta["repeats"] == 2 and len(meta["layers"]) == 20
+    assert out.with_suffix(".png").stat().st_size > 0  # the heat maps beside the table
     torch.manual_seed(0)
     ckpt = tmp_path / "r20.pt"
     save_checkpoint(ckpt, build_model("resnet20", 10, width_mult=0.25), {})

@@ -34,7 +34,7 @@ def w4a4_run(tmp_path_factory, tiny_checkpoint):
 
 
 def test_uniform_run_writes_folder_and_checkpoint_with_policy(w4a4_run):
-    for name in ("config.yml", "policy.json", "metrics.csv", "last.pt", "best.pt", "tensorboard"):
+    for name in ("config.yml", "policy.json", "metrics.csv", "last.pt", "best.pt", "tensorboard", "training_curves.png"):
         assert (w4a4_run / name).exists(), name
     rows = _rows(w4a4_run)
     assert [int(r["epoch"]) for r in rows] == [1] and 0.0 <= float(rows[0]["test_top1"]) <= 100.0
@@ -45,6 +45,13 @@ def test_uniform_run_writes_folder_and_checkpoint_with_policy(w4a4_run):
     quantizers = [m for m in ckpt.model.modules() if isinstance(m, LSQQuantizer) and m.bits is not None]
     assert quantizers and all(q.is_initialized and bool(q.initialized) and q.current_step().item() > 0 for q in quantizers)
     assert ckpt.policy.accuracy["finetune_test_top1"] == pytest.approx(float(_rows(w4a4_run)[0]["test_top1"]))
+
+
+def test_resuming_a_finished_run_says_so(w4a4_run, capsys):
+    assert main(["--resume", str(w4a4_run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "had already finished its 1 epochs; nothing left to train" in out and "nan" not in out
+    assert [int(r["epoch"]) for r in _rows(w4a4_run)] == [1]
 
 
 def test_lsq_checkpoint_starts_a_lower_precision_policy(w4a4_run, tmp_path):
