@@ -26,7 +26,7 @@ import torch
 from sb3_contrib import ARS
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.logger import Logger, configure
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
@@ -173,16 +173,19 @@ def train_sb3(name: str, algo_class: type[BaseAlgorithm], env: gym.Env, episodes
         raise ValueError(f"{name} hyperparameter device: {err}") from None
     monitor = Monitor(env)
     vec_env = DummyVecEnv([lambda: monitor])
-    model = algo_class(env=vec_env, seed=seed, verbose=0, device=device, tensorboard_log=tensorboard_log, **kwargs)
-    if tensorboard_log is None:
-        # Without a folder SB3 would create an empty SB3-<time> folder in the temp dir on every learn().
-        model.set_logger(Logger(folder=None, output_formats=[]))
+    model = algo_class(env=vec_env, seed=seed, verbose=0, device=device, **kwargs)
+    # SB3's scalars go into the run's own TensorBoard folder (one run there, not an extra <algo>_1);
+    # without a folder SB3 would create an empty SB3-<time> folder in the temp dir on every learn().
+    model.set_logger(configure(tensorboard_log, ["tensorboard"]) if tensorboard_log is not None
+                     else Logger(folder=None, output_formats=[]))
     budget = EpisodeBudget(monitor, episodes, progress, name)
     try:
-        model.learn(total_timesteps=learn_timesteps(model, episodes, length), callback=budget, tb_log_name=name)
+        model.learn(total_timesteps=learn_timesteps(model, episodes, length), callback=budget)
+        model.logger.dump(model.num_timesteps)  # the values since the last log interval, which short runs never reach
         _finish_with_predict(model, vec_env, budget)
     finally:
         budget.bar.close()
+        model.logger.close()
     return model
 
 
@@ -195,7 +198,7 @@ class SB3Runner:
 
     def __call__(self, env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any],
                  run_dir: str | os.PathLike, progress: bool = True, writer: Any = None) -> None:
-        """Run the search; SB3's own scalars go to ``run_dir/tensorboard/<name>_1`` when ``writer`` is given."""
+        """Run the search; SB3's own scalars go to ``run_dir/tensorboard`` beside the run's when ``writer`` is given."""
         tensorboard_log = os.fspath(Path(run_dir) / "tensorboard") if writer is not None else None
         model = train_sb3(self.name, self.algo_class, env, episodes, seed, hyperparams, tensorboard_log, progress)
         model.save(Path(run_dir) / "agent.zip")
