@@ -175,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
             "dataset": config["dataset"], "seed": config["seed"], "recipe": config["recipe"], **init_meta}
     recipe = QATRecipe(**config["recipe"])
     print(f"run folder: {run_dir}")
-    print(f"start: {init_meta['init_checkpoint']} (float test top-1 {init_meta['init_float_top1']})")
+    start_top1 = init_meta["init_float_top1"]
+    recorded = "not recorded in the checkpoint" if start_top1 is None else f"{float(start_top1):.2f}%"
+    print(f"start: {init_meta['init_checkpoint']} (test top-1 {recorded}, as recorded when it was saved)")
     result = train_quantized(model, [m for _, m in named], bundle, policy, config["quantizer"], recipe, run_dir, meta,
                              seed=config["seed"], device=device, resume=args.resume is not None,
                              progress=progress, calibrate_first=calibrate_first)
