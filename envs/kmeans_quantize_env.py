@@ -13,7 +13,7 @@ from gymnasium import spaces
 from envs.features import STATIC_FEATURES, static_layer_features
 from envs.policy_decision_env import ACTION_MODES, PolicyDecisionEnv, bit_action_space
 from haq_gym.cost import ENFORCEMENTS, Budget, CostModel, enforce_budget
-from haq_gym.export.kmeans_file import kmeans_file_size, kmeans_layers, write_kmeans_file
+from haq_gym.cost.kmeans_size import kmeans_file_size
 from haq_gym.policy import PolicyFile, now_iso
 from haq_gym.quant import apply_policy
 from haq_gym.quant.kmeans_quantizer import MAX_KMEANS_BIT, MIN_KMEANS_BIT, use_kmeans_weights
@@ -110,7 +110,8 @@ class KMeansQuantizeEnv(PolicyDecisionEnv):
                  latency_table: str | None = None, hardware: str | None = None, action_mode: str = "continuous",
                  enforcement: str = "greedy", finetune_steps: int = 0, finetune_lr: float = 1e-3,
                  eval_batch_size: int = 256, device: str = "cpu", progress: bool = True,
-                 render_mode: str | None = None, setup: SearchSetup | None = None) -> None:
+                 render_mode: str | None = None, setup: SearchSetup | None = None,
+                 model_kwargs: dict | None = None, weights: str | None = None, image_size: int | None = None) -> None:
         if not MIN_KMEANS_BIT <= min_bit <= max_bit <= MAX_KMEANS_BIT:
             raise ValueError(f"need {MIN_KMEANS_BIT} <= min_bit <= max_bit <= {MAX_KMEANS_BIT}, "
                              f"got min_bit={min_bit}, max_bit={max_bit}")
@@ -124,7 +125,8 @@ class KMeansQuantizeEnv(PolicyDecisionEnv):
             model=model, width_mult=width_mult, dataset=dataset, data_root=data_root, download=download,
             checkpoint=checkpoint, val_size=val_size, train_size=train_size, calibration_size=1,
             latency_table=latency_table, hardware=hardware, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
-            eval_batch_size=eval_batch_size, pretrain_epochs=pretrain_epochs, device=device, progress=progress)
+            eval_batch_size=eval_batch_size, pretrain_epochs=pretrain_epochs, device=device, progress=progress,
+            model_kwargs=model_kwargs, weights=weights, image_size=image_size)
         use_kmeans_weights(setup.layers)
         size_model = CostModel(setup.layer_infos, setup.cost_model.table, float_bit=setup.cost_model.float_bit,
                                flash_reference_bit=REFERENCE_BIT)
@@ -165,7 +167,7 @@ class KMeansQuantizeEnv(PolicyDecisionEnv):
 
     # ----- artifacts
     def file_size(self, policy: list[list[int]]) -> int:
-        """Bytes of the k-means file of ``policy`` (see :mod:`haq_gym.export.kmeans_file`)."""
+        """Bytes of the k-means file of ``policy`` (the cost function :func:`haq_gym.cost.kmeans_size.kmeans_file_size`)."""
         return kmeans_file_size([(name, tuple(layer.weight.shape), int(w)) for name, layer, (w, _)
                                  in zip(self.setup.layer_names, self.setup.layers, policy)])
 
@@ -175,6 +177,8 @@ class KMeansQuantizeEnv(PolicyDecisionEnv):
         The codebooks are the clustering of the float weights (the state every episode
         starts from); finetuned shared values are not kept between episodes.
         """
+        from haq_gym.export.kmeans_file import kmeans_layers, write_kmeans_file
+
         apply_policy(self.setup.layers, policy)
         return write_kmeans_file(path, kmeans_layers(list(zip(self.setup.layer_names, self.setup.layers))))
 
@@ -192,4 +196,4 @@ class KMeansQuantizeEnv(PolicyDecisionEnv):
                     "max_bit": self.max_bit, "enforcement": self.enforcement, "budget_met": bool(info["budget_met"])},
             found_by={"reward": float(info["reward"]), "reward_strategy": "haq", "quantizer": "kmeans",
                       "checkpoint": s.checkpoint, "created": now_iso(), **(found_by or {})},
-            model_kwargs={"width_mult": s.width_mult, "num_classes": s.bundle.num_classes})
+            model_kwargs=s.policy_model_kwargs())

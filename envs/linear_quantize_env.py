@@ -137,7 +137,8 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
                  hardware: str | None = None, action_mode: str = "continuous", enforcement: str = "greedy",
                  reward: str = "haq", finetune_steps: int = 0, finetune_lr: float = 1e-3, pin_first_last: bool = True,
                  eval_batch_size: int = 256, device: str = "cpu", quantizer: str = "linear", progress: bool = True,
-                 render_mode: str | None = None, setup: SearchSetup | None = None) -> None:
+                 render_mode: str | None = None, setup: SearchSetup | None = None,
+                 model_kwargs: dict | None = None, weights: str | None = None, image_size: int | None = None) -> None:
         if not 2 <= min_bit <= max_bit <= 8:
             raise ValueError(f"need 2 <= min_bit <= max_bit <= 8, got min_bit={min_bit}, max_bit={max_bit}")
         if action_mode not in ACTION_MODES:
@@ -152,7 +153,8 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
             checkpoint=checkpoint, val_size=val_size, train_size=train_size, calibration_size=calibration_size,
             latency_table=latency_table, hardware=hardware, float_bit=float_bit, finetune_steps=finetune_steps,
             finetune_lr=finetune_lr, eval_batch_size=eval_batch_size, pretrain_epochs=pretrain_epochs,
-            device=device, quantizer=quantizer, progress=progress)
+            device=device, quantizer=quantizer, progress=progress,
+            model_kwargs=model_kwargs, weights=weights, image_size=image_size)
         self.min_bit, self.max_bit, self.float_bit = min_bit, max_bit, float_bit
         self.action_mode, self.enforcement, self.reward_name = action_mode, enforcement, reward
         self.render_mode = render_mode
@@ -215,4 +217,4 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
             found_by={"reward": float(info["reward"]), "reward_strategy": self.reward_name,
                       "checkpoint": s.checkpoint, "latency_table": s.latency_source, "created": now_iso(),
                       **(found_by or {})},
-            model_kwargs={"width_mult": s.width_mult, "num_classes": s.bundle.num_classes})
+            model_kwargs=s.policy_model_kwargs())

@@ -7,7 +7,7 @@ the environments receive the result and add the MDP on top.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,12 +16,10 @@ from torch import nn
 from haq_gym.cost import BitSerialAccelerator, CostModel, LayerInfo, load_table, measure_layers
 from haq_gym.data import DataBundle, load_dataset, materialize
 from haq_gym.evaluation import FinetuneSettings, PolicyEvaluator
-from haq_gym.models import build_model, ensure_default_checkpoint, load_checkpoint
-from haq_gym.models.registry import default_recipe
-from haq_gym.quant import wrap_model
-from haq_gym.quant.families import set_quantizer_family
-from haq_gym.runtime import torch_device
+from haq_gym.models.spec import ModelSpec
 from haq_gym.quant.qlayers import QuantLayerMixin
+from haq_gym.quantized_model import QuantizedModel
+from haq_gym.runtime import torch_device
 
 
 @dataclass
@@ -42,6 +40,15 @@ class SearchSetup:
     checkpoint: str
     checkpoint_meta: dict = field(default_factory=dict)
     latency_source: str = ""
+    spec: ModelSpec | None = None
+
+    def policy_model_kwargs(self) -> dict:
+        """What a policy file records under ``model_kwargs`` to rebuild this model, plus a variable input size."""
+        spec = self.spec or ModelSpec(self.model_name, width_mult=self.width_mult)
+        out = spec.to_policy_kwargs(self.bundle.num_classes)
+        if self.dataset == "imagefolder":
+            out["image_size"] = self.bundle.image_size
+        return out
 
 
 def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, dataset: str = "digits",
@@ -50,7 +57,8 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
                        latency_table: str | np.ndarray | None = None, hardware: str | BitSerialAccelerator | None = None,
                        float_bit: int = 8, finetune_steps: int = 0, finetune_lr: float = 1e-3,
                        eval_batch_size: int = 256, pretrain_epochs: int | None = None, device: str = "cpu",
-                       quantizer: str = "linear", progress: bool = True) -> SearchSetup:
+                       quantizer: str = "linear", progress: bool = True, model_kwargs: dict | None = None,
+                       weights: str | None = None, image_size: int | None = None) -> SearchSetup:
     """Build a :class:`SearchSetup`.
 
     ``checkpoint=None`` uses the cached default float model (trained on first use, see
@@ -61,26 +69,23 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
     ``quantizer`` names the quantizer family policies are evaluated with: ``linear`` (HAQ's),
     or ``lsq``/``lsq+``/``pot`` (HAQ-LSQ: the learned-step quantizers the finetune trains,
     at their LSQ initial steps for each policy's bits, so the search sees the finetune's grid).
+    ``model`` is a built-in name, ``torchvision:<name>`` (with ``weights``) or an import path
+    ``package.module:builder`` (with ``model_kwargs``); see :mod:`haq_gym.models.spec`.
+    ``image_size`` is the dataset's input size where it can change (``imagefolder``: 224).
     """
     if calibration_size < 1:
         raise ValueError(f"calibration_size must be at least 1, got {calibration_size}")
-    bundle = load_dataset(dataset, data_root, val_size=val_size, train_size=train_size, download=download)
-    net = build_model(model, num_classes=bundle.num_classes, width_mult=width_mult)
-    if checkpoint is None:
-        recipe = default_recipe(model, dataset)
-        if pretrain_epochs is not None:
-            recipe = replace(recipe, epochs=pretrain_epochs)
-        min_acc = None if pretrain_epochs is not None else 95.0 if dataset == "digits" else None
-        path, meta = ensure_default_checkpoint(model, width_mult, dataset, net, bundle, recipe=recipe,
-                                               progress=progress, min_accuracy=min_acc, device=torch_device(device))
-        checkpoint = os.fspath(path)
-    else:
-        meta = load_checkpoint(checkpoint, net)
-    net.to(torch_device(device))
-    named = wrap_model(net)
-    names = [n for n, _ in named]
-    layers = [m for _, m in named]
-    set_quantizer_family(layers, quantizer)
+    bundle = load_dataset(dataset, data_root, val_size=val_size, train_size=train_size, download=download,
+                          image_size=image_size)
+    spec = ModelSpec(model, width_mult=width_mult, kwargs=dict(model_kwargs or {}), weights=weights)
+    min_acc = None if pretrain_epochs is not None else 95.0 if dataset == "digits" else None
+    qm = QuantizedModel.from_float(spec, bundle.num_classes, bundle.image_size, checkpoint=checkpoint, dataset=dataset,
+                                   bundle=bundle, family=quantizer, pretrain_epochs=pretrain_epochs,
+                                   min_accuracy=min_acc, progress=progress, device=torch_device(device))
+    net, named, meta = qm.model, qm.layers, qm.meta
+    checkpoint = qm.checkpoint or ""
+    names = qm.layer_names
+    layers = qm.modules
     infos = measure_layers(net, named, bundle.image_size)
 
     if isinstance(latency_table, (str, os.PathLike)):
@@ -107,4 +112,4 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
                                 train_labels=train_y if finetune_steps else None, augment=bundle.augment)
     reference = evaluator.float_accuracy()
     return SearchSetup(model, width_mult, dataset, bundle, net, names, layers, infos, cost_model, evaluator,
-                       reference, checkpoint, meta, source)
+                       reference, checkpoint, meta, source, spec)

@@ -5,7 +5,7 @@ This is what HAQ's model-size budget measures, written out: a layer clustered to
 :mod:`haq_gym.export.bitpack`, unsigned) plus its codebook. Its size is the cost model's
 ``flash_bits / 8`` plus the overhead reported by :func:`kmeans_file_overhead`: the header,
 the per-layer records, the codebooks (``4 * 2**b`` bytes each) and at most 7 padding bits
-per layer. Codebooks are float32 so that the reader rebuilds exactly the weights the
+per layer; :mod:`haq_gym.cost.kmeans_size` computes it without writing. Codebooks are float32 so that the reader rebuilds exactly the weights the
 search evaluated. Biases and BatchNorm parameters are not part of it (HAQ's model size
 excludes them too); they stay in the float checkpoint.
 
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from haq_gym.cost.kmeans_size import kmeans_file_overhead, kmeans_file_size  # noqa: F401  (the format's size, re-exported)
 from haq_gym.export.bitpack import pack, packed_size, unpack
 from haq_gym.export.file_io import read_bytes, write_atomic
 from haq_gym.quant.kmeans_quantizer import KMeansWeightQuantizer
@@ -69,29 +70,6 @@ class KMeansLayer:
     def weight(self) -> np.ndarray:
         """The float32 weight this layer encodes."""
         return self.codebook.astype(np.float32)[self.indices.reshape(-1).astype(np.int64)].reshape(self.shape)
-
-
-def _record_header_size(name: str, ndim: int) -> int:
-    return 2 + len(name.encode("utf-8")) + 2 + 4 * ndim
-
-
-def kmeans_file_overhead(layers: Sequence[tuple[str, Sequence[int], int]]) -> float:
-    """Bytes of a k-means file beyond ``sum(numel * bits) / 8`` for ``(name, shape, bits)`` layers.
-
-    Header, per-layer records, codebooks, checksum and the padding of each layer's indices
-    to a whole byte; :func:`kmeans_file_size` minus the packed-bit count over 8.
-    """
-    bits_total = sum(int(np.prod(shape, dtype=np.int64)) * bits for _, shape, bits in layers)
-    return kmeans_file_size(layers) - bits_total / 8
-
-
-def kmeans_file_size(layers: Sequence[tuple[str, Sequence[int], int]]) -> int:
-    """Exact size in bytes of the k-means file of ``(name, shape, bits)`` layers."""
-    size = _HEAD.size + _CRC.size
-    for name, shape, bits in layers:
-        size += _record_header_size(name, len(shape)) + 4 * 2**bits
-        size += packed_size(int(np.prod(shape, dtype=np.int64)), bits)
-    return size
 
 
 def encode_kmeans(layers: Sequence[KMeansLayer]) -> bytes:

@@ -18,10 +18,11 @@ from torch import nn
 from haq_gym.cost.layer_info import LayerInfo, measure_layers
 from haq_gym.cost.model_size import flash_bits
 from haq_gym.data import DataBundle, load_dataset, materialize
-from haq_gym.finetune.checkpoint import load_qat_checkpoint
+from haq_gym.models.spec import ModelSpec
 from haq_gym.policy import PolicyFile, uniform_bits
 from haq_gym.quant import apply_policy, calibrate
 from haq_gym.quant.qlayers import QuantLayerMixin
+from haq_gym.quantized_model import QuantizedModel, check_policy
 
 
 @dataclass
@@ -49,43 +50,56 @@ def source_from_policy(bits: PolicyFile | Sequence[Sequence[int]] | None = None,
                        width_mult: float = 1.0, dataset: str = "digits", data_root: str | None = None,
                        float_checkpoint: str | None = None, calibration_size: int = 64,
                        uniform: tuple[int, int] | None = None, quantizer: str = "linear",
-                       progress: bool = False) -> ExportSource:
+                       progress: bool = False, model_kwargs: dict | None = None, weights: str | None = None,
+                       image_size: int | None = None) -> ExportSource:
     """The float model with ``quantizer`` quantizers, calibrated as the search calibrates, with the policy applied.
 
-    ``bits`` is a :class:`PolicyFile` (its model, dataset and width win over the
-    keywords) or a plain ``[[w_bit, a_bit], ...]`` list; ``uniform=(w, a)`` instead
-    builds :func:`uniform_bits`. ``quantizer`` is a family of
+    ``bits`` is a :class:`PolicyFile` (its model, dataset, model keywords and input size win
+    over the keywords) or a plain ``[[w_bit, a_bit], ...]`` list (HAQ's strategy format);
+    ``uniform=(w, a)`` instead builds :func:`uniform_bits`. ``quantizer`` is a family of
     :mod:`haq_gym.quant.families`: HAQ's ``linear`` (default) or the LSQ ones at their
     initial steps (no training). ``float_checkpoint=None`` uses the cached default float
-    model (trained on first use).
+    model of a built-in network (trained on first use). The model comes from
+    :class:`~haq_gym.quantized_model.QuantizedModel`, the builder the search uses too.
     """
-    from haq_gym.search_setup import build_search_setup
-
     if isinstance(bits, PolicyFile):
         model, dataset = bits.model, bits.dataset
-        width_mult = float(bits.model_kwargs.get("width_mult", width_mult))
-    setup = build_search_setup(model=model, width_mult=width_mult, dataset=dataset, data_root=data_root,
-                               checkpoint=float_checkpoint, calibration_size=calibration_size, quantizer=quantizer,
-                               progress=progress)
-    names = setup.layer_names
+        spec = ModelSpec.from_policy_kwargs(bits.model, bits.model_kwargs)
+        width_mult = spec.width_mult
+        image_size = bits.model_kwargs.get("image_size", image_size)
+    else:
+        spec = ModelSpec(model, width_mult=width_mult, kwargs=dict(model_kwargs or {}), weights=weights)
+    if calibration_size < 1:
+        raise ValueError(f"calibration_size must be at least 1, got {calibration_size}")
+    bundle = load_dataset(dataset, data_root, image_size=image_size)
+    qm = QuantizedModel.from_float(spec, bundle.num_classes, bundle.image_size, checkpoint=float_checkpoint,
+                                   dataset=dataset, bundle=bundle, family=quantizer, progress=progress,
+                                   min_accuracy=95.0 if dataset == "digits" else None)
+    names = qm.layer_names
     if isinstance(bits, PolicyFile):
-        bits.check_layers(names, min_bit=2, max_bit=8)
-        policy = [list(b) for b in bits.bits]
+        policy = check_policy(bits, names, 2, 8)
         description = f"policy of {model} (width {width_mult:g}) on {dataset}, {quantizer} quantizers"
     elif uniform is not None:
         policy = uniform_bits(len(names), *uniform)
         description = f"uniform W{uniform[0]}A{uniform[1]} {model} (width {width_mult:g}) on {dataset}, {quantizer} quantizers"
     elif bits is not None:
-        policy = [list(b) for b in bits]
+        policy = check_policy(bits, names, 1, 8)
         description = f"given policy of {model} (width {width_mult:g}) on {dataset}, {quantizer} quantizers"
     else:
         raise ValueError("give a policy (bits) or uniform=(w_bit, a_bit)")
-    apply_policy(setup.layers, policy)
-    calib = materialize(setup.bundle.search_train)[0][:calibration_size]
-    setup.model.eval()
-    return ExportSource(setup.model, list(zip(names, setup.layers)), policy, setup.bundle, calib, setup.layer_infos,
-                        description, {"model": model, "width_mult": width_mult, "dataset": dataset,
-                                      "quantizer": quantizer, "float_checkpoint": setup.checkpoint})
+    train_x = materialize(bundle.search_train)[0]
+    if calibration_size > len(train_x):
+        raise ValueError(f"calibration_size {calibration_size} exceeds the {len(train_x)} search-train images")
+    calib = train_x[:calibration_size]
+    cl = torch.channels_last  # calibrated exactly as the search's evaluator calibrates
+    qm.model.to(memory_format=cl)
+    calibrate(qm.model, qm.modules, calib.contiguous(memory_format=cl))
+    apply_policy(qm.modules, policy)
+    qm.model.eval()
+    infos = measure_layers(qm.model, qm.layers, bundle.image_size)
+    return ExportSource(qm.model, qm.layers, policy, bundle, calib, infos, description,
+                        {"model": model, "width_mult": width_mult, "dataset": dataset, "quantizer": quantizer,
+                         "float_checkpoint": qm.checkpoint, "model_kwargs": spec.to_policy_kwargs(bundle.num_classes)})
 
 
 def recalibrate(source: ExportSource) -> None:
@@ -97,10 +111,10 @@ def recalibrate(source: ExportSource) -> None:
 def source_from_checkpoint(path: str | os.PathLike, *, data_root: str | None = None,
                            calibration_size: int = 64) -> ExportSource:
     """A QAT checkpoint of the finetune module, its quantizers as trained (not calibrated again)."""
-    ckpt = load_qat_checkpoint(path)
+    ckpt = QuantizedModel.from_checkpoint(path)
     meta = dict(ckpt.meta)
-    dataset = meta.get("dataset") or ckpt.policy.dataset
-    bundle = load_dataset(dataset, data_root)
+    dataset = meta.get("dataset") or (ckpt.policy.dataset if ckpt.policy else "")
+    bundle = load_dataset(dataset, data_root, image_size=meta.get("image_size"))
     calib = materialize(bundle.search_train)[0][:calibration_size]
     layers = list(ckpt.layers)
     ckpt.model.eval()

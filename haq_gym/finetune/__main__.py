@@ -24,14 +24,14 @@ import torch
 import yaml
 
 from haq_gym.data import DatasetNotFoundError, load_dataset
-from haq_gym.finetune.checkpoint import load_qat_checkpoint, quantize_model, read_qat_file
+from haq_gym.finetune.checkpoint import read_qat_file
 from haq_gym.finetune.recipe import QATRecipe
 from haq_gym.finetune.trainer import TrainingDiverged, train_quantized
-from haq_gym.models import build_model, ensure_default_checkpoint, load_checkpoint
-from haq_gym.models.registry import default_recipe
+from haq_gym.models.spec import ModelSpec
 from haq_gym.plots import plot_finetune_curves
 from haq_gym.policy import PolicyFile, now_iso, uniform_bits
-from haq_gym.quant import apply_policy, wrap_model
+from haq_gym.quant import apply_policy
+from haq_gym.quantized_model import QuantizedModel, check_policy
 from haq_gym.quant.families import QUANTIZER_FAMILIES
 from haq_gym.runs import prepare_run_folder
 from haq_gym.runtime import configure_cpu_runtime, torch_device
@@ -43,12 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m haq_gym.finetune", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--policy", help="policy JSON written by a search (model and dataset come from it)")
+    what.add_argument("--policy", help="policy JSON written by a search (model and dataset come from it), or a HAQ "
+                                       "strategy list [[8,-1],[6,6],...,[8,8]] (inline or a file holding it; "
+                                       "--model/--dataset say what it is for)")
     what.add_argument("--w-bits", type=int, help="uniform weight bits (with --a-bits)")
     what.add_argument("--float", action="store_true", help="train the float model (no quantization)")
     what.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted finetune from RUN_DIR/last.pt")
     p.add_argument("--a-bits", type=int, help="uniform activation bits (with --w-bits)")
-    p.add_argument("--model", default="mobilenetv2", help="model name (ignored with --policy)")
+    p.add_argument("--model", default="mobilenetv2",
+                   help="built-in name, torchvision:<name> or package.module:builder (ignored with a policy JSON)")
+    p.add_argument("--model-kwargs", default=None, metavar="YAML",
+                   help="keywords of a torchvision or import-path model, e.g. \"{width_mult: 0.5}\"")
+    p.add_argument("--weights", default=None, help="torchvision weights to start from, e.g. DEFAULT")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="input size of an imagefolder dataset (default 224; fixed for the others)")
     p.add_argument("--width-mult", type=float, default=1.0, help="model width (ignored with --policy)")
     p.add_argument("--dataset", default="digits", help="dataset name (ignored with --policy)")
     p.add_argument("--data-root", default=None, help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; fashion-mnist defaults to the Debian package folder)")
@@ -81,11 +89,18 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     config: dict[str, Any] = {"model": args.model, "width_mult": args.width_mult, "dataset": args.dataset,
                               "data_root": args.data_root, "quantizer": "linear" if args.float else args.quantizer,
                               "init_checkpoint": args.init_checkpoint, "seed": args.seed, "recipe": recipe.to_dict()}
+    model_kwargs = _parse_mapping(args.model_kwargs, "--model-kwargs")
+    config.update(model_kwargs=model_kwargs, weights=args.weights, image_size=args.image_size)
     if args.policy is not None:
-        policy = PolicyFile.load(args.policy)
-        config.update(model=policy.model, dataset=policy.dataset,
-                      width_mult=float(policy.model_kwargs.get("width_mult", 1.0)), policy=policy.to_dict(),
-                      mode="policy", policy_source=os.fspath(args.policy))
+        loaded = read_policy_argument(args.policy)
+        if isinstance(loaded, PolicyFile):
+            spec = ModelSpec.from_policy_kwargs(loaded.model, loaded.model_kwargs)
+            config.update(model=loaded.model, dataset=loaded.dataset, width_mult=spec.width_mult,
+                          model_kwargs=dict(spec.kwargs), weights=spec.weights,
+                          image_size=loaded.model_kwargs.get("image_size", args.image_size),
+                          policy=loaded.to_dict(), mode="policy", policy_source=os.fspath(args.policy))
+        else:
+            config.update(mode="strategy", strategy=loaded, policy_source=os.fspath(args.policy))
     elif args.float:
         config.update(mode="float")
     else:
@@ -93,12 +108,55 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def make_policy(config: dict[str, Any], layer_names: list[str]) -> PolicyFile:
+def model_spec(config: dict[str, Any]) -> ModelSpec:
+    """The float network a run config names (older configs have no model_kwargs or weights)."""
+    return ModelSpec(config["model"], width_mult=float(config["width_mult"]), kwargs=config.get("model_kwargs") or {},
+                     weights=config.get("weights"))
+
+
+def read_policy_argument(value: str) -> PolicyFile | list[list[int]]:
+    """``--policy``: a policy JSON file, or a HAQ strategy list given inline or in a file."""
+    text = value
+    if not value.lstrip().startswith("["):
+        path = Path(value)
+        if not path.is_file():
+            raise FileNotFoundError(f"--policy {value!r}: no such file (expected a policy JSON or a HAQ strategy "
+                                    "list such as [[8,-1],[6,6],...,[8,8]])")
+        text = path.read_text()
+        if not text.lstrip().startswith("["):
+            return PolicyFile.load(path)
+    try:
+        strategy = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"--policy {value!r} is not a valid strategy list: {err}") from None
+    if not isinstance(strategy, list) or not all(isinstance(p, list) and len(p) == 2 and
+                                                 all(isinstance(b, int) and not isinstance(b, bool) for b in p)
+                                                 for p in strategy):
+        raise ValueError(f"--policy: a HAQ strategy is a list of [w_bit, a_bit] integer pairs, "
+                         f"e.g. [[8,-1],[6,6],...,[8,8]]; got {str(strategy)[:80]}")
+    return strategy
+
+
+def _parse_mapping(text: str | None, flag: str) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{flag} is not valid YAML: {err}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} expects a mapping such as \"{{width_mult: 0.5}}\", got {text!r}")
+    return value
+
+
+def make_policy(config: dict[str, Any], layer_names: list[str], num_classes: int) -> PolicyFile:
     """The policy a config describes, for a model with ``layer_names``."""
     if config["mode"] == "policy":
         return PolicyFile.from_dict(config["policy"], source=config.get("policy_source", "policy"))
     n = len(layer_names)
-    if config["mode"] == "float":
+    if config["mode"] == "strategy":
+        bits = check_policy(config["strategy"], layer_names, 2, 8)
+    elif config["mode"] == "float":
         bits = [[-1, -1]] * n
     else:
         w, a = int(config["w_bits"]), int(config["a_bits"])
@@ -107,37 +165,36 @@ def make_policy(config: dict[str, Any], layer_names: list[str]) -> PolicyFile:
                 raise ValueError(f"{name} must be in 2..8, got {b}")
         bits = uniform_bits(n, w, a)
     return PolicyFile(model=config["model"], dataset=config["dataset"], layer_names=list(layer_names),
-                      bits=[list(b) for b in bits], model_kwargs={"width_mult": config["width_mult"]},
+                      bits=[list(b) for b in bits], model_kwargs=model_spec(config).to_policy_kwargs(num_classes),
                       found_by={"method": config["mode"], "created": now_iso()})
 
 
 def build_model_for(config: dict[str, Any], bundle, progress: bool, device: torch.device | str = "cpu"):
-    """Model with starting weights, quantizers and the policy applied; returns (model, named layers, policy, meta)."""
+    """Model with starting weights, quantizers and the policy applied; returns (model, named layers, policy, meta).
+
+    Built with :class:`~haq_gym.quantized_model.QuantizedModel`, the builder the search and
+    the export use: from a QAT checkpoint (its learned steps kept) or from float weights.
+    """
     family, init = config["quantizer"], config["init_checkpoint"]
+    spec = model_spec(config)
     if init is not None and _is_qat_file(init):
-        ckpt = load_qat_checkpoint(init)
-        if (ckpt.meta.get("model"), float(ckpt.meta.get("width_mult", 0))) != (config["model"], config["width_mult"]):
-            raise ValueError(f"--init-checkpoint {init!r} holds {ckpt.meta.get('model')} width "
-                             f"{ckpt.meta.get('width_mult')}, but this run trains {config['model']} width {config['width_mult']}")
-        if ckpt.family != family:
-            raise ValueError(f"--init-checkpoint {init!r} was trained with {ckpt.family} quantizers; "
-                             f"pass --quantizer {ckpt.family}")
-        model, named = ckpt.model, ckpt.layers
-        policy = make_policy(config, [n for n, _ in named])
-        policy.check_layers([n for n, _ in named], min_bit=2, max_bit=8)
-        apply_policy([m for _, m in named], policy.bits)  # learned steps are rescaled to keep their clip range
-        return model, named, policy, {"init_checkpoint": init, "init_float_top1": ckpt.meta.get("test_top1")}, False
-    model = build_model(config["model"], num_classes=bundle.num_classes, width_mult=config["width_mult"])
-    if init is None:
-        path, float_meta = ensure_default_checkpoint(config["model"], config["width_mult"], config["dataset"], model,
-                                                     bundle, recipe=default_recipe(config["model"], config["dataset"]),
-                                                     progress=progress, min_accuracy=None, device=device)
-        init = os.fspath(path)
-    else:
-        float_meta = load_checkpoint(init, model)
-    policy = make_policy(config, [n for n, _ in wrap_model(model)])
-    named = quantize_model(model, policy, family)
-    return model, named, policy, {"init_checkpoint": init, "init_float_top1": float_meta.get("test_top1")}, True
+        qm = QuantizedModel.from_checkpoint(init)
+        if (qm.spec.name, qm.spec.width_mult) != (spec.name, spec.width_mult):
+            raise ValueError(f"--init-checkpoint {init!r} holds {qm.spec.name} width {qm.spec.width_mult:g}, "
+                             f"but this run trains {spec.name} width {spec.width_mult:g}")
+        if qm.family != family:
+            raise ValueError(f"--init-checkpoint {init!r} was trained with {qm.family} quantizers; "
+                             f"pass --quantizer {qm.family}")
+        policy = make_policy(config, qm.layer_names, bundle.num_classes)
+        apply_policy(qm.modules, check_policy(policy, qm.layer_names, 2, 8))  # learned steps keep their clip range
+        return qm.model, qm.layers, policy, {"init_checkpoint": init, "init_float_top1": qm.meta.get("test_top1")}, False
+    qm = QuantizedModel.from_float(spec, bundle.num_classes, bundle.image_size, checkpoint=init,
+                                   dataset=config["dataset"], bundle=bundle, family=family, progress=progress,
+                                   min_accuracy=None, device=device)
+    policy = make_policy(config, qm.layer_names, bundle.num_classes)
+    apply_policy(qm.modules, check_policy(policy, qm.layer_names, 2, 8))
+    return qm.model, qm.layers, policy, {"init_checkpoint": qm.checkpoint,
+                                         "init_float_top1": qm.meta.get("test_top1")}, True
 
 
 def _is_qat_file(path: str) -> bool:
@@ -161,17 +218,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = resolve_config(args)
     torch.manual_seed(config["seed"])
-    bundle = load_dataset(config["dataset"], config["data_root"])
+    bundle = load_dataset(config["dataset"], config["data_root"], image_size=config.get("image_size"))
     device = torch_device(args.device)
     model, named, policy, init_meta, calibrate_first = build_model_for(config, bundle, progress, device)
     if args.resume is None:
         tag = config["mode"] if config["mode"] != "uniform" else f"w{config['w_bits']}a{config['a_bits']}"
-        run_dir = prepare_run_folder(args.output, f"finetune_{config['model']}_{config['dataset']}_{tag}_seed{config['seed']}")
+        run_dir = prepare_run_folder(args.output, f"finetune_{config['model'].replace(':', '-')}_{config['dataset']}_{tag}_seed{config['seed']}")
         tmp = run_dir / ".config.yml.tmp"
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
         os.replace(tmp, run_dir / "config.yml")
         policy.save(run_dir / "policy.json")
-    meta = {"model": config["model"], "width_mult": config["width_mult"], "num_classes": bundle.num_classes,
+    meta = {**model_spec(config).to_policy_kwargs(bundle.num_classes), "model": config["model"],
+            "image_size": bundle.image_size if config["dataset"] == "imagefolder" else None,
             "dataset": config["dataset"], "seed": config["seed"], "recipe": config["recipe"], **init_meta}
     recipe = QATRecipe(**config["recipe"])
     print(f"run folder: {run_dir}")

@@ -19,12 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from haq_gym.models import build_model
 from haq_gym.models.checkpoint import read_torch_file
+from haq_gym.models.spec import ModelSpec
 from haq_gym.policy import PolicyFile
 from haq_gym.quant import apply_policy, wrap_model
 from haq_gym.quant.families import check_family, set_quantizer_family
 from haq_gym.quant.qlayers import QuantLayerMixin
+from haq_gym.quantized_model import QuantizedModel, check_policy
 
 FORMAT = "haq-gym-qat"
 FORMAT_VERSION = 1
@@ -49,19 +50,18 @@ def quantize_model(model: nn.Module, policy: PolicyFile | None, family: str) -> 
     """
     check_family(family)
     named = wrap_model(model)
-    if policy is not None:
-        policy.check_layers([n for n, _ in named], min_bit=2, max_bit=8)
+    bits = None if policy is None else check_policy(policy, [n for n, _ in named], 2, 8)
     layers = [m for _, m in named]
     set_quantizer_family(layers, family)
-    if policy is not None:
-        apply_policy(layers, policy.bits)
+    if bits is not None:
+        apply_policy(layers, bits)
     return named
 
 
 def build_quantized_model(model_name: str, width_mult: float, num_classes: int, policy: PolicyFile | None,
                           family: str) -> tuple[nn.Module, list[tuple[str, QuantLayerMixin]]]:
     """Untrained wrapped model with ``family`` quantizers and the policy's bits (``None`` = float)."""
-    model = build_model(model_name, num_classes=num_classes, width_mult=width_mult)
+    model = ModelSpec(model_name, width_mult=width_mult).build(num_classes)
     return model, quantize_model(model, policy, family)
 
 
@@ -92,20 +92,6 @@ def read_qat_file(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_qat_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> QATCheckpoint:
     """Rebuild the model a QAT checkpoint describes and load its weights and learned steps."""
-    data = read_qat_file(path)
-    policy = PolicyFile.from_dict(data["policy"], source=f"policy in {os.fspath(path)!r}")
-    meta = dict(data.get("meta") or {})
-    try:
-        model_name, width, classes = meta["model"], float(meta["width_mult"]), int(meta["num_classes"])
-    except KeyError as err:
-        raise ValueError(f"checkpoint {os.fspath(path)!r} lacks meta field {err}") from None
-    model, named = build_quantized_model(model_name, width, classes, policy, data["family"])
-    own = set(model.state_dict())
-    theirs = set(data["state_dict"])
-    if own != theirs:
-        missing, extra = sorted(own - theirs), sorted(theirs - own)
-        raise ValueError(f"checkpoint {os.fspath(path)!r} does not fit {model_name} with {data['family']} quantizers: "
-                         f"{len(missing)} missing keys {missing[:2]}, {len(extra)} unexpected keys {extra[:2]}")
-    model.load_state_dict(data["state_dict"])
-    model.to(device).eval()
-    return QATCheckpoint(model, named, policy, data["family"], meta, data.get("training"))
+    qm = QuantizedModel.from_checkpoint(path, device)
+    assert qm.policy is not None
+    return QATCheckpoint(qm.model, qm.layers, qm.policy, qm.family, qm.meta, qm.training)
