@@ -102,8 +102,8 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
         raise TypeError(f"latency_table must be a .npy path, an array or None, got {type(latency_table).__name__}")
     cost_model = CostModel(infos, table, float_bit=float_bit)
 
-    val_x, val_y = materialize(bundle.search_val)
-    train_x, train_y = materialize(bundle.search_train)
+    val_x, val_y = materialize(bundle.search_val, num_workers=bundle.num_workers)
+    train_x, train_y = materialize(bundle.search_train, num_workers=bundle.num_workers)
     if calibration_size > len(train_x):
         raise ValueError(f"calibration_size {calibration_size} exceeds the {len(train_x)} search-train images")
     finetune = FinetuneSettings(steps=finetune_steps, lr=finetune_lr)

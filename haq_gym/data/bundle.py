@@ -26,6 +26,9 @@ class DataBundle:
 
     ``hflip`` says whether a horizontal flip keeps labels valid (not for digits);
     ``pad`` is the largest random translation, in pixels, used by :meth:`augment`.
+    ``train_augmented``, where set (image folders), is ``train`` with a per-image random
+    training transform; the finetune then streams it from disk with ``num_workers``
+    DataLoader workers instead of holding ``train`` in memory.
     """
 
     name: str
@@ -39,6 +42,8 @@ class DataBundle:
     test: Dataset
     hflip: bool
     pad: int = 4
+    train_augmented: Dataset | None = None
+    num_workers: int = 0
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Randomly translate a normalised batch [N,3,H,W] by up to ``pad`` pixels and flip it when ``hflip``.
@@ -51,12 +56,13 @@ class DataBundle:
         return random_translate_flip(x, generator, pad=self.pad, hflip=self.hflip, fill=black)
 
 
-def materialize(dataset: Dataset, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+def materialize(dataset: Dataset, batch_size: int = 512, num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack a dataset into ``(images float32 [N,3,H,W], labels int64 [N])``, in dataset order.
 
-    Used to keep small evaluation sets in memory so repeated evaluations skip the loader.
+    Used to keep small evaluation sets in memory so repeated evaluations skip the loader;
+    ``num_workers`` DataLoader workers decode images in parallel (image folders).
     """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     images: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
     for batch_images, batch_labels in loader:

@@ -41,6 +41,7 @@ def load_dataset(
     split_seed: int = 0,
     download: bool = False,
     image_size: int | None = None,
+    num_workers: int | None = None,
 ) -> DataBundle:
     """Load dataset ``name`` with its train / search-train / search-val / test splits.
 
@@ -48,10 +49,11 @@ def load_dataset(
     bundled with scikit-learn; for ``fashion-mnist``, None means the folder of Debian's
     ``dataset-fashion-mnist`` package). ``val_size``/``train_size`` default per dataset
     (digits: 360 / all 1077 remaining; CIFAR, Fashion-MNIST, MNIST: 10000 / 20000;
-    imagefolder: 10% / all remaining). ``split_seed`` fixes the splits independently of
+    imagefolder: HAQ's 10000 / 20000, or 10% / all remaining for a small tree). ``split_seed`` fixes the splits independently of
     any run seed. ``download`` fetches CIFAR, Fashion-MNIST or MNIST when their files are
     missing. ``image_size`` defaults to 32 for digits, CIFAR and (Fashion-)MNIST (the only
     size they support; MNIST's 28x28 images are zero-padded) and 224 for imagefolder.
+    ``num_workers``: DataLoader workers reading an imagefolder (default: up to 8).
     """
     if name == "digits":
         _check_fixed_size(name, image_size, DIGITS_IMAGE_SIZE)
@@ -75,5 +77,6 @@ def load_dataset(
             val_size=val_size,
             train_size=train_size,
             split_seed=split_seed,
+            num_workers=num_workers,
         )
     raise ValueError(f"unknown dataset {name!r}; available: {', '.join(dataset_names())}")

@@ -14,13 +14,14 @@ import csv
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
@@ -62,27 +63,55 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
     ``run_dir/last.pt`` is restored and training continues with the next epoch; the
     result is the same as an uninterrupted run (same seed, CPU). ``calibrate_first``
     initialises the learned steps from a fixed batch (LSQ's data-driven init); pass
-    ``False`` when the model's steps were loaded from a QAT checkpoint.
+    ``False`` when the model's steps were loaded from a QAT checkpoint. A bundle with
+    ``train_augmented`` (image folders) is streamed from disk by DataLoader workers, training
+    and evaluation alike; the others are held in memory and augmented per batch.
     """
     run_dir = Path(run_dir)
     device = torch.device(device)
     cl = torch.channels_last
-    images, labels = materialize(bundle.train)
-    test_x, test_y = materialize(bundle.test)
-    images, labels = images.to(device), labels.to(device)
-    test_x, test_y = test_x.to(device).contiguous(memory_format=cl), test_y.to(device)
-    with torch.random.fork_rng(devices=[]):  # a DataLoader draws a seed: keep dropout's draws as without it
-        val_x, val_y = materialize(bundle.search_val)
-    val_x, val_y = val_x.to(device).contiguous(memory_format=cl), val_y.to(device)
+    stream = bundle.train_augmented is not None
+    if stream:  # an image folder: batches are read from disk and augmented per image by DataLoader workers
+        with torch.random.fork_rng(devices=[]):
+            calib_x = materialize(Subset(bundle.train, range(min(recipe.calibration_size, len(bundle.train)))),
+                                  num_workers=bundle.num_workers)[0]
+        n_train = len(bundle.train_augmented)
+        val_eval = _StreamedSplit(bundle.search_val, bundle.num_workers, device, cl)
+        test_eval = _StreamedSplit(bundle.test, bundle.num_workers, device, cl)
+    else:
+        images, labels = materialize(bundle.train)
+        test_x, test_y = materialize(bundle.test)
+        images, labels = images.to(device), labels.to(device)
+        test_x, test_y = test_x.to(device).contiguous(memory_format=cl), test_y.to(device)
+        with torch.random.fork_rng(devices=[]):  # a DataLoader draws a seed: keep dropout's draws as without it
+            val_x, val_y = materialize(bundle.search_val)
+        val_x, val_y = val_x.to(device).contiguous(memory_format=cl), val_y.to(device)
+        calib_x, n_train = images[: recipe.calibration_size], len(images)
+        val_eval = lambda m: top1_accuracy(m, val_x, val_y)  # noqa: E731
+        test_eval = lambda m: top1_accuracy(m, test_x, test_y)  # noqa: E731
     model.to(device=device, memory_format=cl)
 
     gen = torch.Generator().manual_seed(seed)
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of shuffled, augmented training batches, drawn from ``gen``."""
+        if stream:
+            loader = DataLoader(bundle.train_augmented, batch_size=recipe.batch_size, shuffle=True, generator=gen,
+                                num_workers=bundle.num_workers, pin_memory=device.type == "cuda")
+            for x, y in loader:
+                yield x.to(device, non_blocking=True).contiguous(memory_format=cl), y.to(device, non_blocking=True)
+            return
+        order = torch.randperm(n_train, generator=gen).to(device)
+        for start in range(0, n_train, recipe.batch_size):
+            idx = order[start:start + recipe.batch_size]
+            yield bundle.augment(images[idx], gen).contiguous(memory_format=cl), labels[idx]
+
     if calibrate_first and not resume:
-        calibrate(model, layers, images[: recipe.calibration_size].contiguous(memory_format=cl))
+        calibrate(model, layers, calib_x.to(device).contiguous(memory_format=cl))
         with torch.no_grad():  # weight steps are initialised from the weights on first use
             model.eval()
-            model(images[:2].contiguous(memory_format=cl))
-    steps_per_epoch = math.ceil(len(images) / recipe.batch_size)
+            model(calib_x[:2].to(device).contiguous(memory_format=cl))
+    steps_per_epoch = math.ceil(n_train / recipe.batch_size)
     opt = torch.optim.SGD(parameter_groups(model, layers, recipe.weight_decay), lr=recipe.lr,
                           momentum=recipe.momentum)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
@@ -112,28 +141,24 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
         for epoch in range(start_epoch, recipe.epochs + 1):
             t0 = time.perf_counter()
             model.train()
-            order = torch.randperm(len(images), generator=gen).to(device)
             loss_sum, seen = 0.0, 0
             correct = torch.zeros((), dtype=torch.int64, device=device)  # read once per epoch: no sync per step
-            for start in range(0, len(images), recipe.batch_size):
-                idx = order[start:start + recipe.batch_size]
-                x = bundle.augment(images[idx], gen).contiguous(memory_format=cl)
-                y = labels[idx]
+            for step, (x, y) in enumerate(batches()):
                 logits = model(x)
                 loss = loss_fn(logits, y)
                 loss_value = loss.item()  # the step's one device sync: the NaN check and the progress bar
                 if not math.isfinite(loss_value):
                     kept = f"the last good checkpoint is {os.fspath(last_path)!r}" if last_path.exists() else \
                         "no checkpoint was written yet"
-                    raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch}, step {start // recipe.batch_size}; "
+                    raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch}, step {step}; "
                                            f"{kept}; lower --lr and resume or restart")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                loss_sum += loss_value * len(idx)
+                loss_sum += loss_value * len(y)
                 correct += (logits.argmax(1) == y).sum()
-                seen += len(idx)
+                seen += len(y)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss_value:.3f}")
             correct = int(correct)
@@ -143,8 +168,8 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
                     "no checkpoint was written yet"
                 raise TrainingDiverged(f"non-finite values in {broken[0]} after epoch {epoch}; {kept}; "
                                        "lower --lr and resume or restart")
-            last_val = top1_accuracy(model, val_x, val_y)
-            last_top1 = top1_accuracy(model, test_x, test_y)
+            last_val = val_eval(model)
+            last_top1 = test_eval(model)
             row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen,
                    "val_top1": last_val, "test_top1": last_top1, "lr": sched.get_last_lr()[0], "epoch_time_s": time.perf_counter() - t0}
             _append_metrics(run_dir / "metrics.csv", row)
@@ -169,6 +194,31 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
         bar.close()
         writer.close()
     return TrainResult(best_val, best_epoch, best_test, last_val, last_top1, recipe.epochs - start_epoch + 1)
+
+
+class _StreamedSplit:
+    """Top-1 on a split read from disk batch by batch (an image folder too large to hold in memory)."""
+
+    def __init__(self, dataset: Dataset, num_workers: int, device: torch.device, memory_format: torch.memory_format,
+                 batch_size: int = 256) -> None:
+        self.dataset, self.num_workers, self.device = dataset, num_workers, device
+        self.memory_format, self.batch_size = memory_format, batch_size
+
+    def __call__(self, model: nn.Module) -> float:
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda")
+        was_training = model.training
+        model.eval()
+        correct = seen = 0
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            for x, y in loader:
+                logits = model(x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format))
+                correct += int((logits.argmax(1) == y.to(self.device)).sum())
+                seen += len(y)
+        model.train(was_training)
+        if seen == 0:
+            raise ValueError("cannot measure accuracy on an empty set")
+        return 100.0 * correct / seen
 
 
 def _truncate_metrics(path: Path, last_epoch: int) -> None:
