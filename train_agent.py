@@ -32,7 +32,6 @@ import yaml
 if TYPE_CHECKING:
     import gymnasium as gym
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_ENV = "HAQ-MobileNetV2-v0"
 DEFAULT_ALGO = "haq-ddpg"
 
@@ -63,13 +62,14 @@ def command_line() -> str:
 
 
 def algo_defaults(algo: str, env_id: str) -> dict[str, Any]:
-    """The algorithm's hyperparameters for ``env_id`` from ``configs/<algo>.yml`` (zoo convention)."""
-    path = CONFIG_DIR / f"{algo}.yml"
-    if not path.exists():
-        return {}
-    with open(path) as fh:
-        table = yaml.safe_load(fh) or {}
-    return dict(table.get(env_id, table.get("default", {})))
+    """The algorithm's hyperparameters for ``env_id`` from its installed ``configs/<algo>.yml`` (zoo convention)."""
+    from haq_gym.algo_configs import ConfigError
+    from haq_gym.algo_configs import algo_defaults as installed_defaults
+
+    try:
+        return installed_defaults(algo, env_id)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
 
 
 def _is_hyperparams_table(loaded: Any) -> bool:
@@ -118,7 +118,10 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     elif base.get("n_episodes") is not None:
         n_episodes = base["n_episodes"]
     if n_episodes is None:
-        raise UsageError(f"no episode budget: pass --episodes (configs/{algo}.yml has no n_episodes for {env_id})")
+        from haq_gym.algo_configs import algo_config_path
+
+        source = args.config if table is not None or base else algo_config_path(algo)
+        raise UsageError(f"no episode budget: pass --episodes ({source} has no n_episodes for {env_id})")
     if int(n_episodes) < 1:
         raise UsageError(f"--episodes must be at least 1, got {n_episodes}")
     env_kwargs = dict(base.get("env_kwargs", {}))
