@@ -92,6 +92,8 @@ class KMeansQuantizeEnv(PolicyDecisionEnv):
     ``val_size``, ``train_size``, ``finetune_steps``, ``finetune_lr``, ``eval_batch_size``,
     ``device``, ``progress``, ``action_mode``, ``enforcement`` as in the linear env, and:
 
+    - ``model``, ``model_kwargs``, ``weights``, ``image_size``, ``dataset``, ``checkpoint``...: the network
+      and data, as in the linear env (any torchvision or user model; docs/models_and_data.md).
     - ``size_budget=0.1``: the weights' size as a ratio to 32-bit (at least ``min_bit / 32``).
     - ``min_bit=1``, ``max_bit=8``: the bit range searched.
     - ``latency_table=None``, ``hardware=None``: the latency table behind the reported

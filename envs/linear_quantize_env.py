@@ -93,7 +93,10 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
     All are keywords of ``gym.make("HAQ-MobileNetV2-v0", ...)``:
 
     - ``model="mobilenetv2"``, ``width_mult=1.0``: the network (``mobilenetv2``, ``mobilenetv3small``,
-      ``resnet20``, ``resnet18``; the registered ids fix it).
+      ``resnet20``, ``resnet18``; the registered ids fix it, ``model=`` overrides it): or any
+      ``torchvision:<name>`` (``weights=`` passed through, e.g. ``DEFAULT``) or a builder of your own,
+      ``package.module:builder`` (keywords from ``model_kwargs=``); see docs/models_and_data.md.
+    - ``image_size=None``: the input size of an ``imagefolder`` dataset (default 224).
     - ``dataset="digits"``, ``data_root=None``, ``download=False``: ``digits`` (embedded), ``cifar10``, ``cifar100``, ``fashion-mnist``, ``mnist``, ``imagefolder``.
     - ``checkpoint=None``: float checkpoint path; ``None`` trains/loads the cached default model.
     - ``pretrain_epochs=None``: epochs of the default model's training (``None``: the standard recipe).

@@ -205,7 +205,10 @@ def bit_sensitivity(table: np.ndarray) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m haq_gym.cost.latency_measurement",
                                 description="Measure a HAQ-format latency table with PyTorch's quantized CPU kernels.")
-    p.add_argument("--model", default="mobilenetv2", help="model name (haq_gym.models.model_names())")
+    p.add_argument("--model", default="mobilenetv2",
+                   help="built-in name, torchvision:<name> or package.module:builder (docs/models_and_data.md)")
+    p.add_argument("--model-kwargs", default=None, metavar="YAML",
+                   help="keywords of a torchvision or import-path model, e.g. \"{width_mult: 0.5}\"")
     p.add_argument("--width-mult", type=float, default=1.0)
     p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (10 for digits and CIFAR-10)")
     p.add_argument("--image-size", type=int, default=32)
@@ -224,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from haq_gym.models import build_model
+    import yaml
+
+    from haq_gym.models.inspection import check_quantizable
+    from haq_gym.models.spec import ModelSpec
     from haq_gym.plots import plot_latency_table
     from haq_gym.quant import wrap_model
 
@@ -235,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
-        model = build_model(args.model, num_classes=args.num_classes, width_mult=args.width_mult).eval()
+        kwargs = yaml.safe_load(args.model_kwargs) if args.model_kwargs else {}
+        spec = ModelSpec(args.model, width_mult=args.width_mult, kwargs=kwargs)
+        model = spec.build(args.num_classes).eval()
+        check_quantizable(model, args.image_size, args.num_classes, label=f"model {args.model!r}")
         layers = wrap_model(model)
         bits = sorted(set(args.bits))
         start = time.perf_counter()
@@ -243,14 +252,14 @@ def main(argv: list[str] | None = None) -> int:
                                     batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup,
                                     seed=args.seed, engine=args.engine, progress=not args.no_progress)
         elapsed = time.perf_counter() - start
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, yaml.YAMLError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     table = fill_from_nearest(raw, bits)
     save_table(table, args.output)
     description = {
         "format": "HAQ latency table [layer, w_bit-1, a_bit-1]", "unit": "microseconds", "statistic": "median",
-        "model": args.model, "width_mult": args.width_mult, "num_classes": args.num_classes,
+        "model": args.model, "width_mult": args.width_mult, "model_kwargs": kwargs, "num_classes": args.num_classes,
         "image_size": args.image_size, "layers": [name for name, _ in layers], "batch_size": args.batch_size,
         "repeats": args.repeats, "warmup": args.warmup, "seed": args.seed, "measured_bits": bits,
         "unmeasured_entries": "copied from the nearest measured bit widths (ties to the larger)",

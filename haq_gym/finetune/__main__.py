@@ -26,7 +26,7 @@ import yaml
 from haq_gym.data import DatasetNotFoundError, load_dataset
 from haq_gym.finetune.checkpoint import read_qat_file
 from haq_gym.finetune.recipe import QATRecipe
-from haq_gym.finetune.trainer import TrainingDiverged, train_quantized
+from haq_gym.finetune.trainer import TrainingDiverged, TrainResult, train_quantized
 from haq_gym.models.spec import ModelSpec
 from haq_gym.plots import plot_finetune_curves
 from haq_gym.policy import PolicyFile, now_iso, uniform_bits
@@ -208,6 +208,13 @@ def _is_qat_file(path: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    run_finetune(args)
+    return 0
+
+
+def run_finetune(args: argparse.Namespace) -> tuple[Path, TrainResult]:
+    """Run (or resume) the finetune an argument namespace of :func:`build_parser` describes; returns the run folder
+    and the training result (the library's :func:`haq_gym.api.finetune_policy` calls this too)."""
     progress = not args.no_progress
     if args.resume is not None:
         run_dir = Path(args.resume)
@@ -250,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
                              title=f"{config['quantizer']} finetune of {config['model']} on {config['dataset']}, "
                                    f"seed {config['seed']}")
         print(f"figure: {run_dir / 'training_curves.png'}")
-    return 0
+    return run_dir, result
 
 
 def main(argv: list[str] | None = None) -> int:

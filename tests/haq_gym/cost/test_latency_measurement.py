@@ -79,3 +79,14 @@ def test_haq_shaped_table_loads_into_mobilenetv2_and_wrong_shapes_name_the_expec
     with pytest.raises(ValueError, match=r"\(53, 8, 8\); expected \(20, 8, 8\)"):
         gym.make("HAQ-KMeans-ResNet20-v0", width_mult=0.25, checkpoint=str(ckpt), val_size=16, progress=False,
                  latency_table=str(path))
+
+
+def test_cli_measures_a_torchvision_model_at_its_input_size(tmp_path) -> None:
+    out = tmp_path / "mnv2.npy"
+    assert main(["--model", "torchvision:mobilenet_v2", "--model-kwargs", "{width_mult: 0.25}", "--image-size", "64",
+                 "--output", str(out), "--bits", "8", "--repeats", "1", "--warmup", "0"]) == 0
+    table = np.load(out)
+    assert table.shape == (53, 8, 8) and np.all(table > 0)
+    description = json.loads(out.with_suffix(".json").read_text())
+    assert description["model_kwargs"] == {"width_mult": 0.25} and description["layers"][-1] == "classifier.1"
+    assert main(["--model", "no_such_pkg:build", "--output", str(tmp_path / "x.npy")]) == 2
