@@ -39,3 +39,13 @@ def test_api_input_errors_are_clear(tiny_checkpoint: str, tmp_path: Path) -> Non
         haq_gym.finetune_policy([[8, -1], [8, 8]], width_mult=0.35, epochs=1, output=tmp_path / "ft",
                                 init_checkpoint=tiny_checkpoint, progress=False)
     assert not (tmp_path / "ft").exists()
+
+
+def test_search_through_the_api(tiny_env_kwargs: dict, tmp_path: Path) -> None:
+    found = haq_gym.search(algo="random", episodes=3, seed=0, env_kwargs={**tiny_env_kwargs, "latency_budget": None},
+                           output=tmp_path / "run", progress=False)
+    assert found.run_dir == tmp_path / "run" and found.episodes == 3
+    assert found.best_policy == tmp_path / "run" / "best_policy.json" and found.best_policy.exists()
+    assert found.best_reward is not None
+    with pytest.raises(ValueError, match="episodes must be at least 1"):
+        haq_gym.search(algo="random", episodes=0, env_kwargs=tiny_env_kwargs, output=tmp_path / "none")
