@@ -27,7 +27,7 @@ from haq_gym.export.compare import compare_models, fake_quant_input, float64_ref
 from haq_gym.export.packed_file import encode
 from haq_gym.export.source import ExportSource, recalibrate, source_from_policy
 from haq_gym.policy import PolicyFile
-from haq_gym.quant.families import QUANTIZER_FAMILIES
+from haq_gym.quant.families import family_names
 from haq_gym.quant.log_quantizer import LogWeightQuantizer
 from haq_gym.runtime import configure_cpu_runtime
 
@@ -125,7 +125,7 @@ def main() -> None:
                         help="uniform policy; repeatable")
     parser.add_argument("--width-mult", type=float, default=1.0)
     parser.add_argument("--calibration-size", type=int, default=64)
-    parser.add_argument("--quantizer", choices=QUANTIZER_FAMILIES, default="linear",
+    parser.add_argument("--quantizer", choices=family_names(), default="linear",
                         help="quantizer family (LSQ families initialised from the calibration, not trained)")
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs before quantizing")
     parser.add_argument("--log8-every", type=int, default=0,

@@ -24,7 +24,7 @@ from haq_gym.models.registry import default_recipe
 from haq_gym.models.spec import ModelSpec
 from haq_gym.policy import PolicyFile
 from haq_gym.quant import apply_policy, wrap_model
-from haq_gym.quant.families import check_family, set_quantizer_family
+from haq_gym.quant.families import get_family, set_quantizer_family
 from haq_gym.quant.qlayers import QuantLayerMixin
 
 
@@ -63,7 +63,7 @@ class QuantizedModel:
         import-path network without a checkpoint or weights is an error: haq-gym does not guess
         a training recipe for it.
         """
-        check_family(family)
+        get_family(family)  # an unknown name fails before anything is built
         net = spec.build(num_classes)
         check_quantizable(net, image_size, num_classes, label=f"model {spec.name!r}")
         if checkpoint is not None:
@@ -118,7 +118,7 @@ class QuantizedModel:
             classes = int(meta["num_classes"])
         except KeyError as err:
             raise ValueError(f"checkpoint {path!r} lacks meta field {err}") from None
-        family = check_family(data["family"])
+        family = get_family(data["family"]).name
         model = replace(spec, weights=None).build(classes)
         named = wrap_model(model)
         set_quantizer_family([m for _, m in named], family)

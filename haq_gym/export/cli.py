@@ -33,7 +33,7 @@ from haq_gym.export.integer_model import IntegerModel
 from haq_gym.export.packed_file import FileSizes, PackedFileError, load_integer_model, read_packed_file, write_packed_file
 from haq_gym.export.source import ExportSource, source_from_checkpoint, source_from_policy
 from haq_gym.policy import PolicyFile
-from haq_gym.quant.families import QUANTIZER_FAMILIES
+from haq_gym.quant.families import family_names
 from haq_gym.runtime import configure_cpu_runtime, torch_device
 
 
@@ -76,7 +76,7 @@ def _add_source(p: argparse.ArgumentParser, required: bool) -> None:
                    help="float model for --policy/--uniform (default: the cached default model)")
     p.add_argument("--calibration-size", type=int, default=64,
                    help="search-train images that calibrate the quantizers and the input step")
-    p.add_argument("--quantizer", choices=QUANTIZER_FAMILIES, default="linear",
+    p.add_argument("--quantizer", choices=family_names(), default="linear",
                    help="quantizer family with --policy/--uniform (LSQ families at their initial steps, untrained)")
 
 

@@ -31,12 +31,12 @@ from haq_gym.models.spec import ModelSpec
 from haq_gym.plots import plot_finetune_curves
 from haq_gym.policy import PolicyFile, now_iso, uniform_bits
 from haq_gym.quant import apply_policy
+from haq_gym.quant.families import family_names
 from haq_gym.quantized_model import QuantizedModel, check_policy
-from haq_gym.quant.families import QUANTIZER_FAMILIES
 from haq_gym.runs import prepare_run_folder
 from haq_gym.runtime import configure_cpu_runtime, torch_device
 
-LSQ_FAMILIES = tuple(f for f in QUANTIZER_FAMILIES if f != "linear")
+LSQ_FAMILIES = family_names(learned=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

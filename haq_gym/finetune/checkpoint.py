@@ -23,7 +23,7 @@ from haq_gym.models.checkpoint import read_torch_file
 from haq_gym.models.spec import ModelSpec
 from haq_gym.policy import PolicyFile
 from haq_gym.quant import apply_policy, wrap_model
-from haq_gym.quant.families import check_family, set_quantizer_family
+from haq_gym.quant.families import get_family, set_quantizer_family
 from haq_gym.quant.qlayers import QuantLayerMixin
 from haq_gym.quantized_model import QuantizedModel, check_policy
 
@@ -48,7 +48,7 @@ def quantize_model(model: nn.Module, policy: PolicyFile | None, family: str) -> 
 
     The policy is checked against the model's layer names and the supported 2..8 bits first.
     """
-    check_family(family)
+    get_family(family)  # an unknown name fails before the model is touched
     named = wrap_model(model)
     bits = None if policy is None else check_policy(policy, [n for n, _ in named], 2, 8)
     layers = [m for _, m in named]

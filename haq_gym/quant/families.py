@@ -3,36 +3,89 @@
 ``linear`` is HAQ's (MSE-clipped, calibrated ranges, nothing learned); ``lsq``, ``lsq+``
 and ``pot`` are the learned-step family of :mod:`haq_gym.quant.lsq`. The search env and
 the finetune command both pick a family by these names, so a search can evaluate
-policies with the very quantizer the finetune will train (HAQ-LSQ).
+policies with the very quantizer the finetune will train (HAQ-LSQ). A new family is one
+:func:`register_family` call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from haq_gym.quant.linear_quantizers import LinearActivationQuantizer, LinearWeightQuantizer
-from haq_gym.quant.lsq import LSQQuantizer
-from haq_gym.quant.qlayers import QuantLayerMixin
+from haq_gym.quant.lsq import LSQPlusQuantizer, LSQQuantizer, PowerOfTwoQuantizer
+from haq_gym.quant.protocol import Quantizer
 
-QUANTIZER_FAMILIES = ("linear", "lsq", "lsq+", "pot")
+if TYPE_CHECKING:
+    from haq_gym.quant.qlayers import QuantLayerMixin
 
 
-def check_family(name: str) -> str:
-    if name not in QUANTIZER_FAMILIES:
-        raise ValueError(f"unknown quantizer family {name!r}; expected one of {', '.join(QUANTIZER_FAMILIES)}")
-    return name
+@dataclass(frozen=True)
+class QuantizerFamily:
+    """A named pair of factories: a layer's weight quantizer, and its input quantizer from the layer's seed.
+
+    ``learned`` says whether the quantizers have parameters a finetune trains (its
+    ``--quantizer`` offers only those families).
+    """
+
+    name: str
+    weight: Callable[[], Quantizer]
+    activation: Callable[[int], Quantizer]
+    learned: bool
+    summary: str
+
+    def build(self, seed: int = 0) -> tuple[Quantizer, Quantizer]:
+        """Fresh ``(weight quantizer, input quantizer)`` for one layer, tagged with this family's name."""
+        pair = (self.weight(), self.activation(seed))
+        for q in pair:
+            if not isinstance(q, Quantizer):
+                raise TypeError(f"family {self.name!r} built a {type(q).__name__}, which is not a Quantizer")
+            q.family = self.name
+        return pair
+
+
+_FAMILIES: dict[str, QuantizerFamily] = {}
+
+
+def register_family(family: QuantizerFamily) -> QuantizerFamily:
+    """Make ``family`` selectable by its name (a name can be registered once)."""
+    if family.name in _FAMILIES:
+        raise ValueError(f"quantizer family {family.name!r} is already registered")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def family_names(learned: bool | None = None) -> tuple[str, ...]:
+    """Registered family names, in registration order (only those with ``learned`` as given, if given)."""
+    return tuple(name for name, f in _FAMILIES.items() if learned is None or f.learned == learned)
+
+
+def get_family(name: str) -> QuantizerFamily:
+    """The family called ``name``; an unknown name raises ``ValueError`` listing the known ones."""
+    try:
+        return _FAMILIES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown quantizer family {name!r}; expected one of {', '.join(_FAMILIES)}") from None
+
+
+register_family(QuantizerFamily("linear", LinearWeightQuantizer, lambda seed: LinearActivationQuantizer(seed=seed), False,
+                                "HAQ's: symmetric weights and calibrated activations, MSE-optimal clips"))
+register_family(QuantizerFamily("lsq", lambda: LSQQuantizer("weight"), lambda seed: LSQQuantizer("activation"), True,
+                                "learned step sizes (Esser et al. 2020)"))
+register_family(QuantizerFamily("lsq+", lambda: LSQQuantizer("weight"), lambda seed: LSQPlusQuantizer("activation"), True,
+                                "LSQ with a learned activation offset (Bhalgat et al. 2020)"))
+register_family(QuantizerFamily("pot", lambda: PowerOfTwoQuantizer("weight"),
+                                lambda seed: PowerOfTwoQuantizer("activation"), True,
+                                "learned power-of-two steps: requantisation is a shift"))
+DEFAULT_FAMILY = "linear"
 
 
 def set_quantizer_family(layers: Sequence[QuantLayerMixin], family: str) -> None:
     """Give every layer fresh quantizers of ``family``, keeping its bit widths (calibrate afterwards)."""
-    check_family(family)
+    chosen = get_family(family)
     for seed, layer in enumerate(layers):
-        if family == "linear":
-            layer.set_quantizers(LinearWeightQuantizer(), LinearActivationQuantizer(seed=seed))
-        else:
-            pot = family == "pot"
-            layer.set_quantizers(LSQQuantizer("weight", power_of_two=pot),
-                                 LSQQuantizer("activation", power_of_two=pot, learn_offset=family == "lsq+"))
+        layer.set_quantizers(*chosen.build(seed))
 
 
 def reinitialize_learned_steps(layers: Sequence[QuantLayerMixin]) -> None:
@@ -42,22 +95,20 @@ def reinitialize_learned_steps(layers: Sequence[QuantLayerMixin]) -> None:
     same starting point rather than from steps left over by the previous one.
     """
     for layer in layers:
-        for q in (layer.weight_quantizer, layer.input_quantizer):
-            if isinstance(q, LSQQuantizer):
-                q.reinitialize()
+        layer.weight_quantizer.reinitialize()
+        layer.input_quantizer.reinitialize()
 
 
 def quantizer_family(layers: Sequence[QuantLayerMixin]) -> str:
-    """Name of the family the layers use (raises if they mix families)."""
+    """Name of the family the layers use (raises if they mix families).
+
+    A layer whose quantizers were not built by one family is named after its weight
+    quantizer's class.
+    """
     names = set()
     for layer in layers:
-        q = layer.weight_quantizer
-        if isinstance(q, LSQQuantizer):
-            names.add("pot" if q.power_of_two else "lsq+" if layer.input_quantizer.learn_offset else "lsq")
-        elif isinstance(q, LinearWeightQuantizer):
-            names.add("linear")
-        else:
-            names.add(type(q).__name__)
+        w, a = layer.weight_quantizer, layer.input_quantizer
+        names.add(w.family if w.family is not None and w.family == a.family else type(w).__name__)
     if len(names) != 1:
         raise ValueError(f"layers mix quantizer families: {sorted(names)}")
     return names.pop()

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
+from haq_gym.quant.grid import QuantGrid
+from haq_gym.quant.protocol import Quantizer
 from haq_gym.quant.qlayers import QuantLayerMixin
 
 MIN_KMEANS_BIT = 1
@@ -133,19 +134,18 @@ def shared_values(weight: torch.Tensor, clustering: Clustering) -> torch.Tensor:
     return torch.where(counts > 0, means, clustering.centroids.to(weight.device, weight.dtype))
 
 
-class KMeansWeightQuantizer(nn.Module):
+class KMeansWeightQuantizer(Quantizer):
     """Weight quantizer of HAQ's k-means flow: ``2**bits`` shared values per layer (1..8 bits).
 
     Plugs into :class:`~haq_gym.quant.qlayers.QuantConv2d`/``QuantLinear`` through
     ``set_quantizers``. The clustering of each bit width is computed once, from the
     weights of its first use, and cached (per layer and bit width: the cache lives in
-    this quantizer); :meth:`reset_ranges` forgets them (needed after loading different
+    this quantizer); :meth:`reset_calibration` forgets them (needed after loading different
     weights). In eval mode the quantized weight is cached per (bit width, weight version).
     """
 
     def __init__(self) -> None:
-        super().__init__()
-        self.bits: int | None = None
+        super().__init__("weight")
         self._clusterings: dict[int, Clustering] = {}
         self._cache: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
 
@@ -160,7 +160,7 @@ class KMeansWeightQuantizer(nn.Module):
             self._clusterings[bits] = cluster_weight(weight, bits)
         return self._clusterings[bits]
 
-    def reset_ranges(self) -> None:
+    def reset_calibration(self) -> None:
         """Forget every clustering (the next use clusters the current weights again)."""
         self._clusterings = {}
         self._cache = {}
@@ -178,10 +178,12 @@ class KMeansWeightQuantizer(nn.Module):
         with torch.no_grad():
             return shared_values(weight.detach(), cl).float().cpu(), cl.labels
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+    def grid(self, tensor: torch.Tensor | None = None) -> QuantGrid:
+        raise TypeError("k-means weights have no uniform grid; use codebook() (the k-means exporter does)")
+
+    def quantize(self, weight: torch.Tensor) -> torch.Tensor:
         bits = self.bits
-        if bits is None:
-            return weight
+        assert bits is not None
         cl = self.clustering(weight, bits)
         if self.training and torch.is_grad_enabled():
             return shared_values(weight, cl)[cl.labels.to(weight.device, torch.long)].view_as(weight)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
+
+from haq_gym.quant.grid import QuantGrid
+from haq_gym.quant.protocol import Quantizer
 
 LOG_BITS = 8
 LEVELS = 128
@@ -76,7 +78,7 @@ def log8_to_linear(codes: torch.Tensor, top: int, frac_bits: int) -> tuple[torch
     return linear, 2.0 ** (top * DELTA - frac_bits)
 
 
-class LogWeightQuantizer(nn.Module):
+class LogWeightQuantizer(Quantizer):
     """Weight quantizer for the log8 format; plugs into the layer wrappers like the linear ones.
 
     ``bits`` is 8 (the format's width) or ``None`` (pass-through). Training uses a
@@ -86,27 +88,24 @@ class LogWeightQuantizer(nn.Module):
     """
 
     def __init__(self) -> None:
-        super().__init__()
-        self.bits: int | None = None
+        super().__init__("weight")
 
     def set_bits(self, bits: int | None) -> None:
         if bits is not None and bits != LOG_BITS:
             raise ValueError(f"the log quantizer stores {LOG_BITS}-bit codes (seed 004's format); got {bits} bits")
         self.bits = bits
 
-    def reset_ranges(self) -> None:
+    def reset_calibration(self) -> None:
         """Nothing to reset: the per-tensor maximum is taken from the weight on every call."""
 
     def log_codes(self, weight: torch.Tensor) -> tuple[torch.Tensor, int]:
         """``(codes int32 0..255, top)`` of ``weight``."""
         return log8_codes(weight)
 
-    def grid(self, weight: torch.Tensor | None = None):
+    def grid(self, tensor: torch.Tensor | None = None) -> QuantGrid:
         raise TypeError("the log8 format has no uniform grid; use log_codes() (the integer exporter does)")
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.bits is None:
-            return weight
+    def quantize(self, weight: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             codes, top = log8_codes(weight)
             q = log8_decode(codes, top, weight.dtype)

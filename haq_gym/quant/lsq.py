@@ -1,13 +1,15 @@
 """Learned-step-size quantizers: LSQ (Esser et al. 2020), LSQ+ (Bhalgat et al. 2020) and a power-of-two variant.
 
-One :class:`LSQQuantizer` quantizes one tensor (a layer's weight or its input
-activation) to ``step * clamp(round(v / step), qmin, qmax)`` with ``step`` a learned
-scalar. Conventions (see ``docs/lsq.md``):
+Each quantizes one tensor (a layer's weight or its input activation) to
+``step * clamp(round(v / step), qmin, qmax)`` with ``step`` a learned scalar:
+:class:`LSQQuantizer`, :class:`LSQPlusQuantizer` (adds a learned activation offset) and
+:class:`PowerOfTwoQuantizer` (steps are powers of two) share
+:class:`LearnedStepQuantizer`. Conventions (see ``docs/lsq.md``):
 
 - Integer ranges: weights signed full range ``[-2^(b-1), 2^(b-1) - 1]`` (the paper's);
   activations unsigned ``[0, 2^b - 1]`` when the calibration batch had no negative
-  value (after ReLU6), else signed like weights. LSQ+ (``learn_offset``) keeps the
-  unsigned grid and learns an offset ``beta``: ``step * q + beta``.
+  value (after ReLU6), else signed like weights. LSQ+ keeps the unsigned grid and
+  learns an offset ``beta``: ``step * q + beta``.
 - Gradients: straight-through on ``round`` only, so ``d/dv`` is 1 inside the clip range
   and 0 outside, and ``d/dstep`` is ``round(v/s) - v/s`` inside, ``qmin`` below and
   ``qmax`` above, which autograd derives from the forward below.
@@ -21,24 +23,26 @@ scalar. Conventions (see ``docs/lsq.md``):
 - Power of two (seed 004): the learned parameter is ``log2_step`` and the step is
   ``2 ** round(log2_step)`` (straight-through round), so requantisation is a shift.
 
-The quantizers plug into :class:`~haq_gym.quant.qlayers.QuantConv2d`/``QuantLinear``
-through ``set_quantizers`` and follow the same protocol as HAQ's linear quantizers
-(``bits``/``set_bits``, ``reset_ranges``/``reset_observations``/``observing`` for
-:func:`~haq_gym.quant.calibrate`, ``grid`` for export).
+The quantizers follow :class:`~haq_gym.quant.protocol.Quantizer`, so they plug into
+:class:`~haq_gym.quant.qlayers.QuantConv2d`/``QuantLinear`` like HAQ's linear quantizers.
+Their calibration statistics (minimum and mean magnitude) come from a
+:class:`~haq_gym.quant.observers.MeanAbsObserver`.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Literal
+from abc import abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from haq_gym.quant.grid import QuantGrid
+from haq_gym.quant.observers import MeanAbsObserver
+from haq_gym.quant.protocol import Quantizer, Role
 
-Role = Literal["weight", "activation"]
 MAX_BITS = 16
 
 
@@ -112,38 +116,51 @@ def _inclusive_bounds(qmin: int, qmax: int, dtype: torch.dtype) -> tuple[float, 
     return low, high
 
 
-class LSQQuantizer(nn.Module):
-    """Fake quantizer with a learned step for one weight or activation tensor.
+class LearnedStepQuantizer(Quantizer):
+    """Fake quantizer with a learned step for one weight or activation tensor (the shared part of the family).
 
-    ``step`` (or ``log2_step`` for ``power_of_two``) and ``offset`` (LSQ+) are
-    parameters, so they are trained with the model and saved in its state dict together
-    with the ``initialized`` and ``signed`` buffers.
+    The step parameter (``step``, or ``log2_step`` for powers of two) and LSQ+'s
+    ``offset`` are trained with the model and saved in its state dict together with the
+    ``initialized`` and ``signed`` buffers. Subclasses say how the step is parameterised.
     """
 
-    def __init__(self, role: Role, power_of_two: bool = False, learn_offset: bool = False) -> None:
-        super().__init__()
-        if role not in ("weight", "activation"):
-            raise ValueError(f"role must be 'weight' or 'activation', got {role!r}")
-        if learn_offset and role == "weight":
-            raise ValueError("LSQ+ offsets are for activations; weights stay symmetric")
-        self.role = role
-        self.power_of_two = power_of_two
-        self.learn_offset = learn_offset
-        self.bits: int | None = None
-        self.observing = False
-        if power_of_two:
-            self.log2_step = nn.Parameter(torch.tensor(0.0))
-        else:
-            self.step = nn.Parameter(torch.tensor(1.0))
-        if learn_offset:
-            self.offset = nn.Parameter(torch.tensor(0.0))
+    kind: ClassVar[str]
+
+    def __init__(self, role: Role) -> None:
+        super().__init__(role)
+        self._make_parameters()
         self.register_buffer("initialized", torch.tensor(False))
         self.register_buffer("signed", torch.tensor(role == "weight"))
         # Python mirrors of the two buffers: reading a CUDA buffer in every forward would
         # synchronise the GPU once per quantizer per step.
         self.is_initialized = False
         self.is_signed = role == "weight"
-        self._stats: tuple[float, float] | None = None  # (min v, mean |v|) of the calibration batch
+        self.observer = MeanAbsObserver()
+
+    # ---------------------------------------------------------------- what subclasses define
+    @abstractmethod
+    def _make_parameters(self) -> None:
+        """Register the learned parameters (their names are the state dict's keys)."""
+
+    @abstractmethod
+    def current_step(self) -> torch.Tensor:
+        """The step in use (a 0-d tensor carrying gradients to the learned parameter)."""
+
+    @abstractmethod
+    def _write_step(self, step: float) -> None:
+        """Store ``step`` (positive) in the learned parameter, under ``no_grad``."""
+
+    @abstractmethod
+    def _rescale_step(self, ratio: float) -> None:
+        """Multiply the step by ``ratio`` (a bit-width change keeps the clip range), under ``no_grad``."""
+
+    def current_offset(self) -> torch.Tensor | None:
+        """The learned offset added to every quantized value (LSQ+), or ``None``."""
+        return None
+
+    def _signed_for(self, minimum: float) -> bool:
+        """Whether an activation grid is signed after calibration statistics with this ``minimum``."""
+        return minimum < 0
 
     # ---------------------------------------------------------------- grid
     def qrange(self, bits: int | None = None) -> tuple[int, int]:
@@ -155,25 +172,18 @@ class LSQQuantizer(nn.Module):
             return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
         return 0, 2**bits - 1
 
-    def current_step(self) -> torch.Tensor:
-        """The step in use (a 0-d tensor carrying gradients to the learned parameter)."""
-        if self.power_of_two:
-            return torch.pow(2.0, round_ste(self.log2_step))
-        # An SGD step can carry the raw parameter through zero (seen on randomly initialised
-        # networks); its magnitude is the step, so the grid never flips or collapses.
-        return self.step.abs().clamp_min(1e-8)
-
-    def grid(self, weight: torch.Tensor | None = None) -> QuantGrid:
-        """The grid values are quantized onto (for export); ``weight`` is accepted for protocol symmetry."""
+    def grid(self, tensor: torch.Tensor | None = None) -> QuantGrid:
+        """The grid values are quantized onto (for export); an uninitialised weight quantizer starts from ``tensor``."""
         if self.bits is None:
             raise RuntimeError("grid() needs a bit width")
         if not self.is_initialized:
-            if weight is None or self.role != "weight":
+            if tensor is None or self.role != "weight":
                 raise RuntimeError("LSQ step is not initialised; run a calibration or training batch first")
-            self._init_from_tensor(weight)
+            self._init_from_tensor(tensor)
         qmin, qmax = self.qrange()
-        offset = float(self.offset.detach()) if self.learn_offset else 0.0
-        return QuantGrid(step=float(self.current_step().detach()), qmin=qmin, qmax=qmax, offset=offset)
+        offset = self.current_offset()
+        return QuantGrid(step=float(self.current_step().detach()), qmin=qmin, qmax=qmax,
+                         offset=0.0 if offset is None else float(offset.detach()))
 
     # ---------------------------------------------------------------- bits and initialisation
     def set_bits(self, bits: int | None) -> None:
@@ -183,68 +193,44 @@ class LSQQuantizer(nn.Module):
             if not isinstance(bits, int) or not low <= bits <= MAX_BITS:
                 raise ValueError(f"LSQ {self.role} bits must be an integer in [{low}, {MAX_BITS}], got {bits!r}")
         if bits is not None and self.bits is not None and bits != self.bits and self.is_initialized:
-            ratio = self.qrange(self.bits)[1] / self.qrange(bits)[1]
             with torch.no_grad():
-                if self.power_of_two:
-                    self.log2_step.add_(round(math.log2(ratio)))
-                else:
-                    self.step.mul_(ratio)
+                self._rescale_step(self.qrange(self.bits)[1] / self.qrange(bits)[1])
         self.bits = bits
-        if bits is not None and not self.is_initialized and self._stats is not None:
+        if bits is not None and not self.is_initialized and self.observer.observed:
             self._init_from_stats()
 
     def reinitialize(self) -> None:
         """Forget the learned step: the next use re-derives it with LSQ's rule at the current bits."""
         self._set_flags(initialized=False)
-        if self.bits is not None and self._stats is not None:
+        if self.bits is not None and self.observer.observed:
             self._init_from_stats()
 
-    def reset_ranges(self) -> None:
-        """Calibration hook (weights): re-initialise from the weight on next use."""
+    def reset_calibration(self) -> None:
+        """Re-initialise on next use; an activation quantizer also drops its statistics.
+
+        A weight quantizer keeps the statistics of the weight it was last initialised
+        from, so setting its bits re-derives the step from them.
+        """
+        if self.role == "activation":
+            self.observer.reset()
         self._set_flags(initialized=False)
 
-    def reset_observations(self) -> None:
-        """Calibration hook (activations): drop recorded statistics and the step."""
-        self._stats = None
-        self._set_flags(initialized=False)
-
-    def _record(self, x: torch.Tensor) -> None:
-        v = x.detach().float()
-        self._stats = (float(v.min()), float(v.abs().mean()))
+    def observe(self, x: torch.Tensor) -> None:
+        self.observer.observe(x)
 
     def _init_from_stats(self) -> None:
-        vmin, mean_abs = self._stats
         if self.role == "activation":
-            self._set_flags(signed=vmin < 0 and not self.learn_offset)
-        qmax = self.qrange()[1]
-        if self.learn_offset and vmin < 0 and self.bits >= 2:
-            # LSQ+ on an input that goes negative starts exactly where signed LSQ would: the
-            # signed step for these bits, and the unsigned grid shifted down by 2^(b-1) steps.
-            # (LSQ's rule on the shifted values v - min(v) gives a step about |min v| / sqrt(qmax)
-            # wide whatever the spread around zero: a grid several times too coarse.)
-            half = 2 ** (self.bits - 1)
-            step = 2.0 * mean_abs / math.sqrt(half - 1)
-            with torch.no_grad():
-                self.offset.fill_(-half * step)
-            self.set_step(step)
-            return
-        if self.learn_offset:
-            with torch.no_grad():
-                self.offset.fill_(0.0)
-        self.set_step(2.0 * mean_abs / math.sqrt(qmax))
+            self._set_flags(signed=self._signed_for(self.observer.minimum))
+        self.set_step(2.0 * self.observer.mean_abs / math.sqrt(self.qrange()[1]))
 
     def _init_from_tensor(self, v: torch.Tensor) -> None:
-        self._record(v)
+        self.observer.observe(v)
         self._init_from_stats()
 
     def set_step(self, step: float) -> None:
-        """Set the step (for ``power_of_two``: its log2) by hand; the quantizer counts as initialised."""
-        step = max(step, 1e-8)
+        """Set the step by hand; the quantizer counts as initialised."""
         with torch.no_grad():
-            if self.power_of_two:
-                self.log2_step.fill_(math.log2(step))
-            else:
-                self.step.fill_(step)
+            self._write_step(max(step, 1e-8))
         self._set_flags(initialized=True)
 
     def _set_flags(self, initialized: bool | None = None, signed: bool | None = None) -> None:
@@ -261,20 +247,91 @@ class LSQQuantizer(nn.Module):
         self.is_signed = bool(self.signed)
 
     # ---------------------------------------------------------------- forward
-    def forward(self, v: torch.Tensor) -> torch.Tensor:
-        if self.observing:
-            self._record(v)
-            return v
-        if self.bits is None:
-            return v
+    def quantize(self, v: torch.Tensor) -> torch.Tensor:
         if not self.is_initialized:
             self._init_from_tensor(v)
         qmin, qmax = self.qrange()
         features = v.numel() if self.role == "weight" else v[0].numel()
         g = 1.0 / math.sqrt(features * qmax)
-        offset = self.offset if self.learn_offset else None
-        return LSQFunction.apply(v, self.current_step(), offset, g, qmin, qmax)
+        return LSQFunction.apply(v, self.current_step(), self.current_offset(), g, qmin, qmax)
 
     def extra_repr(self) -> str:
-        kind = "pot" if self.power_of_two else "lsq+" if self.learn_offset else "lsq"
-        return f"{self.role}, {kind}, bits={self.bits}, signed={self.is_signed}"
+        return f"{self.role}, {self.kind}, bits={self.bits}, signed={self.is_signed}"
+
+
+class LSQQuantizer(LearnedStepQuantizer):
+    """LSQ: the step itself is the learned parameter ``step``."""
+
+    kind = "lsq"
+
+    def _make_parameters(self) -> None:
+        self.step = nn.Parameter(torch.tensor(1.0))
+
+    def current_step(self) -> torch.Tensor:
+        # An SGD step can carry the raw parameter through zero (seen on randomly initialised
+        # networks); its magnitude is the step, so the grid never flips or collapses.
+        return self.step.abs().clamp_min(1e-8)
+
+    def _write_step(self, step: float) -> None:
+        self.step.fill_(step)
+
+    def _rescale_step(self, ratio: float) -> None:
+        self.step.mul_(ratio)
+
+
+class LSQPlusQuantizer(LSQQuantizer):
+    """LSQ+ for activations: an unsigned grid shifted by a learned offset ``beta`` (``step * q + beta``)."""
+
+    kind = "lsq+"
+
+    def __init__(self, role: Role = "activation") -> None:
+        if role == "weight":
+            raise ValueError("LSQ+ offsets are for activations; weights stay symmetric")
+        super().__init__(role)
+
+    def _make_parameters(self) -> None:
+        super()._make_parameters()
+        self.offset = nn.Parameter(torch.tensor(0.0))
+
+    def current_offset(self) -> torch.Tensor:
+        return self.offset
+
+    def _signed_for(self, minimum: float) -> bool:
+        return False
+
+    def _init_from_stats(self) -> None:
+        assert self.bits is not None
+        vmin, mean_abs = self.observer.minimum, self.observer.mean_abs
+        self._set_flags(signed=False)
+        if vmin < 0 and self.bits >= 2:
+            # LSQ+ on an input that goes negative starts exactly where signed LSQ would: the
+            # signed step for these bits, and the unsigned grid shifted down by 2^(b-1) steps.
+            # (LSQ's rule on the shifted values v - min(v) gives a step about |min v| / sqrt(qmax)
+            # wide whatever the spread around zero: a grid several times too coarse.)
+            half = 2 ** (self.bits - 1)
+            step = 2.0 * mean_abs / math.sqrt(half - 1)
+            with torch.no_grad():
+                self.offset.fill_(-half * step)
+            self.set_step(step)
+            return
+        with torch.no_grad():
+            self.offset.fill_(0.0)
+        self.set_step(2.0 * mean_abs / math.sqrt(self.qrange()[1]))
+
+
+class PowerOfTwoQuantizer(LearnedStepQuantizer):
+    """Power-of-two steps (seed 004): the parameter is ``log2_step``, the step ``2 ** round(log2_step)``."""
+
+    kind = "pot"
+
+    def _make_parameters(self) -> None:
+        self.log2_step = nn.Parameter(torch.tensor(0.0))
+
+    def current_step(self) -> torch.Tensor:
+        return torch.pow(2.0, round_ste(self.log2_step))
+
+    def _write_step(self, step: float) -> None:
+        self.log2_step.fill_(math.log2(step))
+
+    def _rescale_step(self, ratio: float) -> None:
+        self.log2_step.add_(round(math.log2(ratio)))

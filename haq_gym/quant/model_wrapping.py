@@ -51,8 +51,8 @@ def observing(layers: Sequence[QuantLayerMixin]) -> Iterator[None]:
     saved = [(layer.w_bit, layer.a_bit) for layer in layers]
     for layer in layers:
         layer.set_bits(-1, -1)
-        layer.weight_quantizer.reset_ranges()
-        layer.input_quantizer.reset_observations()
+        layer.weight_quantizer.reset_calibration()
+        layer.input_quantizer.reset_calibration()
         layer.input_quantizer.observing = True
     try:
         yield

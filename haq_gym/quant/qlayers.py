@@ -1,7 +1,9 @@
 """Conv2d and Linear layers that quantize their weight and their input activation.
 
-The wrappers keep the float layer's parameters and state-dict keys (quantizer state is
-not part of the state dict), so a float checkpoint loads into a wrapped model unchanged.
+The wrappers keep the float layer's parameters and state-dict keys (HAQ's linear
+quantizers hold no state-dict entries), so a float checkpoint loads into a wrapped model
+unchanged. A new wrapper starts with the default family's quantizers
+(:mod:`haq_gym.quant.families`); any :class:`~haq_gym.quant.protocol.Quantizer` plugs in.
 ``w_bit``/``a_bit`` follow HAQ's convention: ``-1`` means "not quantized".
 """
 
@@ -11,14 +13,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from haq_gym.quant.linear_quantizers import LinearActivationQuantizer, LinearWeightQuantizer
+from haq_gym.quant.families import DEFAULT_FAMILY, get_family
+from haq_gym.quant.protocol import InputCodes, Quantizer, ScaledWeight
 
 
 class QuantLayerMixin:
     """Shared bit-width interface of :class:`QuantConv2d` and :class:`QuantLinear`."""
 
-    weight_quantizer: nn.Module
-    input_quantizer: nn.Module
+    weight_quantizer: Quantizer
+    input_quantizer: Quantizer
 
     @classmethod
     def from_float(cls, module: nn.Module, seed: int = 0):
@@ -29,10 +32,9 @@ class QuantLayerMixin:
         return q
 
     def _init_quantizers(self, seed: int) -> None:
-        self.weight_quantizer = LinearWeightQuantizer()
-        self.input_quantizer = LinearActivationQuantizer(seed=seed)
+        self.weight_quantizer, self.input_quantizer = get_family(DEFAULT_FAMILY).build(seed)
 
-    def set_quantizers(self, weight_quantizer: nn.Module, input_quantizer: nn.Module) -> None:
+    def set_quantizers(self, weight_quantizer: Quantizer, input_quantizer: Quantizer) -> None:
         """Swap in other quantizers (e.g. LSQ); they keep the current bit widths."""
         w_bit, a_bit = self.w_bit, self.a_bit
         self.weight_quantizer = weight_quantizer
@@ -52,12 +54,13 @@ class QuantLayerMixin:
     def _operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (input, weight) pair to compute with.
 
-        At inference with the linear quantizers, the input's quantization step is folded
-        into the (cached) weight: ``conv(q * s, w) == conv(q, s * w)``, one pass over the
-        activations fewer. Otherwise each quantizer fake-quantizes its own tensor.
+        At inference, when the input quantizer hands out codes (:class:`InputCodes`) and the
+        weight quantizer a scaled weight (:class:`ScaledWeight`), as HAQ's linear ones do,
+        the input's step is folded into the (cached) weight: ``conv(q * s, w) == conv(q, s * w)``,
+        one pass over the activations fewer. Otherwise each quantizer fake-quantizes its own tensor.
         """
         wq, aq = self.weight_quantizer, self.input_quantizer
-        if (isinstance(aq, LinearActivationQuantizer) and isinstance(wq, LinearWeightQuantizer) and aq.bits is not None
+        if (isinstance(aq, InputCodes) and isinstance(wq, ScaledWeight) and aq.bits is not None
                 and not aq.observing and not (self.training and torch.is_grad_enabled())):
             codes, step = aq.codes(x)
             return codes, wq.scaled(self.weight, step)

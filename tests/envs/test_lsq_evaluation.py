@@ -4,14 +4,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from haq_gym.quant.lsq import LSQQuantizer
+from haq_gym.quant.lsq import LearnedStepQuantizer
 
 
 @pytest.mark.parametrize("family", ["lsq", "pot"])
 def test_env_evaluates_with_lsq_quantizers(tiny_env_kwargs, family):
     env = gym.make("HAQ-MobileNetV2-v0", quantizer=family, latency_budget=0.6, **tiny_env_kwargs)
     setup = env.unwrapped.setup
-    assert all(isinstance(layer.weight_quantizer, LSQQuantizer) for layer in setup.layers)
+    assert all(isinstance(layer.weight_quantizer, LearnedStepQuantizer) for layer in setup.layers)
     env.reset(seed=0)
     terminated, info = False, {}
     while not terminated:

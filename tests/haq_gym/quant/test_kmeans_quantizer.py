@@ -62,7 +62,7 @@ def test_quantizer_caches_one_clustering_per_bit_width(monkeypatch) -> None:
         out = q(w)
         assert out.unique().numel() <= 2**bits and out.shape == w.shape
     assert calls == [3, 5]
-    q.reset_ranges()
+    q.reset_calibration()
     q(w)
     assert calls == [3, 5, 3]
     q.set_bits(None)

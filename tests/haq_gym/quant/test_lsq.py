@@ -6,7 +6,7 @@ from torch import nn
 
 from haq_gym.quant import apply_policy, calibrate, wrap_model
 from haq_gym.quant.families import quantizer_family, reinitialize_learned_steps, set_quantizer_family
-from haq_gym.quant.lsq import LSQQuantizer
+from haq_gym.quant.lsq import LSQPlusQuantizer, LSQQuantizer, PowerOfTwoQuantizer
 
 # v / step = [-6, -1.4, 0.4, 1.1, 2.6, 10]: one value below the 3-bit signed range [-4, 3],
 # four inside (rounding down and up) and one above.
@@ -15,8 +15,8 @@ STEP = 0.5
 COEF = [0.3, -1.2, 0.7, 2.0, -0.4, 1.5]  # loss = sum(COEF * output): distinct upstream gradients
 
 
-def _weight_quantizer(bits=3, step=STEP, **kw):
-    q = LSQQuantizer("weight", **kw)
+def _weight_quantizer(bits=3, step=STEP):
+    q = LSQQuantizer("weight")
     q.set_bits(bits)
     q.set_step(step)
     return q
@@ -55,7 +55,7 @@ def test_activation_gradient_scale_counts_features_of_one_sample():
 
 
 def test_lsq_plus_offset_gradient_is_one_only_where_clipped():
-    q = LSQQuantizer("activation", learn_offset=True)
+    q = LSQPlusQuantizer("activation")
     q.set_bits(2)
     q.set_step(0.5)
     with torch.no_grad():
@@ -70,7 +70,7 @@ def test_lsq_plus_offset_gradient_is_one_only_where_clipped():
 
 
 def test_power_of_two_step_is_rounded_and_its_exponent_learns():
-    q = LSQQuantizer("weight", power_of_two=True)
+    q = PowerOfTwoQuantizer("weight")
     q.set_bits(3)
     q.set_step(2 ** -1.2)  # log2_step = -1.2 rounds to -1: step 0.5
     assert q.grid().step == 0.5 and q.grid().power_of_two
@@ -102,7 +102,7 @@ def test_bad_bits_and_roles_are_rejected():
     with pytest.raises(ValueError, match="role"):
         LSQQuantizer("bias")
     with pytest.raises(ValueError, match="offsets are for activations"):
-        LSQQuantizer("weight", learn_offset=True)
+        LSQPlusQuantizer("weight")
 
 
 @pytest.mark.parametrize("family", ["lsq", "lsq+", "pot"])
@@ -214,7 +214,7 @@ def test_lsq_plus_on_a_signed_input_starts_where_signed_lsq_does(bits):
     torch.manual_seed(3)
     x = torch.randn(16, 8, 4, 4) * 0.5 - 0.1
     x[0, 0, 0, 0] = -20.0  # one outlier: LSQ's rule on x - min(x) would make the grid far too coarse
-    plain, plus = LSQQuantizer("activation"), LSQQuantizer("activation", learn_offset=True)
+    plain, plus = LSQQuantizer("activation"), LSQPlusQuantizer("activation")
     for q in (plain, plus):
         q.observing = True
         q(x)

@@ -82,7 +82,7 @@ def test_activation_quantizer_detects_sign_and_needs_calibration() -> None:
     assert not q.signed
     out = q(torch.rand(1000) * 6)
     assert out.min() >= 0 and len(torch.unique(out)) <= 2**4
-    q.reset_observations()
+    q.reset_calibration()
     q.observing = True
     q(torch.randn(1000))
     q.observing = False
