@@ -20,6 +20,7 @@ from agents.blackbox import ALGORITHMS as BLACKBOX_ALGORITHMS
 from agents.haq_ddpg import HAQDDPGConfig, train_haq_ddpg
 from agents.sb3 import ALGORITHMS as SB3_ALGORITHMS
 from agents.spec import AlgorithmSpec, Runner
+from haq_gym.util import check_known_keys
 
 
 def run_haq_ddpg(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any], run_dir: str | os.PathLike,
@@ -54,11 +55,7 @@ def get_runner(name: str) -> Runner:
 
 def check_hyperparams(name: str, hyperparams: dict[str, Any]) -> None:
     """Raise if ``hyperparams`` names a key the algorithm does not take."""
-    allowed = get_spec(name).hyperparams
-    unknown = sorted(set(hyperparams) - allowed)
-    if unknown:
-        raise ValueError(f"{name} does not take hyperparameter(s) {', '.join(unknown)}; "
-                         f"it takes {', '.join(sorted(allowed))}")
+    check_known_keys(name, hyperparams, get_spec(name).hyperparams)
 
 
 def check_action_mode(name: str, action_mode: str) -> None:

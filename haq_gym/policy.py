@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from haq_gym.util import write_atomic
+
 FORMAT = "haq-gym-policy"
 FORMAT_VERSION = 1
 
@@ -78,12 +80,7 @@ class PolicyFile:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically (a reader never sees a half-written file)."""
-        path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PolicyFile":

@@ -45,7 +45,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from agents.blackbox.play import EvaluationBudget, meets_budget, policy_costs, reject_unknown
+from agents.blackbox.play import EvaluationBudget, meets_budget, policy_costs
+from haq_gym.util import check_known_keys
 from agents.blackbox.uniform import feasible_uniform_bits
 
 HYPERPARAMS = frozenset({"probe_bits"})
@@ -104,7 +105,7 @@ def run_greedy_sensitivity(env: gym.Env, episodes: int, seed: int, hyperparams: 
     Spends at most ``min(episodes, len(decisions) + 1)`` evaluations and may stop early
     (see the module docstring). Deterministic (``seed`` is unused); ``writer`` is unused.
     """
-    reject_unknown("greedy-sensitivity", hyperparams, HYPERPARAMS)
+    check_known_keys("greedy-sensitivity", hyperparams, HYPERPARAMS)
     base = env.unwrapped
     lo, hi, n = base.min_bit, base.max_bit, len(base.decisions)
     probe_bits = int(hyperparams.get("probe_bits", default_probe_bits(lo, hi)))

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
-from agents.blackbox.play import EvaluationBudget, reject_unknown
+from agents.blackbox.play import EvaluationBudget
 from agents.blackbox.uniform import feasible_uniform_bits
+from agents.optuna_samplers import build_sampler
+from haq_gym.util import check_known_keys
 
 if TYPE_CHECKING:
     import optuna
@@ -57,27 +59,6 @@ def sampler_hyperparams(sampler: str) -> frozenset[str]:
     return SAMPLER_HYPERPARAMS[sampler] | COMMON_HYPERPARAMS
 
 
-def build_sampler(sampler: str, seed: int, options: dict[str, Any]) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler called ``sampler``, seeded with ``seed``, with its own ``options``."""
-    import optuna
-
-    sampler_hyperparams(sampler)  # rejects an unknown sampler
-    reject_unknown(f"optuna-{sampler}", options, SAMPLER_HYPERPARAMS[sampler])
-    s = optuna.samplers
-    if sampler == "tpe":
-        return s.TPESampler(seed=seed, **options)
-    if sampler == "cmaes":
-        options = dict(options)
-        if "population_size" in options:
-            options["popsize"] = options.pop("population_size")
-        return s.CmaEsSampler(seed=seed, **options)
-    if sampler == "gp":
-        return s.GPSampler(seed=seed, **options)
-    if sampler == "random":
-        return s.RandomSampler(seed=seed)
-    return s.NSGAIISampler(seed=seed, **options)
-
-
 def run_optuna(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any], run_dir: str | os.PathLike,
                progress: bool = True, writer: Any = None, *, sampler: str) -> None:
     """Search with Optuna's ``sampler`` for exactly ``episodes`` trials (= episodes).
@@ -91,7 +72,7 @@ def run_optuna(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, An
     """
     import optuna
 
-    reject_unknown(f"optuna-{sampler}", hyperparams, sampler_hyperparams(sampler))
+    check_known_keys(f"optuna-{sampler}", hyperparams, sampler_hyperparams(sampler))
     options = dict(hyperparams)
     start_from_uniform = bool(options.pop("start_from_uniform", False))
     built = build_sampler(sampler, seed, options)

@@ -24,14 +24,6 @@ from tqdm import tqdm
 from haq_gym.cost import Costs
 
 
-def reject_unknown(algo: str, hyperparams: dict[str, Any], allowed: frozenset[str]) -> None:
-    """Raise if ``hyperparams`` names a key ``algo`` does not take (runners may be called without the registry)."""
-    unknown = sorted(set(hyperparams) - allowed)
-    if unknown:
-        takes = ", ".join(sorted(allowed)) if allowed else "none"
-        raise ValueError(f"{algo} does not take hyperparameter(s) {', '.join(unknown)}; it takes {takes}")
-
-
 def _checked_bits(env: gym.Env, decision_bits: Sequence[int]) -> list[int]:
     """``decision_bits`` as ints, after checking there is one per decision, each in the env's bit range."""
     base = env.unwrapped

@@ -8,7 +8,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.blackbox.play import EvaluationBudget, reject_unknown
+from agents.blackbox.play import EvaluationBudget
+from haq_gym.util import check_known_keys
 
 
 def run_random_search(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any],
@@ -19,7 +20,7 @@ def run_random_search(env: gym.Env, episodes: int, seed: int, hyperparams: dict[
     env's enforcement wall makes each draw meet the budget. Takes no hyperparameters;
     ``run_dir`` and ``writer`` are unused (the env's recorder writes every episode).
     """
-    reject_unknown("random", hyperparams, frozenset())
+    check_known_keys("random", hyperparams, frozenset())
     base = env.unwrapped
     rng = np.random.default_rng(seed)
     with EvaluationBudget(env, episodes, "random", progress) as evaluate:

@@ -7,7 +7,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from agents.blackbox.play import EvaluationBudget, meets_budget, reject_unknown
+from agents.blackbox.play import EvaluationBudget, meets_budget
+from haq_gym.util import check_known_keys
 
 
 def feasible_uniform_bits(env: gym.Env) -> list[int]:
@@ -32,7 +33,7 @@ def run_uniform(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, A
     ``min(episodes, number of feasible widths)`` evaluations, at most
     ``max_bit - min_bit + 1``. Deterministic (``seed`` is unused); no hyperparameters.
     """
-    reject_unknown("uniform", hyperparams, frozenset())
+    check_known_keys("uniform", hyperparams, frozenset())
     n = len(env.unwrapped.decisions)
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")

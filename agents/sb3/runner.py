@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from agents.sb3.episode_relabel_buffer import EpisodeRewardReplayBuffer
 from haq_gym.runtime import torch_device
+from haq_gym.util import check_known_keys
 
 RELABEL_KEY = "episode_reward_relabel"
 DEFAULT_POLICY = "MlpPolicy"
@@ -55,11 +56,7 @@ def allowed_hyperparams(algo_class: type[BaseAlgorithm]) -> frozenset[str]:
 
 def check_hyperparams(name: str, algo_class: type[BaseAlgorithm], hyperparams: dict[str, Any]) -> None:
     """Raise a ValueError naming the unknown keys and listing the allowed ones."""
-    allowed = allowed_hyperparams(algo_class)
-    unknown = sorted(set(hyperparams) - allowed)
-    if unknown:
-        raise ValueError(f"{name} does not take hyperparameter(s) {', '.join(unknown)}; "
-                         f"it takes {', '.join(sorted(allowed))}")
+    check_known_keys(name, hyperparams, allowed_hyperparams(algo_class))
 
 
 def episode_length(env: gym.Env) -> int:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import io
 import json
 import math
 import multiprocessing
@@ -52,8 +53,10 @@ import yaml
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
+from agents.optuna_samplers import build_sampler
 from agents.tuning.hyperparams_sampler import FixedParams, SamplerFn, SearchProblem, get_hyperparams_sampler
 from agents.tuning.storage import DEFAULT_JOURNAL_NAME, is_journal_path, open_storage, redact, retry_callback
+from haq_gym.util import write_atomic
 
 if TYPE_CHECKING:
     from haq_gym.runs import RunRecorder
@@ -64,6 +67,10 @@ PRUNERS = ("median", "halving", "none")
 MEDIAN_STARTUP_TRIALS = 5
 # Random trials before TPE models the space (Optuna's default).
 TPE_STARTUP_TRIALS = 10
+# The tuner's sampler settings. CMA-ES samples categorical knobs (batch sizes, rollout
+# lengths) at random; the docs say so once, so its per-trial warning is off.
+SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {"tpe": {"n_startup_trials": TPE_STARTUP_TRIALS},
+                                              "cmaes": {"warn_independent_sampling": False}}
 STUDY_RECORD_KEY = "haq_gym_tuning"
 MARKER_NAME = "tuning.yml"
 POLL_S = 2.0
@@ -123,21 +130,6 @@ class TuningResult:
     study: optuna.Study
     output: Path
     files: list[Path] = field(default_factory=list)
-
-
-def build_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler called ``name`` (one of :data:`SAMPLERS`), seeded with ``seed``."""
-    samplers = optuna.samplers
-    if name == "tpe":
-        return samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS)
-    if name == "random":
-        return samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        # Categorical knobs (batch sizes, rollout lengths) are sampled at random by CMA-ES; say so once, in the docs.
-        return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "gp":
-        return samplers.GPSampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
 
 
 def build_pruner(name: str, n_episodes: int) -> optuna.pruners.BasePruner:
@@ -214,9 +206,7 @@ def _write_marker(settings: TuningSettings) -> None:
     out.mkdir(parents=True, exist_ok=True)
     marker_path = out / MARKER_NAME
     if not marker_path.exists():
-        tmp = marker_path.with_name(f".{MARKER_NAME}.{os.getpid()}")
-        tmp.write_text(yaml.safe_dump(_marker(settings), sort_keys=False))
-        os.replace(tmp, marker_path)
+        write_atomic(marker_path, yaml.safe_dump(_marker(settings), sort_keys=False))
 
 
 def open_study(settings: TuningSettings, sampler: optuna.samplers.BaseSampler | None = None,
@@ -384,7 +374,7 @@ def run_worker(settings: TuningSettings, worker_index: int = 0) -> None:
     seed = None if settings.seed is None else settings.seed + worker_index
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        study = open_study(settings, build_sampler(settings.sampler, seed),
+        study = open_study(settings, build_sampler(settings.sampler, seed, SAMPLER_OPTIONS.get(settings.sampler)),
                            build_pruner(settings.pruner, settings.n_episodes))
         objective: Objective | None = None  # built on first need: a complete study needs no env
         while True:
@@ -531,21 +521,18 @@ def write_outputs(study: optuna.Study, settings: TuningSettings) -> list[Path]:
     rows = trial_rows(study)
     if rows:
         path = out / "trials.csv"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(path, text.getvalue())
         written.append(path)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         print("no complete trial yet: no best_hyperparams.yml or plots")
         return written
     path = out / "best_hyperparams.yml"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(best_hyperparams_yaml(study, settings))
-    os.replace(tmp, path)
+    write_atomic(path, best_hyperparams_yaml(study, settings))
     written.append(path)
     for name, plot in (("optimization_history.png", optuna_plots.plot_optimization_history),
                        ("param_importances.png", optuna_plots.plot_param_importances)):
@@ -574,6 +561,5 @@ def summary(result: TuningResult) -> str:
 
 
 __all__ = ["PRUNERS", "SAMPLERS", "Objective", "TrialProgress", "TuningResult", "TuningSettings", "WorkerFailed",
-           "build_pruner",
-           "build_sampler", "check_settings", "open_study", "run_worker", "run_workers", "summary", "trial_rows",
+           "build_pruner", "check_settings", "open_study", "run_worker", "run_workers", "summary", "trial_rows",
            "tune", "write_outputs"]

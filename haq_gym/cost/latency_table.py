@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from haq_gym.util import write_atomic
+
 MAX_TABLE_BIT = 8
 
 
@@ -40,10 +42,7 @@ def load_table(path: str | os.PathLike, n_layers: int) -> np.ndarray:
 
 def save_table(table: np.ndarray, path: str | os.PathLike) -> None:
     """Write a table to ``.npy`` atomically."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    np.save(tmp, np.asarray(table))
-    os.replace(tmp, path)
+    write_atomic(path, lambda fh: np.save(fh, np.asarray(table)))
 
 
 def policy_latency(table: np.ndarray, policy: Sequence[Sequence[int]], unquantized_bit: int) -> float:

@@ -40,6 +40,7 @@ from typing import Any
 from haq_gym.experiments.jobs import Job, run_jobs
 from haq_gym.policy import PolicyFile, uniform_bits
 from haq_gym.registration import ENV_IDS
+from haq_gym.util import write_atomic
 
 UNIFORM_CANDIDATES = ((2, 2), (3, 2), (2, 3), (3, 3), (4, 3), (3, 4), (4, 4), (5, 5), (6, 6), (8, 8))
 """Uniform precisions finetuned for the curve: the diagonal plus the steps around the usual accuracy cliff."""
@@ -307,9 +308,7 @@ class EndToEnd:
         return plan
 
     def _save(self, plan: Plan) -> None:
-        tmp = self.out / f".{PLAN_FILE}.tmp"
-        tmp.write_text(json.dumps(asdict(plan), indent=1))
-        os.replace(tmp, self.out / PLAN_FILE)
+        write_atomic(self.out / PLAN_FILE, json.dumps(asdict(plan), indent=1))
 
     def _searched_policy_files(self, strategies: Sequence[Strategy]) -> list[Path]:
         found = [self.out / "search" / f"{st.label}_seed{seed}" / "best_policy.json"

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from haq_gym.util import write_atomic
+
 DONE_FILE = "job.json"
 
 
@@ -90,9 +92,7 @@ def _run_one(job: Job, threads: int) -> JobResult:
     ok = code == 0 and job.folder.is_dir()
     if ok:
         record = {"name": job.name, "args": list(job.args), "seconds": round(seconds, 2), "meta": job.meta}
-        tmp = job.folder / f".{DONE_FILE}.tmp"
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, job.folder / DONE_FILE)
+        write_atomic(job.folder / DONE_FILE, json.dumps(record, indent=1))
     return JobResult(job, ok, seconds, log)
 
 

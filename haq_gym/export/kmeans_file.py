@@ -35,8 +35,9 @@ import torch
 
 from haq_gym.cost.kmeans_size import kmeans_file_overhead, kmeans_file_size  # noqa: F401  (the format's size, re-exported)
 from haq_gym.export.bitpack import pack, packed_size, unpack
-from haq_gym.export.file_io import read_bytes, write_atomic
+from haq_gym.export.file_io import read_bytes
 from haq_gym.quant.kmeans_quantizer import KMeansWeightQuantizer
+from haq_gym.util import write_atomic
 
 MAGIC = b"HAQKMEAN"
 VERSION = 1

@@ -44,10 +44,11 @@ import numpy as np
 import torch
 
 from haq_gym.export import bitpack
-from haq_gym.export.file_io import read_bytes, write_atomic
+from haq_gym.export.file_io import read_bytes
 from haq_gym.export.integer_model import (AddOp, ConvOp, IntegerLayer, IntegerModel, PoolOp, Requant, RequantOp)
 from haq_gym.quant.grid import QuantGrid
 from haq_gym.quant.log_quantizer import log8_to_linear
+from haq_gym.util import write_atomic
 
 MAGIC = b"HQPK"
 VERSION = 1

@@ -35,6 +35,7 @@ from haq_gym.quant.families import family_names
 from haq_gym.quantized_model import QuantizedModel, check_policy
 from haq_gym.runs import prepare_run_folder
 from haq_gym.runtime import configure_cpu_runtime, torch_device
+from haq_gym.util import write_atomic
 
 LSQ_FAMILIES = family_names(learned=True)
 
@@ -231,9 +232,7 @@ def run_finetune(args: argparse.Namespace) -> tuple[Path, TrainResult]:
     if args.resume is None:
         tag = config["mode"] if config["mode"] != "uniform" else f"w{config['w_bits']}a{config['a_bits']}"
         run_dir = prepare_run_folder(args.output, f"finetune_{config['model'].replace(':', '-')}_{config['dataset']}_{tag}_seed{config['seed']}")
-        tmp = run_dir / ".config.yml.tmp"
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-        os.replace(tmp, run_dir / "config.yml")
+        write_atomic(run_dir / "config.yml", yaml.safe_dump(config, sort_keys=False))
         policy.save(run_dir / "policy.json")
     meta = {**model_spec(config).to_policy_kwargs(bundle.num_classes), "model": config["model"],
             "image_size": bundle.image_size if config["dataset"] == "imagefolder" else None,

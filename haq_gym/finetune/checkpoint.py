@@ -26,6 +26,7 @@ from haq_gym.quant import apply_policy, wrap_model
 from haq_gym.quant.families import get_family, set_quantizer_family
 from haq_gym.quant.qlayers import QuantLayerMixin
 from haq_gym.quantized_model import QuantizedModel, check_policy
+from haq_gym.util import write_atomic
 
 FORMAT = "haq-gym-qat"
 FORMAT_VERSION = 1
@@ -70,11 +71,10 @@ def save_qat_checkpoint(path: str | os.PathLike, model: nn.Module, policy: Polic
     """Write atomically: a crash mid-write leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    torch.save({"format": FORMAT, "version": FORMAT_VERSION, "policy": policy.to_dict(), "family": family,
-                "meta": meta, "state_dict": state, "training": training}, tmp)
-    os.replace(tmp, path)
+    record = {"format": FORMAT, "version": FORMAT_VERSION, "policy": policy.to_dict(), "family": family,
+              "meta": meta, "state_dict": state, "training": training}
+    write_atomic(path, lambda fh: torch.save(record, fh))
 
 
 def read_qat_file(path: str | os.PathLike) -> dict[str, Any]:

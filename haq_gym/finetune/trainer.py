@@ -11,6 +11,7 @@ crash or a NaN loss never leaves a broken or diverged checkpoint behind.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import time
@@ -32,6 +33,7 @@ from haq_gym.finetune.recipe import QATRecipe, parameter_groups
 from haq_gym.policy import PolicyFile
 from haq_gym.quant import calibrate
 from haq_gym.quant.qlayers import QuantLayerMixin
+from haq_gym.util import write_atomic
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_top1", "val_top1", "test_top1", "lr", "epoch_time_s")
 
@@ -227,12 +229,11 @@ def _truncate_metrics(path: Path, last_epoch: int) -> None:
         return
     with open(path, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= last_epoch]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=METRIC_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def _append_metrics(path: Path, row: dict[str, Any]) -> None:

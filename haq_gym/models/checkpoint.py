@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from haq_gym.models.pretrain import FloatRecipe, train_float
+from haq_gym.util import write_atomic
 
 DEFAULT_MIN_ACCURACY = 95.0
 """Test top-1 (%) the default digits model must reach (the search is meaningless on a weak model)."""
@@ -42,10 +43,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
     """Write ``model``'s float state dict and ``meta`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "meta": meta}, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda fh: torch.save({"state_dict": state, "meta": meta}, fh))
 
 
 def read_torch_file(path: str | os.PathLike) -> Any:

@@ -12,6 +12,7 @@ import yaml
 from optuna.trial import TrialState
 
 import train_agent
+from agents.optuna_samplers import build_sampler
 from agents.tuning import optimize
 from haq_gym.policy import PolicyFile
 
@@ -151,8 +152,8 @@ def test_tuning_flags_need_optimize_and_a_foreign_folder_is_never_used(tuning_ar
 
 
 def test_samplers_and_pruners_by_name() -> None:
-    assert isinstance(optimize.build_sampler("cmaes", 0), optuna.samplers.CmaEsSampler)
+    assert isinstance(build_sampler("cmaes", 0), optuna.samplers.CmaEsSampler)
     assert isinstance(optimize.build_pruner("halving", 10), optuna.pruners.SuccessiveHalvingPruner)
     assert isinstance(optimize.build_pruner("none", 10), optuna.pruners.NopPruner)
     with pytest.raises(ValueError, match="unknown sampler 'skopt'; expected one of tpe, random, cmaes, gp"):
-        optimize.build_sampler("skopt", 0)
+        build_sampler("skopt", 0)
