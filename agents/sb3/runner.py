@@ -64,6 +64,24 @@ def episode_length(env: gym.Env) -> int:
     return len(env.unwrapped.decisions)
 
 
+def steps_from_episodes(hyperparams: dict[str, Any], length: int) -> dict[str, Any]:
+    """A copy of ``hyperparams`` with step counts written in episodes turned into env steps.
+
+    A value ``{episodes: N}`` (``learning_starts: {episodes: 20}``) becomes ``N * length``,
+    so one config serves envs of any episode length; every other value is kept as it is.
+    """
+    out = dict(hyperparams)
+    for key, value in hyperparams.items():
+        if not (isinstance(value, dict) and "episodes" in value):
+            continue
+        n = value["episodes"]
+        if set(value) != {"episodes"} or isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"hyperparameter {key}: a step count in episodes is written {{episodes: N}} with N a "
+                             f"non-negative integer, got {value!r}")
+        out[key] = n * length
+    return out
+
+
 def _policy_kwargs(value: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``policy_kwargs`` with ``activation_fn`` given by name (YAML ``activation_fn: Tanh``) resolved."""
     out = dict(value)
@@ -80,12 +98,13 @@ def constructor_kwargs(algo_class: type[BaseAlgorithm], hyperparams: dict[str, A
                        length: int) -> dict[str, Any]:
     """SB3 constructor keywords from config hyperparameters (YAML lists, numbers and names made into SB3's types).
 
+    Step counts written ``{episodes: N}`` become ``N * length`` (:func:`steps_from_episodes`);
     ``policy`` defaults to ``MlpPolicy``; ``train_freq: [1, episode]`` becomes a tuple;
     ``action_noise: 0.3`` becomes Gaussian noise of that std on SB3's ``[-1, 1]`` action
     scale (half of it on the env's ``[0, 1]``); ``episode_reward_relabel: true`` selects
     :class:`EpisodeRewardReplayBuffer`.
     """
-    kwargs = dict(hyperparams)
+    kwargs = steps_from_episodes(hyperparams, length)
     kwargs.setdefault("policy", DEFAULT_POLICY)
     if kwargs.pop(RELABEL_KEY, False):
         starts = kwargs.get("learning_starts", inspect.signature(algo_class).parameters["learning_starts"].default)
