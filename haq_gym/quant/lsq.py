@@ -158,10 +158,6 @@ class LearnedStepQuantizer(Quantizer):
         """The learned offset added to every quantized value (LSQ+), or ``None``."""
         return None
 
-    def _signed_for(self, minimum: float) -> bool:
-        """Whether an activation grid is signed after calibration statistics with this ``minimum``."""
-        return minimum < 0
-
     # ---------------------------------------------------------------- grid
     def qrange(self, bits: int | None = None) -> tuple[int, int]:
         """Integer range ``(qmin, qmax)`` at ``bits`` (default: the current bit width)."""
@@ -220,7 +216,7 @@ class LearnedStepQuantizer(Quantizer):
 
     def _init_from_stats(self) -> None:
         if self.role == "activation":
-            self._set_flags(signed=self._signed_for(self.observer.minimum))
+            self._set_flags(signed=self.observer.minimum < 0)
         self.set_step(2.0 * self.observer.mean_abs / math.sqrt(self.qrange()[1]))
 
     def _init_from_tensor(self, v: torch.Tensor) -> None:
@@ -295,9 +291,6 @@ class LSQPlusQuantizer(LSQQuantizer):
 
     def current_offset(self) -> torch.Tensor:
         return self.offset
-
-    def _signed_for(self, minimum: float) -> bool:
-        return False
 
     def _init_from_stats(self) -> None:
         assert self.bits is not None

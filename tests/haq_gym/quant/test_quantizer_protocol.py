@@ -98,7 +98,23 @@ def test_weight_only_quantizers_follow_the_protocol(cls: type[Quantizer], bits: 
             q.grid(w)
 
 
-def test_a_quantizer_missing_part_of_the_contract_cannot_be_made() -> None:
+class _Halving(Quantizer):
+    """The smallest complete quantizer: halves its input."""
+
+    def set_bits(self, bits: int | None) -> None:
+        self.bits = bits
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        return x / 2
+
+    def reset_calibration(self) -> None:
+        pass
+
+    def grid(self, tensor: torch.Tensor | None = None) -> QuantGrid:
+        raise TypeError("no uniform grid")
+
+
+def test_the_contract_is_enforced_when_a_quantizer_is_made() -> None:
     class Incomplete(Quantizer):
         def set_bits(self, bits: int | None) -> None:
             self.bits = bits
@@ -106,7 +122,15 @@ def test_a_quantizer_missing_part_of_the_contract_cannot_be_made() -> None:
     with pytest.raises(TypeError, match="abstract"):
         Incomplete("weight")
     with pytest.raises(ValueError, match="role must be 'weight' or 'activation', got 'bias'"):
-        LinearWeightQuantizer.__mro__[1].__init__(LinearWeightQuantizer(), "bias")
+        _Halving("bias")
+    q = _Halving("activation")
+    x = torch.ones(3)
+    q.observing = True
+    assert q(x) is x
+    q.observing = False
+    assert q(x) is x  # no bits yet
+    q.set_bits(4)
+    assert q(x).tolist() == [0.5, 0.5, 0.5]
 
 
 def test_unknown_family_error_lists_the_known_names() -> None:
