@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from haq_gym.experiments.end_to_end import EndToEnd, EndToEndSettings
+from haq_gym.experiments.jobs import add_grid_arguments, grid_settings
 from haq_gym.experiments.report import write_report
 from haq_gym.runtime import configure_cpu_runtime
 from train_agent import UsageError, parse_key_values
@@ -77,14 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxies", nargs="*", default=[], metavar="NAME:KEY=VALUE,...",
                    help="other search rewards to score the policies with, e.g. lsq:quantizer=lsq")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the random policies and the bootstrap")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto: where every run trains and evaluates")
-    p.add_argument("--workers", type=int, default=1, help="runs at once (each gets cores/workers threads)")
     p.add_argument("--reps", type=int, default=20000, help="bootstrap resamples")
     p.add_argument("--machine", default="", help="machine description for the report (e.g. '1x H200')")
     p.add_argument("--output", default="runs/end_to_end", help="benchmark folder")
     p.add_argument("--resume", action="store_true", help="continue in --output (same settings)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from --output")
     p.add_argument("--no-progress", action="store_true")
+    add_grid_arguments(p)
     return p
 
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size, uniform=tuple(parse_uniform(u) for u in args.uniform),
                 env_kwargs=parse_key_values(args.env_kwargs, "--env-kwargs"), proxies=parse_proxies(args.proxies), seed=args.seed)
             configure_cpu_runtime()
-            bench = EndToEnd(settings, args.output, device=args.device, workers=args.workers, resume=args.resume,
+            bench = EndToEnd(settings, args.output, grid_settings(args), resume=args.resume,
                              progress=not args.no_progress)
             with open(Path(args.output) / "commands.txt", "a") as fh:  # every invocation, resumes included
                 fh.write(command + "\n")
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         elif not (Path(args.output) / "plan.json").exists():
             raise FileNotFoundError(f"{args.output} holds no end-to-end benchmark (no plan.json)")
         print(write_report(args.output, reps=args.reps, seed=args.seed, command=command, machine=args.machine))
-    except (UsageError, ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as err:
+    except (UsageError, ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError, ConnectionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

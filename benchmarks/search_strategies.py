@@ -1,8 +1,11 @@
 """Compare search strategies fairly: same env, same budget in policy evaluations, several seeds.
 
 Each (strategy, seed) is a normal ``train_agent.py`` run with the strategy's configured
-hyperparameters; this script then reads every run's ``episodes.csv`` and reports the best
-reward and accuracy among policies that met the budget after each evaluation budget.
+hyperparameters, in its own process (``--workers`` at once on this machine, placed on
+``--devices``, or as Ray tasks with ``--ray``; docs/grid.md); this script then reads every
+run's ``episodes.csv`` and reports the best reward and accuracy among policies that met the
+budget after each evaluation budget. A failed run is reported with its log
+(``runs/<strategy>_seed<k>.log``) and the others go on; ``--resume`` reruns it.
 
     # minutes on the embedded default (the numbers in the README):
     python benchmarks/search_strategies.py --strategies random optuna-tpe haq-ddpg --seeds 0 1 --budgets 10 25
@@ -11,10 +14,13 @@ reward and accuracy among policies that met the budget after each evaluation bud
     # a serious comparison (hours on a CPU):
     python benchmarks/search_strategies.py --strategies haq-ddpg sac td3 ppo maskable-ppo random uniform \\
         optuna-tpe optuna-cmaes optuna-nsga2 greedy-sensitivity --seeds 0 1 2 3 4 --budgets 25 50 100 200 \\
-        --env-kwargs latency_budget=0.3
+        --env-kwargs latency_budget=0.3 --workers 16 --devices auto
+    # the same grid on a Ray cluster (`ray start --head` first; docs/grid.md):
+    python benchmarks/search_strategies.py --strategies haq-ddpg sac random --seeds 0 1 2 3 4 --budgets 200 \\
+        --ray auto --devices cuda --workers-per-device 4 --cpus-per-run 2
 
 Outputs in ``--output``: ``runs/<strategy>_seed<k>/`` (full run folders), ``results.csv``
-(one row per strategy, seed and budget), ``summary.md`` (mean and standard deviation over
+(one row per strategy, seed and budget, with the run's wall time), ``summary.md`` (mean and standard deviation over
 seeds) and ``best_so_far.png``.
 """
 
@@ -26,11 +32,11 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from haq_gym.experiments.end_to_end import Strategy
+from haq_gym.experiments.jobs import Job, add_grid_arguments, grid_settings, run_jobs
+from haq_gym.registration import ENV_IDS
 
-import train_agent  # noqa: E402
-from haq_gym.experiments.jobs import set_aside  # noqa: E402
-from haq_gym.runtime import configure_cpu_runtime  # noqa: E402
+DEFAULT_ENV = "HAQ-MobileNetV2-v0"
 
 
 def best_so_far(episodes_csv: Path) -> list[tuple[float, float]]:
@@ -61,14 +67,32 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(finite):.3f} ± {statistics.stdev(finite):.3f}"
 
 
-def run_finished(run_dir: Path) -> bool:
-    """A run folder whose search returned (``train_agent.run`` draws the progress plot last)."""
-    return (run_dir / "search_progress.png").exists() and (run_dir / "episodes.csv").exists()
+def grid_jobs(out: Path, env: str, strategies: list[str], seeds: list[int], episodes: int,
+              env_kwargs: list[str]) -> list[Job]:
+    """One ``train_agent`` run per (strategy, seed), in ``out/runs/<strategy>_seed<k>/``; checks every strategy first."""
+    from agents.registry import check_hyperparams
+
+    if env not in ENV_IDS:
+        raise ValueError(f"unknown env {env!r}; haq-gym registers {', '.join(ENV_IDS)}")
+    jobs = []
+    for text in strategies:
+        strategy = Strategy.parse(text)
+        check_hyperparams(strategy.algo, {o.partition("=")[0].replace("-", "_") for o in strategy.overrides})
+        for seed in seeds:
+            run_dir = out / "runs" / f"{strategy.label}_seed{seed}"
+            args = ["-m", "train_agent", "--algo", strategy.algo, "--env", env, "--seed", str(seed), "--episodes",
+                    str(episodes), "--output", str(run_dir), "--no-progress", "--env-kwargs", *env_kwargs]
+            if strategy.overrides:
+                args += ["--hyperparams", *strategy.overrides]
+            jobs.append(Job(f"{text} seed {seed}", run_dir, tuple(args), {"strategy": text, "seed": seed},
+                            device_flag="--device"))
+    return jobs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default=train_agent.DEFAULT_ENV)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default=DEFAULT_ENV)
     parser.add_argument("--strategies", nargs="+", required=True,
                         help="--algo names, optionally with hyperparameter overrides: sac:episode_reward_relabel=false")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
@@ -78,37 +102,49 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted benchmark in --output: finished runs are reused, "
                              "an unfinished one is moved aside (renamed, not deleted) and run again")
-    args = parser.parse_args()
-    out = Path(args.output)
-    if out.exists() and any(out.iterdir()) and not args.resume:
-        sys.exit(f"error: {out} exists and is not empty; choose another --output or pass --resume")
-    configure_cpu_runtime()
-    budgets = sorted(set(args.budgets))
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (one line per run remains)")
+    add_grid_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.output).absolute()
+    try:
+        if out.exists() and any(out.iterdir()) and not args.resume:
+            raise FileExistsError(f"{out} exists and is not empty; choose another --output or pass --resume")
+        if min(args.budgets) < 1:
+            raise ValueError(f"--budgets must be at least 1, got {min(args.budgets)}")
+        budgets = sorted(set(args.budgets))
+        grid = grid_settings(args)
+        jobs = grid_jobs(out, args.env, args.strategies, args.seeds, budgets[-1], args.env_kwargs)
+        out.mkdir(parents=True, exist_ok=True)
+        results = run_jobs(jobs, grid, args.resume, "search runs", progress=not args.no_progress)
+    except (ValueError, FileExistsError, ImportError, ConnectionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failed = [r for r in results if not r.ok]
+    finished = [r for r in results if r.ok]
+    if finished:
+        write_report(out, args, budgets, finished)
+    if failed:
+        print(f"error: {len(failed)} of {len(results)} runs failed (" + "; ".join(f"{r.job.name}: {r.log}" for r in failed)
+              + "); the report covers the others; rerun with --resume to run the failed ones again", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_report(out: Path, args: argparse.Namespace, budgets: list[int], results: list) -> None:
+    """``results.csv`` (one row per run and budget), ``summary.md`` and ``best_so_far.png`` from the finished runs."""
     rows, curves = [], {}
-    for strategy in args.strategies:
-        for seed in args.seeds:
-            algo, _, overrides = strategy.partition(":")
-            run_dir = out / "runs" / f"{strategy.replace(':', '_').replace(',', '_').replace('=', '-')}_seed{seed}"
-            cli = ["--algo", algo, "--env", args.env, "--seed", str(seed), "--episodes", str(budgets[-1]),
-                   "--no-progress", "--env-kwargs", *args.env_kwargs]
-            if overrides:
-                cli += ["--hyperparams", *overrides.split(",")]
-            ns = train_agent.build_parser().parse_args(cli)
-            config = train_agent.resolve_config(ns)
-            if run_finished(run_dir):
-                print(f"== {strategy} seed {seed}: reusing the finished run in {run_dir}", flush=True)
-            else:
-                if run_dir.exists():
-                    aside = set_aside(run_dir)
-                    print(f"== {strategy} seed {seed}: unfinished run moved to {aside}", flush=True)
-                print(f"== {strategy} seed {seed}: {budgets[-1]} evaluations", flush=True)
-                train_agent.run(config, str(run_dir), progress=False)
-            curve = best_so_far(run_dir / "episodes.csv")
-            curves[(strategy, seed)] = curve
-            for b in budgets:
-                reward, acc = at_budget(curve, b)
-                rows.append({"strategy": strategy, "seed": seed, "budget": b, "evaluations_used": min(b, len(curve)),
-                             "best_reward": reward, "best_accuracy": acc})
+    for r in results:
+        strategy, seed = r.job.meta["strategy"], r.job.meta["seed"]
+        curve = best_so_far(r.job.folder / "episodes.csv")
+        curves[(strategy, seed)] = curve
+        for b in budgets:
+            reward, acc = at_budget(curve, b)
+            rows.append({"strategy": strategy, "seed": seed, "budget": b, "evaluations_used": min(b, len(curve)),
+                         "best_reward": reward, "best_accuracy": acc, "run_seconds": round(r.seconds, 2)})
     with open(out / "results.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -117,7 +153,7 @@ def main() -> None:
              "Best reward (and its validation top-1 %) among policies meeting the budget, mean ± std over seeds.", "",
              "| strategy | " + " | ".join(f"{b} evals" for b in budgets) + " |",
              "|---|" + "---|" * len(budgets)]
-    for strategy in args.strategies:
+    for strategy in dict.fromkeys(r.job.meta["strategy"] for r in results):
         cells = []
         for b in budgets:
             sel = [r for r in rows if r["strategy"] == strategy and r["budget"] == b]
@@ -156,4 +192,4 @@ def plot_curves(curves: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -30,6 +30,7 @@ command resumes the study.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import inspect
 import io
 import json
@@ -56,6 +57,7 @@ from optuna.trial import TrialState
 from agents.optuna_samplers import build_sampler
 from agents.tuning.hyperparams_sampler import FixedParams, SamplerFn, SearchProblem, get_hyperparams_sampler
 from agents.tuning.storage import DEFAULT_JOURNAL_NAME, is_journal_path, open_storage, redact, retry_callback
+from haq_gym.experiments.placement import Slot, plan_slots
 from haq_gym.util import write_atomic
 
 if TYPE_CHECKING:
@@ -158,6 +160,8 @@ def check_settings(settings: TuningSettings) -> None:
         raise ValueError(f"unknown sampler {settings.sampler!r}; expected one of {', '.join(SAMPLERS)}")
     if settings.pruner not in PRUNERS:
         raise ValueError(f"unknown pruner {settings.pruner!r}; expected one of {', '.join(PRUNERS)}")
+    if settings.n_jobs > 1:
+        worker_slots(settings)  # more workers than the machine holds, or an unknown device
     if settings.storage_url.startswith("sqlite:") and settings.n_jobs > 1:
         raise ValueError("SQLite storage takes one process at a time; with --n-jobs > 1 use the default journal "
                          "file or a postgresql:// storage")
@@ -171,6 +175,11 @@ def check_settings(settings: TuningSettings) -> None:
 
         raise ValueError(f"unknown env {settings.env_id!r}; haq-gym registers {', '.join(sorted(haq_gym.ENV_IDS))}")
     _check_output_folder(settings)
+
+
+def worker_slots(settings: TuningSettings) -> list[Slot]:
+    """The ``--n-jobs`` workers' places: the env's device (default cpu), ``cores // n_jobs`` threads each."""
+    return plan_slots(settings.n_jobs, [settings.env_kwargs.get("device") or "cpu"])
 
 
 def _marker(settings: TuningSettings) -> dict[str, str]:
@@ -369,9 +378,15 @@ def _trial_counts(study: optuna.Study) -> dict[TrialState, int]:
     return counts
 
 
-def run_worker(settings: TuningSettings, worker_index: int = 0) -> None:
-    """Run trials of the study until it holds ``n_trials`` finished ones (see the module docstring)."""
+def run_worker(settings: TuningSettings, worker_index: int = 0, device: str | None = None) -> None:
+    """Run trials of the study until it holds ``n_trials`` finished ones (see the module docstring).
+
+    ``device``: where this worker's runs evaluate, in place of ``env_kwargs["device"]`` (the
+    study's record keeps the device as given, e.g. ``auto``, so every worker resumes it).
+    """
     seed = None if settings.seed is None else settings.seed + worker_index
+    run_settings = settings if device is None else dataclasses.replace(
+        settings, env_kwargs={**settings.env_kwargs, "device": device})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         study = open_study(settings, build_sampler(settings.sampler, seed, SAMPLER_OPTIONS.get(settings.sampler)),
@@ -387,28 +402,34 @@ def run_worker(settings: TuningSettings, worker_index: int = 0) -> None:
                 time.sleep(POLL_S)  # the last trials are running elsewhere; take over if their worker died
                 continue
             if objective is None:
-                objective = Objective(settings, *_problem_and_setup(settings))
+                objective = Objective(run_settings, *_problem_and_setup(run_settings))
             study.optimize(objective, n_trials=1, gc_after_trial=True)
 
 
-def _worker_process(settings: TuningSettings, worker_index: int, threads: int) -> None:
+def _worker_process(settings: TuningSettings, slot: Slot, device: str | None) -> None:
     from haq_gym.runtime import configure_cpu_runtime
 
     os.setpgrp()  # Ctrl-C in the terminal reaches the parent only, which passes exactly one SIGINT on
-    configure_cpu_runtime(threads)
+    os.environ.update(slot.environment({}))  # HAQ_GYM_THREADS, as the benchmark grid's workers get it
+    configure_cpu_runtime()
     try:
-        run_worker(settings, worker_index)
+        run_worker(settings, slot.index, device)
     except KeyboardInterrupt:
         pass  # the trial was failed and re-queued; the parent reports the interruption
 
 
 def run_workers(settings: TuningSettings) -> None:
-    """``n_jobs`` worker processes on this machine (spawned: no state shared with this process)."""
-    env_threads = os.environ.get("HAQ_GYM_THREADS")
-    threads = int(env_threads) if env_threads else max(1, len(os.sched_getaffinity(0)) // settings.n_jobs)
+    """``n_jobs`` worker processes on this machine (spawned: no state shared with this process).
+
+    Placed like the benchmark grid's workers (:func:`haq_gym.experiments.placement.plan_slots`):
+    ``cores // n_jobs`` threads each, and with ``device=auto`` (or several GPUs named by
+    ``cuda:N``) worker ``k`` on GPU ``k mod n``.
+    """
+    slots = worker_slots(settings)
+    given = settings.env_kwargs.get("device")
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker_process, args=(settings, k, threads), name=f"tuning-worker-{k}")
-               for k in range(settings.n_jobs)]
+    workers = [context.Process(target=_worker_process, args=(settings, slot, None if given is None else slot.device),
+                               name=f"tuning-worker-{slot.index}") for slot in slots]
     for w in workers:
         w.start()
     try:

@@ -1,7 +1,8 @@
 """End to end: does a searched policy, once finetuned, beat what a user gets without search?
 
 The plan, every step a normal haq-gym command in its own run folder (so any of them can
-be inspected or repeated by hand), run by :func:`haq_gym.experiments.jobs.run_jobs`:
+be inspected or repeated by hand), run by :func:`haq_gym.experiments.jobs.run_jobs` (a local
+pool of workers over the devices, or Ray tasks, as its :class:`~haq_gym.experiments.jobs.GridSettings` say):
 
 1. **Float model**: built (and trained on ``device`` on first use) in this process, so the
    workers share one cached checkpoint.
@@ -37,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from haq_gym.experiments.jobs import Job, run_jobs
+from haq_gym.experiments.jobs import GridSettings, Job, run_jobs
 from haq_gym.policy import PolicyFile, uniform_bits
 from haq_gym.registration import ENV_IDS
 from haq_gym.util import write_atomic
@@ -157,11 +158,13 @@ class Plan:
 class EndToEnd:
     """Runs the plan of this module's docstring in ``output`` (see :meth:`run`)."""
 
-    def __init__(self, settings: EndToEndSettings, output: str | os.PathLike, device: str = "cpu", workers: int = 1,
+    def __init__(self, settings: EndToEndSettings, output: str | os.PathLike, grid: GridSettings | None = None,
                  resume: bool = False, progress: bool = True) -> None:
         self.s = settings
-        self.out = Path(output)
-        self.device, self.workers, self.resume, self.progress = device, workers, resume, progress
+        self.out = Path(output).absolute()
+        self.grid = GridSettings() if grid is None else grid
+        self.device = self.grid.local_device()  # the float model and the proxies, in this process
+        self.resume, self.progress = resume, progress
         if self.out.exists() and any(self.out.iterdir()) and not resume:
             raise FileExistsError(f"{self.out} exists and is not empty; choose another --output or pass --resume")
         plan_path = self.out / PLAN_FILE
@@ -180,15 +183,17 @@ class EndToEnd:
 
     def _finetune_job(self, name: str, folder: Path, what: list[str], seed: int, meta: dict[str, Any]) -> Job:
         args = ["-m", "haq_gym.finetune", *what, "--model", self.s.model, *self._data_args(), "--width-mult",
-                str(self.s.env_kwargs.get("width_mult", 1.0)), "--epochs", str(self.s.epochs), "--seed", str(seed), "--device", self.device, "--output", str(folder),
-                "--no-progress"]
+                str(self.s.env_kwargs.get("width_mult", 1.0)), "--epochs", str(self.s.epochs), "--seed", str(seed), "--output",
+                str(folder), "--no-progress"]
         if self.s.lr is not None:
             args += ["--lr", str(self.s.lr)]
         if self.s.batch_size is not None:
             args += ["--batch-size", str(self.s.batch_size)]
         if self.s.checkpoint is not None:
             args += ["--init-checkpoint", self.s.checkpoint]
-        return Job(name, folder, tuple(args), meta)
+        policy = Path(what[1]) if what[0] == "--policy" else None
+        inputs = (policy,) if policy is not None and policy.is_relative_to(self.out) else ()  # sent to a Ray node
+        return Job(name, folder, tuple(args), meta, device_flag="--device", inputs=inputs)
 
     def _search_job(self, strategy: Strategy, seed: int, episodes: int, budget: float) -> Job:
         folder = self.out / "search" / f"{strategy.label}_seed{seed}"
@@ -198,12 +203,12 @@ class EndToEnd:
         if self.s.checkpoint:
             env_kwargs["checkpoint"] = self.s.checkpoint
         args = ["-m", "train_agent", "--algo", strategy.algo, "--env", self.s.env, "--seed", str(seed), "--episodes",
-                str(episodes), "--device", self.device, "--output", str(folder), "--no-progress",
+                str(episodes), "--output", str(folder), "--no-progress",
                 "--env-kwargs", *(f"{k}={v}" for k, v in env_kwargs.items())]
         if strategy.overrides:
             args += ["--hyperparams", *strategy.overrides]
         return Job(f"search {strategy.label} seed {seed}", folder, tuple(args),
-                   {"group": strategy.label, "search_seed": seed})
+                   {"group": strategy.label, "search_seed": seed}, device_flag="--device")
 
     # ----- phases
     def build_problem(self):
@@ -226,7 +231,7 @@ class EndToEnd:
         jobs = [self._finetune_job(f"uniform W{u.w}A{u.a}", self._uniform_folder(u, seed),
                                    ["--w-bits", str(u.w), "--a-bits", str(u.a)], seed, {})
                 for u in curve]
-        results = run_jobs(jobs, self.workers, self.resume, "uniform curve", self.progress)
+        results = run_jobs(jobs, self.grid, self.resume, "uniform curve", self.progress)
         for u, r in zip(curve, results):
             if r.ok:
                 u.val, u.test = last_epoch(r.job.folder)
@@ -278,7 +283,7 @@ class EndToEnd:
         if self.s.random_policies:
             searches.append(self._search_job(Strategy("random-policies", "random", ()), self.s.seed,
                                              self.s.random_policies, budget))
-        run_jobs(searches, self.workers, self.resume, "searches", self.progress)
+        run_jobs(searches, self.grid, self.resume, "searches", self.progress)
 
         random_policies = self._random_policy_files(setup, budget) if self.s.random_policies else []
         if self.s.proxies:
@@ -304,7 +309,7 @@ class EndToEnd:
             ft = self.s.finetune_seeds[0]
             finetunes.append(self._finetune_job(f"{policy.stem} ft {ft}", self.out / "finetune" / f"{policy.stem}_ft{ft}",
                                                 ["--policy", str(policy)], ft, {}))
-        run_jobs(finetunes, self.workers, self.resume, "finetunes", self.progress)
+        run_jobs(finetunes, self.grid, self.resume, "finetunes", self.progress)
         return plan
 
     def _save(self, plan: Plan) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from haq_gym.experiments.end_to_end import EndToEnd, EndToEndSettings, Strategy
-from haq_gym.experiments.jobs import DONE_FILE, Job, run_jobs
+from haq_gym.experiments.jobs import DONE_FILE, GridSettings, Job, run_jobs
 from haq_gym.experiments.report import RANDOM, UNIFORM, write_report
 
 REPO = Path(__file__).resolve().parents[3]
@@ -34,7 +34,7 @@ def tiny_settings(checkpoint: str, **overrides) -> EndToEndSettings:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: str) -> Path:
     out = tmp_path_factory.mktemp("e2e") / "bench"
-    EndToEnd(tiny_settings(tiny_checkpoint), out, workers=2, progress=False).run()
+    EndToEnd(tiny_settings(tiny_checkpoint), out, GridSettings(workers=2), progress=False).run()
     return out
 
 
@@ -73,7 +73,7 @@ def test_report_has_every_group_with_intervals_and_figures(finished_run: Path) -
 def test_resume_reuses_finished_runs_and_refuses_other_settings(finished_run: Path, tiny_checkpoint: str) -> None:
     done = sorted(p.parent.name for p in finished_run.glob("*/*/" + DONE_FILE))
     stamp = {p: p.stat().st_mtime_ns for p in finished_run.glob("*/*/" + DONE_FILE)}
-    EndToEnd(tiny_settings(tiny_checkpoint), finished_run, workers=2, resume=True, progress=False).run()
+    EndToEnd(tiny_settings(tiny_checkpoint), finished_run, GridSettings(workers=2), resume=True, progress=False).run()
     assert sorted(p.parent.name for p in finished_run.glob("*/*/" + DONE_FILE)) == done
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())  # nothing was rerun
     with pytest.raises(ValueError, match="other settings .*epochs"):
@@ -86,12 +86,12 @@ def test_a_failed_job_is_reported_and_set_aside_on_resume(tmp_path: Path) -> Non
     failing = Job("fails", tmp_path / "a", ("-c", "import os, sys; os.makedirs(sys.argv[1]); sys.exit(3)",
                                             str(tmp_path / "a")))
     working = Job("works", tmp_path / "b", ("-c", "import os, sys; os.makedirs(sys.argv[1])", str(tmp_path / "b")))
-    results = run_jobs([failing, working], workers=2, resume=False, desc="test", progress=False)
+    results = run_jobs([failing, working], 2, resume=False, desc="test", progress=False)
     assert [r.ok for r in results] == [False, True]
     assert (tmp_path / "a").is_dir() and "sys.exit(3)" in results[0].log.read_text()
     with pytest.raises(FileExistsError, match="unfinished"):
-        run_jobs([failing], workers=1, resume=False, desc="test", progress=False)
-    again = run_jobs([failing, working], workers=1, resume=True, desc="test", progress=False)
+        run_jobs([failing], 1, resume=False, desc="test", progress=False)
+    again = run_jobs([failing, working], 1, resume=True, desc="test", progress=False)
     assert again[1].reused and not again[0].ok
     assert (tmp_path / "a.unfinished-1").is_dir()  # the old attempt is kept, renamed
 
