@@ -50,7 +50,7 @@ from torch import nn
 from haq_gym.export.bitpack import value_range
 from haq_gym.export.dyadic import to_dyadic, to_dyadic_array
 from haq_gym.export.integer_model import (INT32_MAX, INT32_MIN, AddOp, ConvOp, IntegerLayer, IntegerModel, PoolOp,
-                                          Requant, RequantOp)
+                                          ReluOp, Requant, RequantOp, ShortcutOp)
 from haq_gym.quant.grid import QuantGrid
 from haq_gym.quant.log_quantizer import LogWeightQuantizer, log8_to_linear
 from haq_gym.quant.qlayers import QuantConv2d, QuantLayerMixin, QuantLinear
@@ -70,6 +70,37 @@ WEIGHT_CODE_TOLERANCE = 1e-3
 
 class ExportError(ValueError):
     """The model cannot be exported to integer form as it is (the message says why and where)."""
+
+
+SUPPORTED_ARCHITECTURES = ("mobilenetv2 (torchvision MobileNetV2)", "resnet20 (CIFAR ResNet, option-A shortcuts)",
+                           "resnet18 (torchvision ResNet of basic blocks, 1x1 projection shortcuts)")
+"""What the integer exporter handles; anything else is refused before any work."""
+
+
+def architecture_of(model: nn.Module) -> str:
+    """``"mobilenetv2"``, ``"cifar-resnet"`` or ``"torchvision-resnet"``; :class:`ExportError` for anything else.
+
+    Cheap (looks at the module types only), so commands call it before calibrating or
+    evaluating anything.
+    """
+    from haq_gym.models.resnet import CifarBasicBlock, CifarResNet
+
+    name = type(model).__name__
+    if isinstance(model, CifarResNet) and all(isinstance(b, CifarBasicBlock) for s in
+                                              (model.layer1, model.layer2, model.layer3) for b in s):
+        return "cifar-resnet"
+    if name == "ResNet" and all(hasattr(model, a) for a in ("conv1", "bn1", "layer1", "layer4", "fc")):
+        blocks = [b for s in (model.layer1, model.layer2, model.layer3, model.layer4) for b in s]
+        if all(type(b).__name__ == "BasicBlock" for b in blocks):
+            if not isinstance(model.maxpool, nn.Identity):
+                raise ExportError("integer export supports ResNets without the stem max-pool (the CIFAR stem); "
+                                  "this one has a max-pool")
+            return "torchvision-resnet"
+    if (isinstance(getattr(model, "features", None), nn.Sequential)
+            and isinstance(getattr(model, "classifier", None), nn.Sequential)
+            and all(hasattr(b, "conv") and hasattr(b, "use_res_connect") for b in list(model.features)[1:-1])):
+        return "mobilenetv2"
+    raise ExportError(f"integer export does not support {name}; supported: {'; '.join(SUPPORTED_ARCHITECTURES)}")
 
 
 @dataclass
@@ -92,7 +123,7 @@ class _Block:
 
 def export_integer_model(model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin]],
                          calibration_images: torch.Tensor, *, bias_shift: int | None = None,
-                         meta: dict | None = None) -> IntegerModel:
+                         meta: dict | None = None, progress: bool = False) -> IntegerModel:
     """Build the integer model of a quantized torchvision MobileNetV2.
 
     ``layers``: the model's ``(name, wrapper)`` pairs in module order (``wrap_model``'s
@@ -101,15 +132,46 @@ def export_integer_model(model: nn.Module, layers: Sequence[tuple[str, QuantLaye
     boundary's step and the image size. ``bias_shift`` forces the bias's fractional bits
     on every layer (0 = the usual int32 bias at the accumulator scale); ``None`` takes as
     many as int32 allows (at most 16). Raises :class:`ExportError` naming the layer when
-    something has no integer form.
+    something has no integer form. ``progress`` shows a bar over the layers.
     """
+    from tqdm import tqdm
+
+    architecture_of(model)
     was_training = model.training
     model.eval()
-    try:
-        with torch.no_grad():
-            return _Exporter(model, layers, calibration_images, bias_shift, meta or {}).run()
-    finally:
-        model.train(was_training)
+    with tqdm(total=len(layers), desc="building the integer model", unit="layer", disable=not progress,
+              leave=False) as bar:
+        try:
+            with torch.no_grad():
+                return _Exporter(model, layers, calibration_images, bias_shift, meta or {}, bar).run()
+        finally:
+            model.train(was_training)
+
+
+def weight_codes(name: str, layer: QuantLayerMixin) -> tuple[torch.Tensor, float]:
+    """The layer's integer weight codes (int32, the weight's shape) and step, read back from its quantizer's forward.
+
+    Linear grids only (a log8 layer has no uniform step); :class:`ExportError` if the
+    fake-quantized weight is off the grid the quantizer reports or outside its bits.
+    """
+    bits, wq = layer.w_bit, layer.weight_quantizer
+    if isinstance(wq, LogWeightQuantizer):
+        raise ExportError(f"layer {name!r}: log8 weights have no uniform grid (the packed .hqpk format holds them)")
+    grid = wq.grid(layer.weight)
+    if grid.offset != 0.0:
+        raise ExportError(f"layer {name!r}: weight grids with an offset are not supported")
+    fq = wq(layer.weight).detach().double()
+    scaled = fq / grid.step
+    codes = torch.round(scaled)
+    worst = float((scaled - codes).abs().max()) if codes.numel() else 0.0
+    if worst > WEIGHT_CODE_TOLERANCE:
+        raise ExportError(f"layer {name!r}: the quantized weight is {worst:.3g} steps off its grid "
+                          f"(step {grid.step!r}); the quantizer's grid() disagrees with its forward")
+    lo, hi = value_range(bits, True)
+    if grid.qmin < lo or grid.qmax > hi or codes.min() < grid.qmin or codes.max() > grid.qmax:
+        raise ExportError(f"layer {name!r}: weight codes span [{int(codes.min())}, {int(codes.max())}] on grid "
+                          f"[{grid.qmin}, {grid.qmax}], which does not fit {bits} signed bits [{lo}, {hi}]")
+    return codes.to(torch.int32), grid.step
 
 
 def input_grid_for(layers: Sequence[QuantLayerMixin], images: torch.Tensor) -> QuantGrid:
@@ -140,7 +202,8 @@ def _grids_pot(layer: QuantLayerMixin) -> bool:
 
 class _Exporter:
     def __init__(self, model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin]], images: torch.Tensor,
-                 bias_shift: int | None, meta: dict) -> None:
+                 bias_shift: int | None, meta: dict, bar=None) -> None:
+        self.bar = bar
         self.model = model
         self.names = [n for n, _ in layers]
         self.modules = [m for _, m in layers]
@@ -250,21 +313,8 @@ class _Exporter:
             lin, step = log8_to_linear(codes, log_max, frac)
             return IntegerLayer(name, codes, 8, False, step, fmt="log8", log_max=log_max, log_frac_bits=frac,
                                 linear_codes=lin)
-        grid = wq.grid(layer.weight)
-        if grid.offset != 0.0:
-            raise ExportError(f"layer {name!r}: weight grids with an offset are not supported")
-        fq = wq(layer.weight).detach().double()
-        scaled = fq / grid.step
-        codes = torch.round(scaled)
-        worst = float((scaled - codes).abs().max()) if codes.numel() else 0.0
-        if worst > WEIGHT_CODE_TOLERANCE:
-            raise ExportError(f"layer {name!r}: the quantized weight is {worst:.3g} steps off its grid "
-                              f"(step {grid.step!r}); the quantizer's grid() disagrees with its forward")
-        lo, hi = value_range(bits, True)
-        if grid.qmin < lo or grid.qmax > hi or codes.min() < grid.qmin or codes.max() > grid.qmax:
-            raise ExportError(f"layer {name!r}: weight codes span [{int(codes.min())}, {int(codes.max())}] on grid "
-                              f"[{grid.qmin}, {grid.qmax}], which does not fit {bits} signed bits [{lo}, {hi}]")
-        return IntegerLayer(name, codes.to(torch.int32), bits, True, grid.step)
+        codes, step = weight_codes(name, layer)
+        return IntegerLayer(name, codes, bits, True, step)
 
     def _log_linear_bits(self, layer: QuantLayerMixin, codes: torch.Tensor, log_max: int, src: QuantGrid) -> int:
         """Largest fractional precision (8..14 bits) whose worst-case accumulator stays below 2**30."""
@@ -292,6 +342,8 @@ class _Exporter:
         self.layer_inputs[unit.name] = src
         wl = self._weights(unit, src_grid)
         self.int_layers.append(wl)
+        if self.bar is not None:
+            self.bar.update(1)
         try:
             folded = fold_conv(wl.linear_codes, wl.step, src_grid, target, bn=unit.bn, conv_bias=unit.layer.bias,
                                act=unit.act if act is None else act, bias_shift=self.forced_shift)
@@ -329,6 +381,8 @@ class _Exporter:
 
     # ------------------------------------------------------------------ the model
     def run(self) -> IntegerModel:
+        if architecture_of(self.model) != "mobilenetv2":
+            return self._run_resnet()
         stem, blocks, last, classifier = self._parse()
         self._check_bits()
         input_grid = input_grid_for(self.modules, self.images)
@@ -362,6 +416,9 @@ class _Exporter:
                 self.ops.append(AddOp(shortcut, x, dst))
                 x = dst
         logits = self._emit_conv(classifier, x, None)
+        return self._finish(input_grid, input_name, logits)
+
+    def _finish(self, input_grid: QuantGrid, input_name: str, logits: str) -> IntegerModel:
         out_step = self.grids[logits].step
         pot_ops = sum(1 for op in self.ops if getattr(op, "requant", None) is not None and op.requant.is_shift)
         meta = dict(self.meta, image_size=list(self.images.shape[1:]),
@@ -369,6 +426,132 @@ class _Exporter:
                     requants=sum(1 for op in self.ops if getattr(op, "requant", None) is not None))
         return IntegerModel(input_grid, self.int_layers, self.ops, self.grids, self.layer_inputs, input_name, logits,
                             out_step, meta)
+
+    # ------------------------------------------------------------------ ResNets
+    def _resnet_blocks(self) -> tuple[_Unit, list[dict], _Unit]:
+        """Stem unit, one dict per basic block (units, shortcut kind), classifier; checked against module order."""
+        model = self.model
+        cifar = architecture_of(model) == "cifar-resnet"
+        stages = (model.layer1, model.layer2, model.layer3) if cifar else (
+            model.layer1, model.layer2, model.layer3, model.layer4)
+        relu = nn.ReLU()
+        stem = self._make_unit(model.conv1, model.bn1, relu)
+        blocks, order = [], [stem.index]
+        for s, stage in enumerate(stages, start=1):
+            for b, block in enumerate(stage):
+                c1 = self._make_unit(block.conv1, block.bn1, relu)
+                c2 = self._make_unit(block.conv2, block.bn2, None)
+                info = {"units": (c1, c2), "module": block, "where": f"layer{s}.{b}"}
+                if cifar:
+                    if block.stride != 1 or block.extra_channels != 0:
+                        front = block.extra_channels // 2
+                        info["option_a"] = (block.stride, front, block.extra_channels - front)
+                    order += [c1.index, c2.index]
+                elif block.downsample is not None:
+                    down = list(block.downsample.children())
+                    if not (len(down) == 2 and isinstance(down[0], QuantConv2d)
+                            and isinstance(down[1], nn.BatchNorm2d)):
+                        raise ExportError(f"layer{s}.{b}.downsample: expected a quantized 1x1 conv and BatchNorm")
+                    info["projection"] = self._make_unit(down[0], down[1], None)
+                    order += [c1.index, c2.index, info["projection"].index]
+                else:
+                    order += [c1.index, c2.index]
+                blocks.append(info)
+        fc = model.fc
+        if not isinstance(fc, QuantLinear):
+            raise ExportError("the ResNet's fc must be a quantized Linear")
+        classifier = self._make_unit(fc, None, None)
+        order.append(classifier.index)
+        if order != list(range(len(self.modules))):
+            raise ExportError(f"the model's quantized layers ({len(self.modules)}) do not match its ResNet structure "
+                              "in module order")
+        return stem, blocks, classifier
+
+    def _run_resnet(self) -> IntegerModel:
+        """A ResNet as one residual chain on a fine int32 scale (docs/integer_export.md, 1.9).
+
+        The fake-quant block adds the *unquantized* block input to the second conv's
+        output, so every block output stays int32 on one fine scale ``S``: the stem, each
+        second conv and each projection shortcut requantise onto ``S``, option-A
+        shortcuts subsample and zero-pad it, the add is a plain int32 add, the ReLU a
+        clamp at 0; each block's first conv and projection requantise ``S`` onto their
+        own grids, and the pooling reads ``S`` through a saturating fine scale.
+        """
+        stem, blocks, classifier = self._resnet_blocks()
+        self._check_bits()
+        input_grid = input_grid_for(self.modules, self.images)
+        x = self._new(input_grid)
+        input_name = x
+        consumers = [self._in_grid(b["units"][0]) for b in blocks]
+        consumers += [self._in_grid(b["projection"]) for b in blocks if "projection" in b]
+        consumers.append(self._in_grid(classifier))
+        finest = min(g.step for g in consumers)
+        watched = [self.model.bn1, *[b["module"] for b in blocks], *[b["module"].bn2 for b in blocks],
+                   *[b["projection"].bn for b in blocks if "projection" in b]]
+        peaks = self._output_peaks(watched)
+        peak = max(peaks.values())
+        frac = MAX_CHAIN_FRACTION_BITS
+        while frac > 0 and CHAIN_HEADROOM * peak / finest * 2**frac >= 2**31:
+            frac -= 1
+        fine = QuantGrid(step=math.ldexp(finest, -frac), qmin=INT32_MIN, qmax=INT32_MAX)
+
+        x = self._emit_conv(stem, x, fine)                       # ReLU: the requant's clamp at 0
+        for block in blocks:
+            c1, c2 = block["units"]
+            h = self._emit_conv(c1, self._to_codes(x, self._in_grid(c1)), self._in_grid(c2))
+            h = self._emit_conv(c2, h, fine)
+            if "projection" in block:
+                proj = block["projection"]
+                sc = self._emit_conv(proj, self._to_codes(x, self._in_grid(proj)), fine)
+            elif "option_a" in block:
+                stride, front, back = block["option_a"]
+                sc = self._new(fine)
+                self.ops.append(ShortcutOp(x, sc, stride, front, back))
+            else:
+                sc = x
+            total = self._new(fine)
+            self.ops.append(AddOp(h, sc, total))
+            x = self._new(fine)
+            self.ops.append(ReluOp(total, x))
+        x = self._emit_pool_of_fine(x, classifier, blocks[-1]["module"])
+        logits = self._emit_conv(classifier, x, None)
+        return self._finish(input_grid, input_name, logits)
+
+    def _emit_pool_of_fine(self, src: str, classifier: _Unit, last: nn.Module) -> str:
+        """Global average pooling of a non-negative fine-scale tensor onto the classifier's input grid.
+
+        One requantisation onto the pooling scale ``S_p = s_cls / 2**F`` clamped where a
+        single value alone saturates the mean (as in :meth:`_emit_pool`), then the sum.
+        """
+        g = self._in_grid(classifier)
+        area = self._pool_area_of(last)
+        top = area * ((g.qmax + 1) * g.step + g.offset)
+        if not top > 0:
+            raise ExportError(f"layer {classifier.name!r}: its input grid {g} lies below zero; the pooled ReLU "
+                              "output has no integer form here")
+        frac = FINE_FRACTION_BITS
+        while frac > 0 and area * top * 2**frac / g.step >= 2**30:
+            frac -= 1
+        scale = math.ldexp(g.step, -frac)
+        top_code = int(math.ceil(top / scale))
+        m, n = to_dyadic(self.grids[src].step / scale)
+        pooled_in = self._new(QuantGrid(step=scale, qmin=0, qmax=top_code))
+        self.ops.append(RequantOp(src, pooled_in, 0, Requant(torch.tensor([m]), torch.tensor([n]), 0, top_code)))
+        m, n = to_dyadic(scale / (area * g.step))
+        add = -int(np.rint(area * g.offset / scale))
+        dst = self._new(g)
+        self.ops.append(PoolOp(pooled_in, dst, add, Requant(torch.tensor([m]), torch.tensor([n]), g.qmin, g.qmax)))
+        return dst
+
+    def _pool_area_of(self, module: nn.Module) -> int:
+        """``H * W`` of ``module``'s output for the calibration image size (one shape-only float pass)."""
+        shapes = []
+        handle = module.register_forward_hook(lambda m, i, o: shapes.append(o.shape))
+        try:
+            self.model(self.images[:1])
+        finally:
+            handle.remove()
+        return int(shapes[0][2] * shapes[0][3])
 
     def _chain_scales(self, in_grids: list[QuantGrid], residual: list[bool],
                       outputs: list[nn.Module]) -> dict[int, float]:

@@ -7,6 +7,8 @@ Examples::
     python -m haq_gym.export export --checkpoint runs/<finetune run>/best.pt --out model.hqpk
     python -m haq_gym.export infer model.hqpk
     python -m haq_gym.export infer model.hqpk --policy runs/<run>/best_policy.json
+    python -m haq_gym.export onnx --checkpoint runs/<finetune run>/best.pt      # -> runs/<finetune run>/model.onnx
+    python -m haq_gym.export infer runs/<finetune run>/model.onnx               # onnxruntime top-1
 
 ``export`` builds the fake-quant model (a policy on the cached float model with HAQ's
 calibrated linear quantizers, or a QAT checkpoint as trained), converts it to the integer
@@ -16,18 +18,26 @@ evaluates a packed file on its dataset's test split, and with a model source als
 fake-quant model it came from. ``--device cuda`` runs that fake-quant reference on the GPU
 (TF32 off, so it computes in float32 like the CPU); the integer model always runs on the
 CPU, in int32, because PyTorch has no integer convolution or matmul on CUDA.
+
+``onnx`` writes the fake-quant model as a standard ONNX model (QuantizeLinear /
+DequantizeLinear around each quantized layer), checks it with ``onnx.checker``, runs it
+with onnxruntime on the CPU and compares it with the fake-quant model. Without ``--out``
+both write next to the checkpoint or policy they read (``model.hqpk`` / ``model.onnx``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from haq_gym.data import load_dataset, materialize
-from haq_gym.export.build import ExportError, export_integer_model
+from haq_gym.export.build import SUPPORTED_ARCHITECTURES, ExportError, architecture_of, export_integer_model
 from haq_gym.export.compare import fake_quant_input
 from haq_gym.export.integer_model import IntegerModel
 from haq_gym.export.packed_file import FileSizes, PackedFileError, load_integer_model, read_packed_file, write_packed_file
@@ -43,17 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     exp = sub.add_parser("export", help="write the packed integer model of a quantized model")
     _add_source(exp, required=True)
-    exp.add_argument("--out", required=True, help="packed file to write")
+    exp.add_argument("--out", default=None,
+                     help="packed file to write (default: model.hqpk next to the --checkpoint or --policy)")
     exp.add_argument("--weights-only", action="store_true",
                      help="write only the header and packed weights (no integer-model section; `infer` needs it)")
     exp.add_argument("--bias-shift", type=int, default=None,
                      help="fractional bits of every int32 bias (0 = at the accumulator scale exactly); "
                           "default: as many as int32 leaves room for, up to 16")
     exp.add_argument("--no-eval", action="store_true", help="skip the test-split comparison")
-    inf = sub.add_parser("infer", help="evaluate a packed file on the test split")
-    inf.add_argument("file", help="packed file written by `export`")
+    onx = sub.add_parser("onnx", help="write the fake-quant model as QDQ ONNX and check it in onnxruntime")
+    _add_source(onx, required=True)
+    onx.add_argument("--out", default=None,
+                     help="ONNX file to write (default: model.onnx next to the --checkpoint or --policy)")
+    onx.add_argument("--no-eval", action="store_true", help="skip the test-split comparison")
+    inf = sub.add_parser("infer", help="evaluate a packed file (.hqpk) or an ONNX file (.onnx) on the test split")
+    inf.add_argument("file", help="file written by `export` or `onnx`")
     _add_source(inf, required=False)
-    for s in (exp, inf):
+    for s in (exp, onx, inf):
         s.add_argument("--batch-size", type=int, default=128)
         s.add_argument("--threads", type=int, default=None, help="torch threads (default: $HAQ_GYM_THREADS or all CPUs)")
         s.add_argument("--device", default="cpu",
@@ -80,6 +96,41 @@ def _add_source(p: argparse.ArgumentParser, required: bool) -> None:
                    help="quantizer family with --policy/--uniform (LSQ families at their initial steps, untrained)")
 
 
+SUPPORTED_INTEGER_MODELS = ("mobilenetv2", "resnet20", "resnet18")
+"""Registered model names the integer exporter handles (ONNX export handles every registered model)."""
+
+
+def _model_name(args: argparse.Namespace) -> str | None:
+    """The registered model name the arguments ask for (None when a checkpoint cannot be read: its loader says why)."""
+    if args.checkpoint:
+        try:
+            data = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+            return str(data["meta"]["model"])
+        except Exception:  # unreadable or not a QAT checkpoint: source_from_checkpoint reports it
+            return None
+    if args.policy:
+        return PolicyFile.load(args.policy).model
+    return args.model
+
+
+def refuse_unsupported(args: argparse.Namespace) -> None:
+    """Refuse a model the integer exporter cannot handle before anything is built or calibrated."""
+    name = _model_name(args)
+    if name is not None and name not in SUPPORTED_INTEGER_MODELS:
+        raise ExportError(f"integer export does not support {name!r}; supported: {', '.join(SUPPORTED_INTEGER_MODELS)} "
+                          f"({'; '.join(SUPPORTED_ARCHITECTURES)}); `onnx` exports every registered model")
+
+
+def default_out(args: argparse.Namespace, filename: str) -> str:
+    """``--out``, else ``filename`` in the folder of the checkpoint or policy read (the run folder)."""
+    if args.out:
+        return args.out
+    source = args.checkpoint or args.policy
+    if source is None:
+        raise ValueError(f"--out is needed with --uniform (there is no run folder to write {filename} into)")
+    return os.fspath(Path(source).resolve().parent / filename)
+
+
 def load_source(args: argparse.Namespace) -> ExportSource | None:
     if args.checkpoint:
         return source_from_checkpoint(args.checkpoint, data_root=args.data_root, calibration_size=args.calibration_size)
@@ -91,6 +142,54 @@ def load_source(args: argparse.Namespace) -> ExportSource | None:
     if args.uniform:
         return source_from_policy(uniform=tuple(args.uniform), **kwargs)
     return None
+
+
+def run_onnx(args: argparse.Namespace) -> None:
+    """``onnx``: write the QDQ ONNX model, read it back through the checker, run it in onnxruntime, compare."""
+    from haq_gym.export.onnx_model import (build_onnx_model, compare_onnx, describe, load_onnx, onnx_top1,
+                                           open_session, write_onnx)
+
+    out = default_out(args, "model.onnx")
+    source = load_source(args)
+    print(f"ONNX export of {source.description}")
+    images, labels = source.test_split()
+    proto = build_onnx_model(source.model, source.layers, tuple(images.shape[1:]))
+    meta = {"dataset": str(source.meta.get("dataset", "")), "model": str(source.meta.get("model", "")),
+            "bits": str(source.bits)}
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    size = write_onnx(out, proto)
+    print(f"wrote {out}: {size:,} bytes, {describe(proto)}; onnx.checker passed")
+    if args.no_eval:
+        return
+    session = open_session(load_onnx(out), threads=args.threads)
+    top1 = onnx_top1(session, images, labels, args.batch_size, progress=True)
+    cmp = compare_onnx(source.model, source.layers, images, labels, batch_size=args.batch_size, threads=args.threads,
+                       progress=True)
+    n = cmp.images
+    print(f"test split ({n} images): onnxruntime top-1 {top1:.2f}%, fake-quant top-1 {cmp.fake_top1:.2f}%, identical "
+          f"predictions {cmp.identical_predictions}/{n}, layer-input codes equal {100 * cmp.code_agreement:.4f}% "
+          f"(free-running, {len(cmp.layer_codes)} layers), largest logit difference {cmp.max_logit_diff:.2g}")
+    recorded = source.meta.get("test_top1")
+    if recorded is not None:
+        print(f"accuracy: finetune's test top-1 {float(recorded):.2f}% (best.pt, chosen on validation); the ONNX model "
+              f"keeps its float input, {top1:.2f}% ({top1 - float(recorded):+.2f} points)")
+
+
+def infer_onnx(args: argparse.Namespace) -> None:
+    """``infer model.onnx``: onnxruntime top-1 on the test split of the dataset recorded in the file."""
+    from haq_gym.export.onnx_model import load_onnx, onnx_top1, open_session
+
+    proto = load_onnx(args.file)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    session = open_session(proto, threads=args.threads)
+    images, labels = materialize(load_dataset(meta.get("dataset") or args.dataset, args.data_root).test)
+    start = time.perf_counter()
+    top1 = onnx_top1(session, images, labels, args.batch_size, progress=True)
+    seconds = time.perf_counter() - start
+    print(f"{args.file}: onnxruntime top-1 {top1:.2f}% on {len(images)} test images "
+          f"({1000 * seconds / len(images):.2f} ms/image on the CPU)")
 
 
 def print_sizes(sizes: FileSizes, flash_bits: int) -> None:
@@ -110,7 +209,9 @@ def evaluate(integer_model: IntegerModel, images: torch.Tensor, labels: torch.Te
     The integer model runs on the CPU; the source's fake-quant model on ``device``.
     """
     start = time.perf_counter()
-    _, pred = integer_model.predict(images, batch_size)
+    preds = [integer_model.predict(images[i:i + batch_size], batch_size)[1]
+             for i in tqdm(range(0, len(images), batch_size), desc="integer model", unit="batch", leave=False)]
+    pred = torch.cat(preds)
     seconds = time.perf_counter() - start
     n = len(images)
     result = {"images": n, "integer_top1": 100.0 * float((pred == labels).sum()) / n, "integer_seconds": seconds}
@@ -118,16 +219,37 @@ def evaluate(integer_model: IntegerModel, images: torch.Tensor, labels: torch.Te
     if source is not None:
         source.model.to(device)
         with torch.no_grad():
+            batches = range(0, n, batch_size)
             fake = torch.cat([source.model(fake_quant_input(integer_model, images[i:i + batch_size]).to(device))
-                              .argmax(dim=1).cpu() for i in range(0, n, batch_size)])
+                              .argmax(dim=1).cpu() for i in tqdm(batches, desc="fake-quant", leave=False)])
+            float_in = torch.cat([source.model(images[i:i + batch_size].to(device)).argmax(dim=1).cpu()
+                                  for i in tqdm(batches, desc="fake-quant, float input", leave=False)])
         source.model.cpu()
         result["fake_quant_top1"] = 100.0 * float((fake == labels).sum()) / n
+        result["fake_quant_float_input_top1"] = 100.0 * float((float_in == labels).sum()) / n
         result["identical_predictions"] = int((fake == pred).sum())
         line += (f", fake-quant top-1 {result['fake_quant_top1']:.2f}% (on {device}), identical predictions "
                  f"{result['identical_predictions']}/{n}")
     print(line)
+    if source is not None:
+        print(accuracy_line(source, result))
     print(f"integer inference on the CPU: {seconds:.1f} s ({1000 * seconds / n:.1f} ms/image, integer-only ops checked)")
     return result
+
+
+def accuracy_line(source: ExportSource, result: dict) -> str:
+    """One line: the accuracy the model had before export, and what the export changed and by how much.
+
+    The only change is the 8-bit input quantization (the fake-quant model and the
+    finetune read float images); its effect is measured on the same images.
+    """
+    float_in, int_top1 = result["fake_quant_float_input_top1"], result["integer_top1"]
+    recorded = source.meta.get("test_top1")
+    before = (f"finetune's test top-1 {float(recorded):.2f}% (best.pt, epoch {source.meta.get('epoch', '?')}, chosen "
+              f"on validation), here {float_in:.2f}%" if recorded is not None
+              else f"fake-quant test top-1 with float input {float_in:.2f}%")
+    return (f"accuracy: {before}; the integer model quantizes the input image to 8 bits, the one change: "
+            f"{int_top1:.2f}% ({int_top1 - float_in:+.2f} points)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,17 +263,24 @@ def main(argv: list[str] | None = None) -> int:
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         if args.command == "export":
+            refuse_unsupported(args)
+            out = default_out(args, "model.hqpk")
             source = load_source(args)
+            architecture_of(source.model)
             print(f"exporting {source.description}")
             model = export_integer_model(source.model, source.layers, source.calibration_images,
-                                         bias_shift=args.bias_shift, meta=source.meta)
-            sizes = write_packed_file(args.out, model, include_integer_model=not args.weights_only)
-            print(f"wrote {args.out}: {len(model.layers)} layers, {model.meta['requants']} requantisations "
+                                         bias_shift=args.bias_shift, meta=source.meta, progress=True)
+            sizes = write_packed_file(out, model, include_integer_model=not args.weights_only)
+            print(f"wrote {out}: {len(model.layers)} layers, {model.meta['requants']} requantisations "
                   f"({model.meta['shift_only_requants']} pure shifts)")
             print_sizes(sizes, source.flash_bits)
             if not args.no_eval and not args.weights_only:
                 images, labels = source.test_split()
-                evaluate(load_integer_model(args.out), images, labels, args.batch_size, source, device)
+                evaluate(load_integer_model(out), images, labels, args.batch_size, source, device)
+        elif args.command == "onnx":
+            run_onnx(args)
+        elif args.file.endswith(".onnx"):
+            infer_onnx(args)
         else:
             integer_model = load_integer_model(args.file)
             source = load_source(args)
@@ -165,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                 bundle = load_dataset(meta.get("dataset", "digits"), args.data_root)
             images, labels = materialize(bundle.test)
             evaluate(integer_model, images, labels, args.batch_size, source, device)
-    except (ExportError, PackedFileError, FileNotFoundError, ValueError, RuntimeError) as err:
+    except (ExportError, PackedFileError, FileNotFoundError, ValueError, RuntimeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

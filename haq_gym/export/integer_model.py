@@ -18,6 +18,8 @@ Ops (see ``docs/integer_export.md``):
 - :class:`AddOp`: residual addition of two int32 tensors on the same fine scale.
 - :class:`RequantOp`: fine-scale int32 tensor -> codes of the next layer's grid.
 - :class:`PoolOp`: global average pooling as an integer sum and a dyadic rescale.
+- :class:`ReluOp`: ``max(x, 0)`` on a fine-scale int32 tensor (ResNet's ReLU after the add).
+- :class:`ShortcutOp`: ResNet option-A shortcut: spatial subsampling and zero channels.
 """
 
 from __future__ import annotations
@@ -67,14 +69,15 @@ class Requant:
     def apply(self, x: torch.Tensor, channel_dim: int) -> torch.Tensor:
         """Requantise int32 ``x`` along ``channel_dim``; int32 result.
 
-        A fine-scale target (the full int32 range) is checked, never clamped: saturating
-        a residual stream would silently change the model.
+        A fine-scale target (``hi`` at the top of int32) is checked, never saturated:
+        saturating a residual stream would silently change the model; its ``lo`` is
+        still applied (a ReLU on the fine scale is the clamp at 0).
         """
         view = [1] * x.dim()
         view[channel_dim] = -1
         out = requantize(x, self.multiplier.view(view), self.shift.view(view))
-        if self.lo == INT32_MIN and self.hi == INT32_MAX:
-            return _checked(out, "requantised fine-scale tensor").to(torch.int32)
+        if self.hi == INT32_MAX:
+            return _checked(out, "requantised fine-scale tensor").clamp_(min=self.lo).to(torch.int32)
         return out.clamp_(self.lo, self.hi).to(torch.int32)
 
 
@@ -174,7 +177,35 @@ class PoolOp:
     requant: Requant
 
 
-Op = ConvOp | AddOp | RequantOp | PoolOp
+@dataclass
+class ReluOp:
+    """``dst = max(src, 0)`` on a zero-offset grid (exact: rounding commutes with a clamp at 0)."""
+
+    src: str
+    dst: str
+
+
+@dataclass
+class ShortcutOp:
+    """Option-A shortcut: ``dst = pad_channels(src[:, :, ::stride, ::stride], front, back)`` with zeros.
+
+    Code 0 is the real value 0 on the fine scale it runs on, so this is exactly the
+    float model's parameter-free shortcut (He et al. 2016, option A).
+    """
+
+    src: str
+    dst: str
+    stride: int
+    front: int
+    back: int
+
+    def __post_init__(self) -> None:
+        if self.stride < 1 or self.front < 0 or self.back < 0:
+            raise ValueError(f"shortcut needs stride >= 1 and non-negative padding, got {self.stride}, "
+                             f"{self.front}, {self.back}")
+
+
+Op = ConvOp | AddOp | RequantOp | PoolOp | ReluOp | ShortcutOp
 
 
 @dataclass
@@ -270,6 +301,13 @@ class IntegerModel:
                     if op.add:
                         x = _checked(x.to(torch.int64) + op.add, f"requant input {op.dst}").to(torch.int32)
                     out = op.requant.apply(x, 1)
+                elif isinstance(op, ReluOp):
+                    out = env[op.src].clamp_min(0)
+                elif isinstance(op, ShortcutOp):
+                    x = env[op.src][:, :, ::op.stride, ::op.stride]
+                    n, _, h, w = x.shape
+                    out = torch.cat([torch.zeros((n, op.front, h, w), dtype=torch.int32), x,
+                                     torch.zeros((n, op.back, h, w), dtype=torch.int32)], dim=1)
                 else:
                     x = env[op.src].to(torch.int64).sum(dim=(2, 3)) + op.add
                     out = op.requant.apply(_checked(x, f"pooled sum {op.dst}").to(torch.int32), 1)

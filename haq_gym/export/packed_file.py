@@ -45,7 +45,8 @@ import torch
 
 from haq_gym.export import bitpack
 from haq_gym.export.file_io import read_bytes
-from haq_gym.export.integer_model import (AddOp, ConvOp, IntegerLayer, IntegerModel, PoolOp, Requant, RequantOp)
+from haq_gym.export.integer_model import (AddOp, ConvOp, IntegerLayer, IntegerModel, PoolOp, ReluOp, Requant, RequantOp,
+                                          ShortcutOp)
 from haq_gym.quant.grid import QuantGrid
 from haq_gym.quant.log_quantizer import log8_to_linear
 from haq_gym.util import write_atomic
@@ -190,6 +191,11 @@ def _integer_section(model: IntegerModel) -> tuple[bytes, int, int]:
                         "input_offset": None if op.input_offset is None else list(op.input_offset)})
         elif isinstance(op, AddOp):
             ops.append({"op": "add", "a": op.a, "b": op.b, "dst": op.dst})
+        elif isinstance(op, ReluOp):
+            ops.append({"op": "relu", "src": op.src, "dst": op.dst})
+        elif isinstance(op, ShortcutOp):
+            ops.append({"op": "shortcut", "src": op.src, "dst": op.dst, "stride": op.stride, "front": op.front,
+                        "back": op.back})
         else:
             ops.append({"op": "requant" if isinstance(op, RequantOp) else "pool", "src": op.src, "dst": op.dst,
                         "add": op.add, "requant": requant(op.requant)})
@@ -396,6 +402,10 @@ def integer_model_from(packed: PackedFile) -> IntegerModel:
                               int(d["stride"]), int(d["padding"]), int(d["groups"]), offset))
         elif d["op"] == "add":
             ops.append(AddOp(d["a"], d["b"], d["dst"]))
+        elif d["op"] == "relu":
+            ops.append(ReluOp(d["src"], d["dst"]))
+        elif d["op"] == "shortcut":
+            ops.append(ShortcutOp(d["src"], d["dst"], int(d["stride"]), int(d["front"]), int(d["back"])))
         elif d["op"] in ("requant", "pool"):
             cls = RequantOp if d["op"] == "requant" else PoolOp
             ops.append(cls(d["src"], d["dst"], int(d["add"]), requant(d["requant"])))
