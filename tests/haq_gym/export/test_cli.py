@@ -86,3 +86,31 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys) -> None:
     assert not (tmp_path / "x.hqpk").exists()
     assert main(["export", "--uniform", "4", "4", "--out", str(tmp_path / "x.hqpk"), "--device", "tpu"]) == 2
     assert "device must be cpu, cuda" in capsys.readouterr().err
+
+
+def test_onnx_export_writes_into_the_run_folder_and_matches(tmp_path, tiny_checkpoint, layer_names, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    bits = [[8, -1]] + [[2 + i % 7, 8 - i % 6] for i in range(LAYERS - 2)] + [[8, 8]]
+    run = tmp_path / "run"
+    run.mkdir()
+    PolicyFile("mobilenetv2", "digits", layer_names, bits, model_kwargs={"width_mult": 0.35}).save(
+        run / "best_policy.json")
+    assert main(["onnx", "--policy", str(run / "best_policy.json"), "--float-checkpoint", tiny_checkpoint,
+                 "--threads", "2"]) == 0
+    text = capsys.readouterr().out
+    assert (run / "model.onnx").exists() and "onnx.checker passed" in text
+    match = re.search(r"onnxruntime top-1 ([\d.]+)%, fake-quant top-1 ([\d.]+)%, identical predictions (\d+)/360", text)
+    assert match, text
+    assert int(match[3]) >= 358 and abs(float(match[1]) - float(match[2])) <= 0.6
+    assert main(["infer", str(run / "model.onnx"), "--threads", "2"]) == 0
+    assert f"onnxruntime top-1 {match[1]}%" in capsys.readouterr().out
+
+
+def test_unsupported_model_is_refused_before_any_work(tmp_path, capsys) -> None:
+    out = tmp_path / "v3.hqpk"
+    assert main(["export", "--uniform", "4", "4", "--model", "mobilenetv3small", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "does not support 'mobilenetv3small'; supported: mobilenetv2, resnet20, resnet18" in err
+    assert not out.exists()
+    assert main(["export", "--uniform", "4", "4"]) == 2
+    assert "--out is needed with --uniform" in capsys.readouterr().err
