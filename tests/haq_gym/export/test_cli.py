@@ -114,3 +114,16 @@ def test_unsupported_model_is_refused_before_any_work(tmp_path, capsys) -> None:
     assert not out.exists()
     assert main(["export", "--uniform", "4", "4"]) == 2
     assert "--out is needed with --uniform" in capsys.readouterr().err
+
+
+def test_accuracy_line_names_the_recorded_accuracy_and_the_input_quantization() -> None:
+    from types import SimpleNamespace
+
+    from haq_gym.export.cli import accuracy_line
+
+    source = SimpleNamespace(meta={"test_top1": 98.0555, "epoch": 3})
+    line = accuracy_line(source, {"fake_quant_float_input_top1": 98.0555, "integer_top1": 97.2222})
+    assert line == ("accuracy: finetune's test top-1 98.06% (best.pt, epoch 3, chosen on validation), here 98.06%; "
+                    "the integer model quantizes the input image to 8 bits, the one change: 97.22% (-0.83 points)")
+    assert "\n" not in accuracy_line(SimpleNamespace(meta={}), {"fake_quant_float_input_top1": 50.0,
+                                                                 "integer_top1": 50.0})
