@@ -1,0 +1,58 @@
+"""Same seed -> same run, across the redesign: the episodes and best policies recorded from main before it.
+
+The files under ``tests/golden/`` were written by ``train_agent.py`` at main 376a078 (before
+the policy problem and ``run_search`` existed) on CPU with ``HAQ_GYM_THREADS=1``, with the
+commands below on the ``tiny_env_kwargs`` problem (the seeded random-init MobileNetV2 at
+width 0.35 of ``tests/conftest.py``, 64 validation images of the embedded digits data).
+Timing columns are dropped; everything else must match exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+import train_agent
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+RUNS = {
+    "haq-ddpg": (["--algo", "haq-ddpg", "--episodes", "4", "--seed", "3"], "HAQ-MobileNetV2-v0",
+                 ["warmup=1", "batch_size=16", "hidden1=32", "hidden2=32"], []),
+    "td3": (["--algo", "td3", "--episodes", "3", "--seed", "1"], "HAQ-MobileNetV2-v0",
+            ["learning_starts=102", "batch_size=16", "buffer_size=1000", "gradient_steps=2", "action_noise=0.3",
+             "policy_kwargs={net_arch: [8]}"], []),
+    "optuna-tpe": (["--algo", "optuna-tpe", "--episodes", "4", "--seed", "2"], "HAQ-MobileNetV2-v0",
+                   ["n_startup_trials=2"], ["reward=haq_flash", "flash_budget=0.6"]),
+    "random-kmeans": (["--algo", "random", "--episodes", "2", "--seed", "5"], "HAQ-KMeans-MobileNetV2-v0", [], []),
+}
+
+
+def without_times(path: Path) -> list[list[str]]:
+    rows = list(csv.reader(path.read_text().splitlines()))
+    if "eval_time_s" in rows[0]:
+        col = rows[0].index("eval_time_s")
+        rows = [r[:col] + r[col + 1:] for r in rows]
+    return rows
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_run_reproduces_the_golden_records(name: str, tiny_env_kwargs: dict, tmp_path: Path) -> None:
+    args, env_id, hyper, extra = RUNS[name]
+    kw = {k: v for k, v in tiny_env_kwargs.items() if k != "progress"}
+    if env_id.startswith("HAQ-KMeans"):
+        kw.pop("calibration_size")
+    out = tmp_path / name
+    cmd = args + ["--env", env_id, "--output", str(out), "--no-progress", "--env-kwargs",
+                  *[f"{k}={v}" for k, v in kw.items()], *extra]
+    if hyper:
+        cmd += ["--hyperparams", *hyper]
+    assert train_agent.main(cmd) == 0
+    assert without_times(out / "episodes.csv") == without_times(GOLDEN / f"{name}_episodes.csv")
+    best = json.loads((out / "best_policy.json").read_text())
+    golden = json.loads((GOLDEN / f"{name}_best_policy.json").read_text())
+    assert {k: best[k] for k in ("layers", "costs", "accuracy", "budget")} == {
+        k: golden[k] for k in ("layers", "costs", "accuracy", "budget")}
+    assert best["found_by"]["reward"] == golden["reward"]
