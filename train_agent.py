@@ -20,55 +20,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-if TYPE_CHECKING:
-    import gymnasium as gym
+from haq_gym.runs.run_config import (DEFAULT_ALGO, DEFAULT_ENV, RunConfig, UsageError, algo_defaults, command_line,
+                                     parse_key_values)
 
-DEFAULT_ENV = "HAQ-MobileNetV2-v0"
-DEFAULT_ALGO = "haq-ddpg"
-
-
-class UsageError(Exception):
-    """Bad command-line input; reported without a traceback."""
-
-
-def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
-    """``["a=1", "b=none"]`` -> ``{"a": 1, "b": None}`` (values parsed as YAML scalars)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{flag} expects key=value pairs, got {item!r}")
-        out[key.replace("-", "_")] = yaml.safe_load(value) if value.lower() not in ("none", "null") else None
-    return out
-
-
-def command_line() -> str:
-    """This process's command line, for the records, with passwords in URLs (``--storage``) replaced by ``***``."""
-    args = sys.argv[1:]
-    if any("://" in arg for arg in args):  # only a storage URL can hold a password; Optuna loads only then
-        from agents.tuning.storage import redact
-
-        args = [redact(arg) for arg in args]
-    return shlex.join([os.path.basename(sys.argv[0])] + args)
-
-
-def algo_defaults(algo: str, env_id: str) -> dict[str, Any]:
-    """The algorithm's hyperparameters for ``env_id`` from its installed ``configs/<algo>.yml`` (zoo convention)."""
-    from haq_gym.algo_configs import ConfigError
-    from haq_gym.algo_configs import algo_defaults as installed_defaults
-
-    try:
-        return installed_defaults(algo, env_id)
-    except ConfigError as err:
-        raise UsageError(str(err)) from None
+__all__ = ["UsageError", "algo_defaults", "build_parser", "command_line", "main", "parse_key_values",
+           "resolve_config"]
 
 
 def _is_hyperparams_table(loaded: Any) -> bool:
@@ -185,14 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
 TUNING_FLAGS = ("n_trials", "n_jobs", "sampler", "pruner", "storage", "study_name", "n_seeds", "report_every")
 
 
-def run(config: dict[str, Any], output: str | None, progress: bool, setup: Any = None,
-        wrap_env: Callable[[gym.Env], gym.Env] | None = None) -> Path:
-    """Build the env, run the search, write the run folder; returns its path (see :func:`haq_gym.runs.run_search`)."""
-    from haq_gym.runs import run_search
-
-    return run_search(config, output, progress, setup=setup, wrap_env=wrap_env, command=command_line()).run_dir
-
-
 def tuning_settings(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     """The :class:`agents.tuning.TuningSettings` of an ``--optimize`` command line."""
     from agents.registry import get_spec
@@ -242,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         configure_cpu_runtime()
         if args.optimize:
             return optimize(args, config)
-        run(config, args.output, progress=not args.no_progress)
+        from haq_gym.runs import run_search
+
+        run_search(RunConfig.from_dict(config), args.output, progress=not args.no_progress)
     except (UsageError, ValueError, FileNotFoundError, FileExistsError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -9,18 +9,35 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 
+from haq_gym.problem import PolicyProblem
+
+ENV = "env"
+"""The algorithm drives a haq-gym env, one decision per step (the RL agents)."""
+PROBLEM = "problem"
+"""The algorithm proposes whole policies to the :class:`~haq_gym.problem.PolicyProblem` (the black-box strategies)."""
+
 
 class Runner(Protocol):
-    def __call__(self, env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any],
+    def __call__(self, target: gym.Env | PolicyProblem, episodes: int, seed: int, hyperparams: dict[str, Any],
                  run_dir: str | os.PathLike, progress: bool = True, writer: Any = None) -> None:
-        """Drive ``env`` (a recorded haq-gym env) for exactly ``episodes`` episodes (= policy evaluations)."""
+        """Drive ``target`` (an env, or the problem, per :attr:`AlgorithmSpec.drives`) for ``episodes`` evaluations."""
 
 
 @dataclass(frozen=True)
 class AlgorithmSpec:
-    """A search algorithm: how to run it, which env action modes it drives, which hyperparameters it takes."""
+    """A search algorithm: how to run it, which env action modes it drives, which hyperparameters it takes.
+
+    ``drives`` says what the runner is given: :data:`ENV` (a haq-gym env, stepped one
+    decision at a time) or :data:`PROBLEM` (the policy problem, evaluated policy by policy).
+    Either way every evaluation goes through the problem and reaches its observers.
+    """
 
     runner: Runner | Callable[..., None]
     action_modes: tuple[str, ...]
     hyperparams: frozenset[str]
     description: str = ""
+    drives: str = ENV
+
+    def __post_init__(self) -> None:
+        if self.drives not in (ENV, PROBLEM):
+            raise ValueError(f"drives must be {ENV!r} or {PROBLEM!r}, got {self.drives!r}")

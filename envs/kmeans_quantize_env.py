@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import replace
-from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
 from envs.features import STATIC_FEATURES, static_layer_features
 from envs.policy_decision_env import ACTION_MODES, PolicyDecisionEnv, bit_action_space
-from haq_gym.cost import ENFORCEMENTS, Budget, CostModel, enforce_budget
-from haq_gym.cost.kmeans_size import kmeans_file_size
-from haq_gym.policy import PolicyFile, now_iso
-from haq_gym.quant import apply_policy
-from haq_gym.quant.kmeans_quantizer import MAX_KMEANS_BIT, MIN_KMEANS_BIT, use_kmeans_weights
-from haq_gym.rewards import haq_reward
-from haq_gym.search_setup import SearchSetup, build_search_setup
-
-REFERENCE_BIT = 32
-"""Model size is measured against the 32-bit float model, as in HAQ's k-means flow."""
+from haq_gym.problem import KMeansProblem, ProblemConfig
+from haq_gym.problem.config import KMEANS
+from haq_gym.quant.kmeans_quantizer import MAX_KMEANS_BIT, MIN_KMEANS_BIT
+from haq_gym.search_setup import SearchSetup
 
 OBSERVATION_FEATURES = STATIC_FEATURES + ("previous_bits", "size_spent", "size_slack")
 
@@ -114,88 +105,36 @@ class KMeansQuantizeEnv(PolicyDecisionEnv):
                  eval_batch_size: int = 256, device: str = "cpu", progress: bool = True,
                  render_mode: str | None = None, setup: SearchSetup | None = None,
                  model_kwargs: dict | None = None, weights: str | None = None, image_size: int | None = None) -> None:
-        if not MIN_KMEANS_BIT <= min_bit <= max_bit <= MAX_KMEANS_BIT:
-            raise ValueError(f"need {MIN_KMEANS_BIT} <= min_bit <= max_bit <= {MAX_KMEANS_BIT}, "
-                             f"got min_bit={min_bit}, max_bit={max_bit}")
+        config = ProblemConfig(
+            model=model, width_mult=width_mult, dataset=dataset, data_root=data_root, download=download,
+            checkpoint=checkpoint, pretrain_epochs=pretrain_epochs, val_size=val_size, train_size=train_size,
+            calibration_size=1, latency_budget=None, flash_budget=size_budget, min_bit=min_bit, max_bit=max_bit,
+            latency_table=latency_table, hardware=hardware, enforcement=enforcement, reward="haq",
+            finetune_steps=finetune_steps, finetune_lr=finetune_lr, pin_first_last=False,
+            eval_batch_size=eval_batch_size, device=device, quantizer=KMEANS, progress=progress,
+            model_kwargs=model_kwargs, weights=weights, image_size=image_size)
         if action_mode not in ACTION_MODES:
             raise ValueError(f"unknown action_mode {action_mode!r}; expected one of {', '.join(ACTION_MODES)}")
-        if enforcement not in ENFORCEMENTS:
-            raise ValueError(f"unknown enforcement {enforcement!r}; expected one of {', '.join(ENFORCEMENTS)}")
         self._check_render_mode(render_mode)
-        self.budget = Budget(flash=size_budget)
-        setup = setup or build_search_setup(
-            model=model, width_mult=width_mult, dataset=dataset, data_root=data_root, download=download,
-            checkpoint=checkpoint, val_size=val_size, train_size=train_size, calibration_size=1,
-            latency_table=latency_table, hardware=hardware, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
-            eval_batch_size=eval_batch_size, pretrain_epochs=pretrain_epochs, device=device, progress=progress,
-            model_kwargs=model_kwargs, weights=weights, image_size=image_size)
-        use_kmeans_weights(setup.layers)
-        size_model = CostModel(setup.layer_infos, setup.cost_model.table, float_bit=setup.cost_model.float_bit,
-                               flash_reference_bit=REFERENCE_BIT)
-        self.setup = replace(setup, cost_model=size_model)
+        self._init_problem(KMeansProblem(config, setup))
         self.size_budget = size_budget
-        self.min_bit, self.max_bit = min_bit, max_bit
-        self.action_mode, self.enforcement = action_mode, enforcement
-        self.render_mode = render_mode
-
-        self._init_decisions([[None, -1] for _ in self.setup.layers])
-        self.budget.check_feasible(size_model, self._fill(self.pinned, min_bit))
+        self.action_mode, self.render_mode = action_mode, render_mode
         self.static = static_layer_features(self.setup.layer_infos)
         self.action_space = bit_action_space(action_mode, min_bit, max_bit)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(len(OBSERVATION_FEATURES),), dtype=np.float32)
 
     def _observation(self, previous_bits: int | None) -> np.ndarray:
         layer, _ = self.decisions[min(self._step, len(self.decisions) - 1)]
-        spent = self.setup.cost_model.costs(self._fill(self._policy, self.min_bit)).flash_ratio
+        spent = self.problem.costs(self._fill(self._policy, self.min_bit)).flash_ratio
         dynamic = [1.0 if previous_bits is None else previous_bits / self.max_bit, spent, self.size_budget - spent]
         obs = np.concatenate([self.static[layer], np.asarray(dynamic, dtype=np.float32)])
         return np.clip(obs, 0.0, 1.0).astype(np.float32)
 
-    def _finish(self) -> dict[str, Any]:
-        agent_policy = [list(p) for p in self._policy]
-        start = time.perf_counter()
-        cost_model = self.setup.cost_model
-        policy = enforce_budget(self.enforcement, agent_policy, self.free, cost_model, self.budget, self.min_bit)
-        costs = cost_model.costs(policy)
-        result = self.setup.evaluator.evaluate(policy)
-        reference = self.setup.reference_accuracy
-        self._policy = [list(p) for p in policy]
-        return {"reward": haq_reward(result.accuracy, reference, costs, cost_model), "accuracy": result.accuracy,
-                "reference_accuracy": reference, "flash_ratio": costs.flash_ratio, "size_bytes": costs.flash_bits / 8,
-                "file_bytes": self.file_size(policy), "latency_ratio": costs.latency_ratio,
-                "bitops_ratio": costs.bitops_ratio, "policy": policy, "agent_policy": agent_policy,
-                "budget_met": self.budget.satisfied(costs), "eval_time_s": time.perf_counter() - start,
-                "cached": result.cached}
-
     # ----- artifacts
     def file_size(self, policy: list[list[int]]) -> int:
-        """Bytes of the k-means file of ``policy`` (the cost function :func:`haq_gym.cost.kmeans_size.kmeans_file_size`)."""
-        return kmeans_file_size([(name, tuple(layer.weight.shape), int(w)) for name, layer, (w, _)
-                                 in zip(self.setup.layer_names, self.setup.layers, policy)])
+        """Bytes of the k-means file of ``policy`` (see :mod:`haq_gym.export.kmeans_file`)."""
+        return self.problem.file_size(policy)
 
     def write_model_file(self, path: str | os.PathLike, policy: list[list[int]]) -> int:
-        """Cluster the layers at ``policy``'s bits and write the codebook + packed-index file; returns its size.
-
-        The codebooks are the clustering of the float weights (the state every episode
-        starts from); finetuned shared values are not kept between episodes.
-        """
-        from haq_gym.export.kmeans_file import kmeans_layers, write_kmeans_file
-
-        apply_policy(self.setup.layers, policy)
-        return write_kmeans_file(path, kmeans_layers(list(zip(self.setup.layer_names, self.setup.layers))))
-
-    def policy_file(self, info: dict[str, Any], found_by: dict[str, Any] | None = None) -> PolicyFile:
-        """The final ``info`` of an episode as a :class:`~haq_gym.policy.PolicyFile` (activations ``-1``)."""
-        s = self.setup
-        return PolicyFile(
-            model=s.model_name, dataset=s.dataset, layer_names=list(s.layer_names),
-            bits=[[int(w), int(a)] for w, a in info["policy"]],
-            costs={"flash_ratio": float(info["flash_ratio"]), "size_bytes": float(info["size_bytes"]),
-                   "file_bytes": int(info["file_bytes"]), "latency_ratio": float(info["latency_ratio"]),
-                   "bitops_ratio": float(info["bitops_ratio"])},
-            accuracy={"search_val_top1": float(info["accuracy"]), "float_search_val_top1": float(info["reference_accuracy"])},
-            budget={"size": self.size_budget, "reference_bit": REFERENCE_BIT, "min_bit": self.min_bit,
-                    "max_bit": self.max_bit, "enforcement": self.enforcement, "budget_met": bool(info["budget_met"])},
-            found_by={"reward": float(info["reward"]), "reward_strategy": "haq", "quantizer": "kmeans",
-                      "checkpoint": s.checkpoint, "created": now_iso(), **(found_by or {})},
-            model_kwargs=s.policy_model_kwargs())
+        """Cluster the layers at ``policy``'s bits and write the codebook + packed-index file; returns its size."""
+        return self.problem.write_model_file(path, policy)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import numpy as np
 from gymnasium import spaces
 
 from envs.features import STATIC_FEATURES, static_layer_features
 from envs.policy_decision_env import ACTION_MODES, PolicyDecisionEnv, bit_action_space
-from haq_gym.cost import ENFORCEMENTS, Budget, enforce_budget
-from haq_gym.policy import PolicyFile, now_iso
-from haq_gym.rewards import get_reward
-from haq_gym.search_setup import SearchSetup, build_search_setup
+from haq_gym.problem import PolicyProblem, ProblemConfig
+from haq_gym.problem.config import KMEANS
+from haq_gym.search_setup import SearchSetup
 
 OBSERVATION_FEATURES = STATIC_FEATURES + ("previous_bits", "is_activation", "latency_spent", "flash_spent",
                                           "latency_slack", "flash_slack")
@@ -142,82 +138,34 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
                  eval_batch_size: int = 256, device: str = "cpu", quantizer: str = "linear", progress: bool = True,
                  render_mode: str | None = None, setup: SearchSetup | None = None,
                  model_kwargs: dict | None = None, weights: str | None = None, image_size: int | None = None) -> None:
-        if not 2 <= min_bit <= max_bit <= 8:
-            raise ValueError(f"need 2 <= min_bit <= max_bit <= 8, got min_bit={min_bit}, max_bit={max_bit}")
+        if quantizer == KMEANS:
+            raise ValueError("quantizer='kmeans' is the k-means flow: use a HAQ-KMeans-* env")
+        config = ProblemConfig(
+            model=model, width_mult=width_mult, dataset=dataset, data_root=data_root, download=download,
+            checkpoint=checkpoint, pretrain_epochs=pretrain_epochs, val_size=val_size, train_size=train_size,
+            calibration_size=calibration_size, latency_budget=latency_budget, flash_budget=flash_budget,
+            float_bit=float_bit, min_bit=min_bit, max_bit=max_bit, latency_table=latency_table, hardware=hardware,
+            enforcement=enforcement, reward=reward, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
+            pin_first_last=pin_first_last, eval_batch_size=eval_batch_size, device=device, quantizer=quantizer,
+            progress=progress, model_kwargs=model_kwargs, weights=weights, image_size=image_size)
         if action_mode not in ACTION_MODES:
             raise ValueError(f"unknown action_mode {action_mode!r}; expected one of {', '.join(ACTION_MODES)}")
-        if enforcement not in ENFORCEMENTS:
-            raise ValueError(f"unknown enforcement {enforcement!r}; expected one of {', '.join(ENFORCEMENTS)}")
         self._check_render_mode(render_mode)
-        self.reward_fn = get_reward(reward)
-        self.budget = Budget(latency=latency_budget, flash=flash_budget)
-        self.setup = setup or build_search_setup(
-            model=model, width_mult=width_mult, dataset=dataset, data_root=data_root, download=download,
-            checkpoint=checkpoint, val_size=val_size, train_size=train_size, calibration_size=calibration_size,
-            latency_table=latency_table, hardware=hardware, float_bit=float_bit, finetune_steps=finetune_steps,
-            finetune_lr=finetune_lr, eval_batch_size=eval_batch_size, pretrain_epochs=pretrain_epochs,
-            device=device, quantizer=quantizer, progress=progress,
-            model_kwargs=model_kwargs, weights=weights, image_size=image_size)
-        self.min_bit, self.max_bit, self.float_bit = min_bit, max_bit, float_bit
-        self.action_mode, self.enforcement, self.reward_name = action_mode, enforcement, reward
-        self.render_mode = render_mode
-
-        self._init_decisions(self._pinned_policy(len(self.setup.layers), pin_first_last))
-        self.budget.check_feasible(self.setup.cost_model, self._fill(self.pinned, min_bit))
+        self._init_problem(PolicyProblem(config, setup))
+        self.action_mode, self.render_mode = action_mode, render_mode
+        self.float_bit, self.reward_name = float_bit, reward
         self.static = static_layer_features(self.setup.layer_infos)
-
         self.action_space = bit_action_space(action_mode, min_bit, max_bit)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(len(OBSERVATION_FEATURES),), dtype=np.float32)
-
-    # ----- construction helpers
-    def _pinned_policy(self, n: int, pin_first_last: bool) -> list[list[int | None]]:
-        """Per layer, the fixed bits or ``None`` where the agent decides."""
-        pinned: list[list[int | None]] = [[None, None] for _ in range(n)]
-        pinned[0][1] = -1
-        if pin_first_last:
-            pinned[0][0] = 8
-            pinned[-1] = [8, 8]
-        return pinned
 
     # ----- MDP pieces
     def _observation(self, previous_bits: int | None) -> np.ndarray:
         step = min(self._step, len(self.decisions) - 1)
         layer, j = self.decisions[step]
-        costs = self.setup.cost_model.costs(self._fill(self._policy, self.min_bit))
+        costs = self.problem.costs(self._fill(self._policy, self.min_bit))
         lat_slack = 1.0 if self.budget.latency is None else self.budget.latency - costs.latency_ratio
         flash_slack = 1.0 if self.budget.flash is None else self.budget.flash - costs.flash_ratio
         dynamic = [1.0 if previous_bits is None else previous_bits / self.max_bit, float(j),
                    costs.latency_ratio, costs.flash_ratio, lat_slack, flash_slack]
         obs = np.concatenate([self.static[layer], np.asarray(dynamic, dtype=np.float32)])
         return np.clip(obs, 0.0, 1.0).astype(np.float32)
-
-    def _finish(self) -> dict[str, Any]:
-        agent_policy = [list(p) for p in self._policy]
-        start = time.perf_counter()
-        policy = enforce_budget(self.enforcement, agent_policy, self.free, self.setup.cost_model, self.budget,
-                                self.min_bit)
-        costs = self.setup.cost_model.costs(policy)
-        result = self.setup.evaluator.evaluate(policy)
-        reward = self.reward_fn(result.accuracy, self.setup.reference_accuracy, costs, self.setup.cost_model)
-        self._policy = [list(p) for p in policy]
-        return {"reward": reward, "accuracy": result.accuracy, "reference_accuracy": self.setup.reference_accuracy,
-                "latency_ratio": costs.latency_ratio, "flash_ratio": costs.flash_ratio,
-                "bitops_ratio": costs.bitops_ratio, "policy": policy, "agent_policy": agent_policy,
-                "budget_met": self.budget.satisfied(costs), "eval_time_s": time.perf_counter() - start,
-                "cached": result.cached}
-
-    # ----- artifacts
-    def policy_file(self, info: dict[str, Any], found_by: dict[str, Any] | None = None) -> PolicyFile:
-        """The final ``info`` of an episode as a :class:`~haq_gym.policy.PolicyFile`."""
-        s = self.setup
-        return PolicyFile(
-            model=s.model_name, dataset=s.dataset, layer_names=list(s.layer_names),
-            bits=[[int(w), int(a)] for w, a in info["policy"]],
-            costs={k: float(info[k]) for k in ("latency_ratio", "flash_ratio", "bitops_ratio")},
-            accuracy={"search_val_top1": float(info["accuracy"]), "float_search_val_top1": float(info["reference_accuracy"])},
-            budget={**self.budget.to_dict(), "float_bit": self.float_bit, "min_bit": self.min_bit,
-                    "max_bit": self.max_bit, "enforcement": self.enforcement, "budget_met": bool(info["budget_met"])},
-            found_by={"reward": float(info["reward"]), "reward_strategy": self.reward_name,
-                      "checkpoint": s.checkpoint, "latency_table": s.latency_source, "created": now_iso(),
-                      **(found_by or {})},
-            model_kwargs=s.policy_model_kwargs())

@@ -14,6 +14,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from haq_gym.cost import Budget
+from haq_gym.policy import PolicyFile
+from haq_gym.problem import PolicyProblem
+from haq_gym.search_setup import SearchSetup
+
 ACTION_MODES = ("continuous", "discrete")
 
 
@@ -29,33 +34,60 @@ def bit_action_space(action_mode: str, min_bit: int, max_bit: int) -> spaces.Spa
 class PolicyDecisionEnv(gym.Env):
     """Steps through the free entries of a mixed-precision policy; the last step ends the episode.
 
-    Subclasses set ``setup`` (a :class:`~haq_gym.search_setup.SearchSetup`), ``budget``,
-    ``min_bit``, ``max_bit``, ``action_mode``, ``action_space``, ``observation_space`` and
-    ``render_mode``, call :meth:`_init_decisions` with the pinned policy, and implement
-    :meth:`_observation` and :meth:`_finish`.
+    Subclasses call :meth:`_init_problem` with their :class:`~haq_gym.problem.PolicyProblem`,
+    set ``action_mode``, ``action_space``, ``observation_space`` and ``render_mode``, and
+    implement :meth:`_observation`. The problem's decisions (free entries, layer by layer,
+    weight before activation) are the steps of an episode.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
-    setup: Any
-    budget: Any
-    min_bit: int
-    max_bit: int
+    problem: PolicyProblem
     action_mode: str
 
-    def _init_decisions(self, pinned: list[list[int | None]]) -> None:
-        """Decisions are the ``None`` entries of ``pinned``, layer by layer, weight before activation."""
-        n = len(pinned)
-        self.pinned = pinned
-        self.decisions = [(i, j) for i in range(n) for j in (0, 1) if pinned[i][j] is None]
-        self.free = [(pinned[i][0] is None, pinned[i][1] is None) for i in range(n)]
+    def _init_problem(self, problem: PolicyProblem) -> None:
+        self.problem = problem
         self._step = 0
         self._policy: list[list[int | None]] = []
         self._done = True
 
+    # ----- the problem's pieces, as the env exposes them
+    @property
+    def setup(self) -> SearchSetup:
+        """The built model, data, costs and evaluator of the problem."""
+        return self.problem.setup
+
+    @property
+    def budget(self) -> Budget:
+        return self.problem.budget
+
+    @property
+    def pinned(self) -> list[list[int | None]]:
+        return self.problem.pinned
+
+    @property
+    def decisions(self) -> list[tuple[int, int]]:
+        return self.problem.decisions
+
+    @property
+    def free(self) -> list[tuple[bool, bool]]:
+        return self.problem.free
+
+    @property
+    def min_bit(self) -> int:
+        return self.problem.min_bit
+
+    @property
+    def max_bit(self) -> int:
+        return self.problem.max_bit
+
+    @property
+    def enforcement(self) -> str:
+        return self.problem.config.enforcement
+
     @staticmethod
     def _fill(policy: list[list[int | None]], bits: int) -> list[list[int]]:
-        return [[bits if b is None else b for b in pair] for pair in policy]
+        return PolicyProblem.fill(policy, bits)
 
     def _check_render_mode(self, render_mode: str | None) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -132,7 +164,7 @@ class PolicyDecisionEnv(gym.Env):
         trial = self._fill(self._policy, self.min_bit)
         for k in range(1, n):
             trial[layer][j] = self.min_bit + k
-            mask[k] = self.budget.satisfied(self.setup.cost_model.costs(trial))
+            mask[k] = self.problem.meets_budget(trial)
         return mask
 
     # ----- subclass hooks
@@ -141,5 +173,11 @@ class PolicyDecisionEnv(gym.Env):
         raise NotImplementedError
 
     def _finish(self) -> dict[str, Any]:
-        """Enforce the budget, evaluate, and return the final ``info`` (with ``reward``)."""
-        raise NotImplementedError
+        """Evaluate the episode's policy on the problem; the final ``info`` is the outcome's."""
+        outcome = self.problem.evaluate(self._policy)
+        self._policy = [list(p) for p in outcome.policy]
+        return outcome.info()
+
+    def policy_file(self, info: dict[str, Any], found_by: dict[str, Any] | None = None) -> PolicyFile:
+        """The final ``info`` of an episode as a :class:`~haq_gym.policy.PolicyFile`."""
+        return self.problem.policy_file(info, found_by)

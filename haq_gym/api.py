@@ -66,7 +66,7 @@ def search(algo: str = "haq-ddpg", env: str = "HAQ-MobileNetV2-v0", *, episodes:
     A thin front over :func:`haq_gym.runs.run_search`.
     """
     from haq_gym.algo_configs import algo_defaults
-    from haq_gym.runs import run_search
+    from haq_gym.runs import RunConfig, run_search
 
     hyper = {**algo_defaults(algo, env), **(hyperparams or {})}
     n_episodes = hyper.pop("n_episodes", None) if episodes is None else episodes
@@ -75,8 +75,8 @@ def search(algo: str = "haq-ddpg", env: str = "HAQ-MobileNetV2-v0", *, episodes:
         raise ValueError(f"no episode budget: pass episodes= (configs/{algo}.yml has no n_episodes for {env})")
     if int(n_episodes) < 1:
         raise ValueError(f"episodes must be at least 1, got {n_episodes}")
-    config = {"algo": algo, "env": env, "seed": int(seed), "n_episodes": int(n_episodes),
-              "env_kwargs": dict(env_kwargs or {}), "hyperparams": hyper}
+    config = RunConfig(algo=algo, env=env, seed=int(seed), n_episodes=int(n_episodes),
+                       env_kwargs=dict(env_kwargs or {}), hyperparams=hyper)
     out = None if output is None else os.fspath(output)
     return run_search(config, out, progress, command=f"haq_gym.search(algo={algo!r}, env={env!r}, seed={seed})")
 

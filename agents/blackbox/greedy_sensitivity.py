@@ -16,12 +16,12 @@
    2 bits usually costs more accuracy than two at 4.)
 4. Evaluate the resulting policy once.
 
-Probing anchor. The env enforces the budget on every episode, so "all ``max_bit`` but one
+Probing anchor. The problem enforces the budget on every evaluation, so "all ``max_bit`` but one
 decision" would be rewritten by the wall whenever step 2 is needed (the all-``max_bit``
 policy breaks the budget, and so does it with one decision lowered). The probes therefore
 lower one decision from the *highest feasible uniform* width ``b_u`` instead (see
 :mod:`agents.blackbox.uniform`): a probe costs no more than the uniform policy, so the
-env evaluates it unchanged and the measured accuracy belongs to that one change. The
+problem evaluates it unchanged and the measured accuracy belongs to that one change. The
 probed width is ``min(probe_bits, b_u - 1)``; when ``b_u == min_bit`` nothing can be
 lowered and no probe is run. A decision's cost saving (which decides what to probe when
 episodes are short, and breaks ties) is that of lowering it alone from all-``max_bit`` to
@@ -43,11 +43,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-
-from agents.blackbox.play import EvaluationBudget, meets_budget, policy_costs
-from haq_gym.util import check_known_keys
+from agents.blackbox.evaluation import EvaluationBudget, meets_budget, policy_costs
 from agents.blackbox.uniform import feasible_uniform_bits
+from haq_gym.problem import Outcome, PolicyProblem
+from haq_gym.util import check_known_keys
 
 HYPERPARAMS = frozenset({"probe_bits"})
 SENSITIVITY_COLUMNS = ("decision", "layer", "layer_name", "kind", "cost_saving", "probed", "probe_bits",
@@ -59,20 +58,19 @@ def default_probe_bits(min_bit: int, max_bit: int) -> int:
     return max(min_bit, min(min_bit + 2, max_bit - 1))
 
 
-def cost_savings(env: gym.Env, lowered_bits: int) -> list[float]:
+def cost_savings(problem: PolicyProblem, lowered_bits: int) -> list[float]:
     """Per decision, the budget-normalised cost saved by lowering it alone from all-``max_bit`` to ``lowered_bits``.
 
     The saving in each constrained ratio is divided by its budget, and the constrained
     ratios are summed, so a flash budget and a latency budget weigh equally when tight.
     """
-    base = env.unwrapped
-    n, budget = len(base.decisions), base.budget
-    top = policy_costs(env, [base.max_bit] * n)
+    n, budget = len(problem.decisions), problem.budget
+    top = policy_costs(problem, [problem.max_bit] * n)
     savings = []
     for d in range(n):
-        bits = [base.max_bit] * n
+        bits = [problem.max_bit] * n
         bits[d] = lowered_bits
-        c = policy_costs(env, bits)
+        c = policy_costs(problem, bits)
         saving = 0.0
         if budget.latency is not None:
             saving += (top.latency_ratio - c.latency_ratio) / budget.latency
@@ -82,22 +80,21 @@ def cost_savings(env: gym.Env, lowered_bits: int) -> list[float]:
     return savings
 
 
-def lower_to_budget(env: gym.Env, order: list[int]) -> list[int]:
+def lower_to_budget(problem: PolicyProblem, order: list[int]) -> list[int]:
     """From all-``max_bit``, take one bit off each decision in ``order``, round after round, until the budget holds."""
-    base = env.unwrapped
-    bits = [base.max_bit] * len(base.decisions)
-    while not meets_budget(env, bits):
-        lowerable = [d for d in order if bits[d] > base.min_bit]
+    bits = [problem.max_bit] * len(problem.decisions)
+    while not meets_budget(problem, bits):
+        lowerable = [d for d in order if bits[d] > problem.min_bit]
         if not lowerable:
-            break  # every decision at min_bit: the env rejects budgets that even this breaks
+            break  # every decision at min_bit: the problem rejects budgets that even this breaks
         for d in lowerable:
             bits[d] -= 1
-            if meets_budget(env, bits):
+            if meets_budget(problem, bits):
                 break
     return bits
 
 
-def run_greedy_sensitivity(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any],
+def run_greedy_sensitivity(problem: PolicyProblem, episodes: int, seed: int, hyperparams: dict[str, Any],
                            run_dir: str | os.PathLike, progress: bool = True, writer: Any = None) -> None:
     """Probe per-decision sensitivity, lower the least sensitive decisions until the budget holds, evaluate.
 
@@ -106,51 +103,49 @@ def run_greedy_sensitivity(env: gym.Env, episodes: int, seed: int, hyperparams: 
     (see the module docstring). Deterministic (``seed`` is unused); ``writer`` is unused.
     """
     check_known_keys("greedy-sensitivity", hyperparams, HYPERPARAMS)
-    base = env.unwrapped
-    lo, hi, n = base.min_bit, base.max_bit, len(base.decisions)
+    lo, hi, n = problem.min_bit, problem.max_bit, len(problem.decisions)
     probe_bits = int(hyperparams.get("probe_bits", default_probe_bits(lo, hi)))
     if hi > lo and not lo <= probe_bits < hi:
         raise ValueError(f"probe_bits must be in {lo}..{hi - 1} (min_bit..max_bit-1), got {probe_bits}")
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     top = [hi] * n
-    if meets_budget(env, top):
-        with EvaluationBudget(env, 1, "greedy-sensitivity", progress) as evaluate:
+    if meets_budget(problem, top):
+        with EvaluationBudget(problem, 1, "greedy-sensitivity", progress) as evaluate:
             evaluate(top)
         return
 
-    anchor = feasible_uniform_bits(env)[0]
+    anchor = feasible_uniform_bits(problem)[0]
     probe_width = min(probe_bits, anchor - 1)
     can_probe = probe_width >= lo
-    savings = cost_savings(env, max(probe_width, lo))
+    savings = cost_savings(problem, max(probe_width, lo))
     by_saving = sorted(range(n), key=lambda d: (-savings[d], d))
     probed = by_saving[:min(n, episodes - 1)] if can_probe else []
-    with EvaluationBudget(env, len(probed) + 1, "greedy-sensitivity", progress) as evaluate:
-        results: dict[int, dict[str, Any]] = {}
+    with EvaluationBudget(problem, len(probed) + 1, "greedy-sensitivity", progress) as evaluate:
+        results: dict[int, Outcome] = {}
         for d in probed:
             bits = [anchor] * n
             bits[d] = probe_width
             results[d] = evaluate(bits)
         # Least sensitive first: probed decisions by descending probe accuracy, then the unprobed
         # ones (most sensitive); ties go to the larger cost saving.
-        order = sorted(range(n), key=lambda d: (d not in results, -results[d]["accuracy"] if d in results else 0.0,
+        order = sorted(range(n), key=lambda d: (d not in results, -results[d].accuracy if d in results else 0.0,
                                                 -savings[d], d))
-        final = lower_to_budget(env, order)
-        _write_sensitivity(Path(run_dir) / "sensitivity.csv", env, savings, probe_width, results, order, final)
+        final = lower_to_budget(problem, order)
+        _write_sensitivity(Path(run_dir) / "sensitivity.csv", problem, savings, probe_width, results, order, final)
         evaluate(final)
 
 
-def _write_sensitivity(path: Path, env: gym.Env, savings: list[float], probe_width: int,
-                       results: dict[int, dict[str, Any]], order: list[int], final: list[int]) -> None:
+def _write_sensitivity(path: Path, problem: PolicyProblem, savings: list[float], probe_width: int,
+                       results: dict[int, Outcome], order: list[int], final: list[int]) -> None:
     """One row per decision: what was probed, what it scored, where it went in the lowering order."""
-    base = env.unwrapped
     position = {d: k for k, d in enumerate(order)}
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(SENSITIVITY_COLUMNS)
-        for d, (layer, j) in enumerate(base.decisions):
+        for d, (layer, j) in enumerate(problem.decisions):
             r = results.get(d)
-            out.writerow([d, layer, base.setup.layer_names[layer], "activation" if j else "weight",
+            out.writerow([d, layer, problem.layer_names[layer], "activation" if j else "weight",
                           f"{savings[d]:.6f}", int(r is not None), probe_width if r else "",
-                          f"{r['accuracy']:.4f}" if r else "", int(r["policy"] != r["agent_policy"]) if r else "",
+                          f"{r.accuracy:.4f}" if r else "", int(r.enforced) if r else "",
                           position[d], final[d]])

@@ -1,14 +1,14 @@
 """Optuna's samplers as bit-width searches: one integer parameter per decision, one trial per episode.
 
-Each trial suggests ``d{i} in min_bit..max_bit`` for every decision ``i`` of
-``env.unwrapped.decisions`` and plays the policy through the env (:func:`play_policy`),
+Each trial suggests ``d{i} in min_bit..max_bit`` for every decision ``i`` of the policy
+problem and evaluates the policy on it (:class:`~agents.blackbox.evaluation.EvaluationBudget`),
 so trials are episodes: counted and recorded like an RL agent's. Single-objective
-samplers (``tpe``, ``cmaes``, ``gp``, ``random``) maximise the env's reward.
+samplers (``tpe``, ``cmaes``, ``gp``, ``random``) maximise the problem's reward.
 ``nsga2`` runs a multi-objective study (maximise accuracy, minimise latency ratio,
 minimise flash ratio) and writes its Pareto front to ``run_dir/pareto_front.csv`` and
 ``run_dir/pareto_front.png``.
 
-The objective values are those of the *enforced* policy the env evaluated, but Optuna
+The objective values are those of the *enforced* policy the problem evaluated, but Optuna
 attributes them to the suggested bits (a trial's parameters cannot be rewritten): for an
 over-budget suggestion the sampler learns "these bits, after the wall, score this".
 Each trial's user attributes hold the outcome (``reward``, ``accuracy``, ``latency_ratio``,
@@ -25,11 +25,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import gymnasium as gym
-
-from agents.blackbox.play import EvaluationBudget
+from agents.blackbox.evaluation import EvaluationBudget
 from agents.blackbox.uniform import feasible_uniform_bits
 from agents.optuna_samplers import build_sampler
+from haq_gym.problem import PolicyProblem
 from haq_gym.util import check_known_keys
 
 if TYPE_CHECKING:
@@ -59,7 +58,7 @@ def sampler_hyperparams(sampler: str) -> frozenset[str]:
     return SAMPLER_HYPERPARAMS[sampler] | COMMON_HYPERPARAMS
 
 
-def run_optuna(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any], run_dir: str | os.PathLike,
+def run_optuna(problem: PolicyProblem, episodes: int, seed: int, hyperparams: dict[str, Any], run_dir: str | os.PathLike,
                progress: bool = True, writer: Any = None, *, sampler: str) -> None:
     """Search with Optuna's ``sampler`` for exactly ``episodes`` trials (= episodes).
 
@@ -67,8 +66,8 @@ def run_optuna(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, An
     ``start_from_uniform`` (default False): enqueue the highest feasible uniform policy
     (:mod:`agents.blackbox.uniform`) as trial 0, a warm start that costs one of the
     episodes. The sampler is seeded with ``seed``. Optuna's per-trial log lines are
-    silenced for the run; a bar counts evaluations. ``writer`` is unused (the env's
-    recorder logs every episode).
+    silenced for the run; a bar counts evaluations. ``writer`` is unused (the problem's
+    recorder logs every evaluation).
     """
     import optuna
 
@@ -76,8 +75,7 @@ def run_optuna(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, An
     options = dict(hyperparams)
     start_from_uniform = bool(options.pop("start_from_uniform", False))
     built = build_sampler(sampler, seed, options)
-    base = env.unwrapped
-    n = len(base.decisions)
+    n = len(problem.decisions)
     multi = sampler in MULTI_OBJECTIVE
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -85,21 +83,21 @@ def run_optuna(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, An
         study = (optuna.create_study(sampler=built, directions=list(DIRECTIONS)) if multi
                  else optuna.create_study(sampler=built, direction="maximize"))
         if start_from_uniform:
-            uniform = feasible_uniform_bits(env)[0]
+            uniform = feasible_uniform_bits(problem)[0]
             study.enqueue_trial({f"d{i}": uniform for i in range(n)})
-        with EvaluationBudget(env, episodes, f"optuna-{sampler}", progress) as evaluate:
+        with EvaluationBudget(problem, episodes, f"optuna-{sampler}", progress) as evaluate:
             for _ in range(episodes):
                 trial = study.ask()
-                info = evaluate([trial.suggest_int(f"d{i}", base.min_bit, base.max_bit) for i in range(n)])
+                outcome = evaluate([trial.suggest_int(f"d{i}", problem.min_bit, problem.max_bit) for i in range(n)])
                 for key in ("reward", *OBJECTIVES):
-                    trial.set_user_attr(key, float(info[key]))
-                trial.set_user_attr("budget_met", bool(info["budget_met"]))
-                trial.set_user_attr("enforced", info["policy"] != info["agent_policy"])
-                study.tell(trial, [float(info[k]) for k in OBJECTIVES] if multi else float(info["reward"]))
+                    trial.set_user_attr(key, float(getattr(outcome, key)))
+                trial.set_user_attr("budget_met", bool(outcome.budget_met))
+                trial.set_user_attr("enforced", outcome.enforced)
+                study.tell(trial, [float(getattr(outcome, k)) for k in OBJECTIVES] if multi else float(outcome.reward))
     finally:
         optuna.logging.set_verbosity(verbosity)
     if multi:
-        write_pareto_front(study, Path(run_dir), base.budget.to_dict())
+        write_pareto_front(study, Path(run_dir), problem.budget.to_dict())
 
 
 def write_pareto_front(study: optuna.Study, run_dir: Path, budgets: dict[str, float | None] | None = None) -> None:

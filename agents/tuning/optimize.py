@@ -1,7 +1,7 @@
 """Optuna tuning of a search agent's hyperparameters (``train_agent.py --optimize``).
 
 One trial = one hyperparameter set, sampled by :mod:`agents.tuning.hyperparams_sampler`,
-evaluated by ordinary search runs (``train_agent.run``, one run folder per seed under
+evaluated by ordinary search runs (:func:`haq_gym.runs.run_search`, one run folder per seed under
 ``<output>/trial_<n>/seed_<s>/``) on seeds ``0..n_seeds-1``, the same seeds for every
 trial. The objective is the mean over those seeds of the best reward among policies that
 met the budget (the run's ``best_policy.json``), to be maximised.
@@ -12,7 +12,8 @@ far (all seeds; seed ``i`` starts at step ``i * n_episodes``) the mean over the 
 started so far of their best-so-far feasible reward (finished seeds count with their
 final best). Every trial runs the seeds in the same order, so a step means the same
 amount of search in every trial. When the pruner says so, :class:`optuna.TrialPruned` is
-raised from the env wrapper that sees each episode end, which stops the agent at once.
+raised from an observer of the run's policy problem, right after the run's recorder has
+recorded the evaluation, which stops the agent (or black-box strategy) at once.
 A seed that finds no feasible policy also prunes the trial (it has no objective value).
 
 Trial count. ``n_trials`` is the study's target of finished (complete or pruned) trials,
@@ -46,7 +47,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gymnasium as gym
 import optuna
@@ -58,10 +59,9 @@ from agents.optuna_samplers import build_sampler
 from agents.tuning.hyperparams_sampler import FixedParams, SamplerFn, SearchProblem, get_hyperparams_sampler
 from agents.tuning.storage import DEFAULT_JOURNAL_NAME, is_journal_path, open_storage, redact, retry_callback
 from haq_gym.experiments.placement import Slot, plan_slots
+from haq_gym.problem import Outcome
+from haq_gym.runs import RunConfig, RunRecorder, run_search
 from haq_gym.util import write_atomic
-
-if TYPE_CHECKING:
-    from haq_gym.runs import RunRecorder
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("median", "halving", "none")
@@ -246,22 +246,6 @@ def open_study(settings: TuningSettings, sampler: optuna.samplers.BaseSampler | 
     return study
 
 
-class _EpisodeHook(gym.Wrapper):
-    """Calls ``on_episode(recorder)`` after the recorder below it has recorded an episode."""
-
-    def __init__(self, recorder: RunRecorder, on_episode: Callable[[RunRecorder], None]) -> None:
-        super().__init__(recorder)
-        self.on_episode = on_episode
-        self.seen = 0
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        out = self.env.step(action)
-        if self.env.episodes > self.seen:
-            self.seen = self.env.episodes
-            self.on_episode(self.env)
-        return out
-
-
 class TrialProgress:
     """Reports a trial's best-so-far objective to Optuna as its seeds run, and prunes it when told to."""
 
@@ -274,14 +258,15 @@ class TrialProgress:
         self.last_step = -1
         self.recorder: RunRecorder | None = None
 
-    def wrap(self, recorder: RunRecorder) -> gym.Env:
-        """The env the runner of the next seed drives (``recorder`` is that run's RunRecorder)."""
+    def watch(self, recorder: RunRecorder) -> None:
+        """Follow the next seed's run: report after every ``report_every`` evaluations its ``recorder`` records."""
         self.recorder = recorder
-        return _EpisodeHook(recorder, self._on_episode)
 
-    def _on_episode(self, recorder: RunRecorder) -> None:
-        if recorder.episodes % self.report_every == 0:
-            self._report(recorder, prune=True)
+        def on_outcome(outcome: Outcome) -> None:
+            if recorder.episodes % self.report_every == 0:
+                self._report(recorder, prune=True)
+
+        recorder.problem.add_observer(on_outcome)
 
     def _report(self, recorder: RunRecorder, prune: bool) -> None:
         if not math.isfinite(recorder.best_reward):
@@ -337,18 +322,16 @@ class Objective:
                 trial.set_user_attr("fail_reason", "interrupted; its parameters were queued again")
 
     def _evaluate(self, trial: optuna.Trial) -> float:
-        import train_agent
-
         hyper = self.hyperparams(trial)
         trial.set_user_attr("hyperparams", json.loads(json.dumps(hyper)))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         s = self.settings
         progress = TrialProgress(trial, s.n_seeds, s.n_episodes, s.report_every)
         for seed in s.search_seeds:
-            config = {"algo": s.algo, "env": s.env_id, "seed": seed, "n_episodes": s.n_episodes,
-                      "env_kwargs": dict(s.env_kwargs), "hyperparams": dict(hyper)}
+            config = RunConfig(algo=s.algo, env=s.env_id, seed=seed, n_episodes=s.n_episodes,
+                               env_kwargs=dict(s.env_kwargs), hyperparams=dict(hyper))
             run_dir = Path(s.output) / f"trial_{trial.number}" / f"seed_{seed}"
-            train_agent.run(config, os.fspath(run_dir), progress=False, setup=self.setup, wrap_env=progress.wrap)
+            run_search(config, os.fspath(run_dir), progress=False, setup=self.setup, watch=progress.watch)
             progress.seed_done()
         trial.set_user_attr("seed_best_rewards", progress.seed_bests)
         return statistics.fmean(progress.seed_bests)

@@ -1,7 +1,9 @@
-"""Run folders: what every search writes, whichever agent drives the env."""
+"""Search runs: their settings, the run folder every search writes, and running one (:func:`run_search`)."""
 
 from haq_gym.runs.recorder import EPISODE_COLUMNS, RunRecorder
+from haq_gym.runs.run_config import RunConfig, UsageError, algo_defaults, command_line, parse_key_values
 from haq_gym.runs.run_folder import prepare_run_folder
 from haq_gym.runs.search import RunResult, run_search
 
-__all__ = ["EPISODE_COLUMNS", "RunRecorder", "RunResult", "prepare_run_folder", "run_search"]
+__all__ = ["EPISODE_COLUMNS", "RunConfig", "RunRecorder", "RunResult", "UsageError", "algo_defaults",
+           "command_line", "parse_key_values", "prepare_run_folder", "run_search"]

@@ -1,7 +1,7 @@
-"""A wrapper that records every finished episode into the run folder as it happens.
+"""An observer of a policy problem that records every evaluation into the run folder as it happens.
 
-Whatever agent drives the env (HAQ's DDPG, an SB3 algorithm, a black-box search), the
-run folder is the same: ``episodes.csv`` (one row per episode, appended and flushed, so
+Whatever evaluates the problem (an env episode driven by HAQ's DDPG or an SB3 algorithm,
+a black-box strategy calling the problem directly), the run folder is the same: ``episodes.csv`` (one row per episode, appended and flushed, so
 a killed run keeps every finished episode), ``best_policy.json`` (rewritten atomically
 whenever a better policy that meets the budget appears) and TensorBoard events.
 """
@@ -14,22 +14,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
+from haq_gym.problem import Outcome, PolicyProblem
 
 EPISODE_COLUMNS = ("episode", "reward", "accuracy", "latency_ratio", "flash_ratio", "bitops_ratio", "budget_met",
                    "cached", "eval_time_s", "w_bits", "a_bits")
 
 
-class RunRecorder(gym.Wrapper):
-    """Writes ``episodes.csv``, ``best_policy.json`` and TensorBoard scalars as episodes end.
+class RunRecorder:
+    """Writes ``episodes.csv``, ``best_policy.json`` and TensorBoard scalars as evaluations end.
 
-    The wrapped env must be a haq-gym env (its final ``info`` carries the policy and its
-    costs, and ``unwrapped.policy_file`` turns it into a policy file).
+    Attaches itself to ``problem`` as an observer (one row per evaluation, numbered from 1
+    as "episodes"); :meth:`close` detaches it and closes the files.
     """
 
-    def __init__(self, env: gym.Env, run_dir: str | os.PathLike, found_by: dict[str, Any] | None = None,
+    def __init__(self, problem: PolicyProblem, run_dir: str | os.PathLike, found_by: dict[str, Any] | None = None,
                  tensorboard: bool = True) -> None:
-        super().__init__(env)
+        self.problem = problem
         self.run_dir = Path(run_dir)
         self.found_by = dict(found_by or {})
         self.episodes = 0
@@ -48,40 +48,37 @@ class RunRecorder(gym.Wrapper):
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=os.fspath(self.run_dir / "tensorboard"))
+        problem.add_observer(self.record)
 
     @property
     def tensorboard_writer(self):
         """The run's ``SummaryWriter`` (agents may log their own scalars to it), or None."""
         return self._tb
 
-    def step(self, action: Any):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        if terminated and "policy" in info:
-            self._record(info)
-        return obs, reward, terminated, truncated, info
-
-    def _record(self, info: dict[str, Any]) -> None:
+    def record(self, outcome: Outcome) -> None:
+        """Append ``outcome`` to ``episodes.csv`` (and TensorBoard); keep it as the best policy if it is."""
         self.episodes += 1
         n = self.episodes
-        policy = info["policy"]
-        self._writer.writerow([n, f"{info['reward']:.6f}", f"{info['accuracy']:.4f}", f"{info['latency_ratio']:.6f}",
-                               f"{info['flash_ratio']:.6f}", f"{info['bitops_ratio']:.6f}", int(info["budget_met"]),
-                               int(info["cached"]), f"{info['eval_time_s']:.4f}",
+        policy = outcome.policy
+        self._writer.writerow([n, f"{outcome.reward:.6f}", f"{outcome.accuracy:.4f}", f"{outcome.latency_ratio:.6f}",
+                               f"{outcome.flash_ratio:.6f}", f"{outcome.bitops_ratio:.6f}", int(outcome.budget_met),
+                               int(outcome.cached), f"{outcome.eval_time_s:.4f}",
                                " ".join(str(w) for w, _ in policy), " ".join(str(a) for _, a in policy)])
         self._csv.flush()
         if self._tb is not None:
             for key in ("reward", "accuracy", "latency_ratio", "flash_ratio", "bitops_ratio"):
-                self._tb.add_scalar(f"episode/{key}", float(info[key]), n)
-        if info["budget_met"] and info["reward"] > self.best_reward:
-            self.best_reward = float(info["reward"])
+                self._tb.add_scalar(f"episode/{key}", float(getattr(outcome, key)), n)
+        if outcome.budget_met and outcome.reward > self.best_reward:
+            self.best_reward = float(outcome.reward)
             self.best_episode = n
-            self.env.unwrapped.policy_file(info, found_by={**self.found_by, "episode": n}).save(self.best_path)
+            self.problem.policy_file(outcome, found_by={**self.found_by, "episode": n}).save(self.best_path)
             if self._tb is not None:
                 self._tb.add_scalar("search/best_reward", self.best_reward, n)
 
     def close(self) -> None:
+        """Stop observing the problem; close ``episodes.csv`` and the TensorBoard writer."""
+        self.problem.remove_observer(self.record)
         if not self._csv.closed:
             self._csv.close()
         if self._tb is not None:
             self._tb.close()
-        super().close()

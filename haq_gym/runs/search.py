@@ -1,7 +1,7 @@
-"""A search run owned by the library: build the env, drive it with an agent of the zoo, write the run folder.
+"""One search run, start to end: build the env and its problem, drive it with an algorithm, write the run folder.
 
-``train_agent.py`` parses its flags into a config and calls :func:`run_search`; the Python API
-(:func:`haq_gym.search`) and the tuning call it too.
+``train_agent.py`` parses its flags into a :class:`~haq_gym.runs.RunConfig` and calls
+:func:`run_search`; tuning (:mod:`agents.tuning`) and the benchmarks call it directly.
 """
 
 from __future__ import annotations
@@ -12,8 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+import torch
 import yaml
+
+import haq_gym
+from agents.registry import check_action_mode, check_hyperparams, get_runner, get_spec
+from agents.spec import PROBLEM
+from haq_gym.plots import budgeted_axis, plot_latency_table, plot_policy_bits, plot_search_progress
+from haq_gym.policy import PolicyFile
+from haq_gym.runs.recorder import RunRecorder
+from haq_gym.runs.run_config import RunConfig, UsageError, command_line
+from haq_gym.runs.run_folder import prepare_run_folder
+from haq_gym.search_setup import SearchSetup
 
 
 @dataclass(frozen=True)
@@ -31,68 +43,68 @@ class RunResult:
         return None if self.best_episode is None else self.run_dir / "best_policy.json"
 
 
-def run_search(config: dict[str, Any], output: str | None = None, progress: bool = True, *, setup: Any = None,
-               wrap_env: Callable[[Any], Any] | None = None, command: str = "") -> RunResult:
-    """Run the search a resolved config describes (``algo``, ``env``, ``seed``, ``n_episodes``, ``env_kwargs``,
-    ``hyperparams``) and write its run folder.
+def run_search(config: RunConfig, output: str | None = None, progress: bool = True, *,
+               setup: SearchSetup | None = None, watch: Callable[[RunRecorder], None] | None = None,
+               command: str | None = None) -> RunResult:
+    """Build the env of ``config``, run its algorithm for ``n_episodes`` evaluations, write the run folder.
 
-    ``setup``: a prebuilt :class:`~haq_gym.search_setup.SearchSetup` for ``gym.make`` (runs of one
-    tuning share the model and its evaluation cache; it must have been built from these
-    ``env_kwargs``). ``wrap_env``: wraps the recorded env before the runner drives it (tuning
-    watches episodes through it and stops pruned runs by raising from it). ``command`` is
-    written to ``config.yml``.
+    ``output``: the run folder (must not exist or be empty; default
+    ``runs/<algo>_<env>_seed<seed>``). ``setup``: a prebuilt
+    :class:`~haq_gym.search_setup.SearchSetup` for the env (runs of one tuning share the
+    model and its evaluation cache; it must have been built from these ``env_kwargs``).
+    ``watch(recorder)`` is called once the run's recorder observes the problem and before
+    the search starts (tuning adds its pruning observer there; an exception raised from an
+    observer stops the search). ``command`` is written to ``config.yml`` (default: this
+    process's command line). ``config.env_kwargs`` gains the algorithm's default
+    ``action_mode`` when it has none.
     """
-    import gymnasium as gym
-    import torch
-
-    import haq_gym
-    from agents.registry import check_action_mode, check_hyperparams, get_runner, get_spec
-    from haq_gym.plots import budgeted_axis, plot_latency_table, plot_policy_bits, plot_search_progress
-    from haq_gym.policy import PolicyFile
-    from haq_gym.runs.recorder import RunRecorder
-    from haq_gym.runs.run_folder import prepare_run_folder
-
-    check_hyperparams(config["algo"], config["hyperparams"])
-    config["env_kwargs"].setdefault("action_mode", get_spec(config["algo"]).action_modes[0])
-    check_action_mode(config["algo"], config["env_kwargs"]["action_mode"])
-    if config["env"] not in gym.registry:
+    check_hyperparams(config.algo, config.hyperparams)
+    spec = get_spec(config.algo)
+    config.env_kwargs.setdefault("action_mode", spec.action_modes[0])
+    check_action_mode(config.algo, config.env_kwargs["action_mode"])
+    if config.env not in gym.registry:
         known = ", ".join(sorted(haq_gym.ENV_IDS))
-        raise ValueError(f"unknown env {config['env']!r}; haq-gym registers {known}")
-    run_dir = prepare_run_folder(output, f"{config['algo']}_{config['env']}_seed{config['seed']}")
+        raise UsageError(f"unknown env {config.env!r}; haq-gym registers {known}")
+    run_dir = prepare_run_folder(output, f"{config.algo}_{config.env}_seed{config.seed}")
     try:
-        torch.manual_seed(config["seed"])
+        torch.manual_seed(config.seed)
         shared = {} if setup is None else {"setup": setup}
-        env = gym.make(config["env"], **{**config["env_kwargs"], "progress": progress, **shared})
+        env = gym.make(config.env, **{**config.env_kwargs, "progress": progress, **shared})
     except BaseException:
         if not any(run_dir.iterdir()):
             run_dir.rmdir()
         raise
     with open(run_dir / "config.yml", "w") as fh:
-        yaml.safe_dump({**config, "haq_gym_version": haq_gym.__version__, "command": command}, fh, sort_keys=False)
-    setup = env.unwrapped.setup
-    np.save(run_dir / "latency_table.npy", setup.cost_model.table)
-    plot_latency_table(setup.cost_model.table, run_dir / "latency_table.png", list(setup.layer_names),
-                       title=f"{config['env']} latency table" + (f" ({setup.latency_source})" if setup.latency_source else ""))
-    print(f"float model: {setup.checkpoint} (validation top-1 {setup.reference_accuracy:.2f}%)")
-    print(f"budget: {env.unwrapped.budget.to_dict()}  decisions per episode: {len(env.unwrapped.decisions)}")
-    recorder = RunRecorder(env, run_dir, found_by={"algo": config["algo"], "seed": config["seed"], "env_id": config["env"],
-                                                   "env_kwargs": config["env_kwargs"]})
+        yaml.safe_dump({**config.to_dict(), "haq_gym_version": haq_gym.__version__,
+                        "command": command if command is not None else command_line()}, fh, sort_keys=False)
+    problem = env.unwrapped.problem
+    setup = problem.setup
+    np.save(run_dir / "latency_table.npy", problem.cost_model.table)
+    plot_latency_table(problem.cost_model.table, run_dir / "latency_table.png", list(problem.layer_names),
+                       title=f"{config.env} latency table" + (f" ({setup.latency_source})" if setup.latency_source else ""))
+    print(f"float model: {setup.checkpoint} (validation top-1 {problem.reference_accuracy:.2f}%)")
+    print(f"budget: {problem.budget.to_dict()}  decisions per episode: {len(problem.decisions)}")
+    recorder = RunRecorder(problem, run_dir, found_by={"algo": config.algo, "seed": config.seed,
+                                                       "env_id": config.env, "env_kwargs": config.env_kwargs})
     try:
-        get_runner(config["algo"])(recorder if wrap_env is None else wrap_env(recorder),
-                                   episodes=config["n_episodes"], seed=config["seed"],
-                                   hyperparams=config["hyperparams"], run_dir=run_dir, progress=progress,
-                                   writer=recorder.tensorboard_writer)
+        if watch is not None:
+            watch(recorder)
+        target: Any = problem if spec.drives == PROBLEM else env
+        get_runner(config.algo)(target, episodes=config.n_episodes, seed=config.seed,
+                                hyperparams=config.hyperparams, run_dir=run_dir, progress=progress,
+                                writer=recorder.tensorboard_writer)
     finally:
         recorder.close()
-    axis = budgeted_axis(env.unwrapped.budget.to_dict(), weight_only=hasattr(env.unwrapped, "size_budget"))
+        env.close()
+    axis = budgeted_axis(problem.budget.to_dict(), weight_only=problem.config.is_kmeans)
     if recorder.episodes:
         plot_search_progress(run_dir / "episodes.csv", run_dir / "search_progress.png", axis,
-                             title=f"{config['algo']} on {config['env']}, seed {config['seed']}",
-                             float_accuracy=setup.reference_accuracy)
+                             title=f"{config.algo} on {config.env}, seed {config.seed}",
+                             float_accuracy=problem.reference_accuracy)
     if recorder.best_episode is not None:
         best = PolicyFile.load(run_dir / "best_policy.json")
-        plot_policy_bits(best, run_dir / "best_policy.png", [info.kind for info in setup.layer_infos],
-                         setup.cost_model.layer_shares(best.bits, axis.name))
+        plot_policy_bits(best, run_dir / "best_policy.png", [info.kind for info in problem.layer_infos],
+                         problem.cost_model.layer_shares(best.bits, axis.name))
         print(f"best policy: episode {recorder.best_episode}, reward {recorder.best_reward:.4f}, "
               f"top-1 {best.accuracy['search_val_top1']:.2f}% (float {best.accuracy['float_search_val_top1']:.2f}%), "
               f"latency ratio {best.costs['latency_ratio']:.4f}, flash ratio {best.costs['flash_ratio']:.4f}")

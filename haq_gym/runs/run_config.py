@@ -1,0 +1,79 @@
+"""A search run's settings: what ``train_agent.py`` resolves from its flags and writes to ``config.yml``."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import yaml
+
+from haq_gym.algo_configs import ConfigError
+from haq_gym.algo_configs import algo_defaults as installed_defaults
+
+DEFAULT_ENV = "HAQ-MobileNetV2-v0"
+DEFAULT_ALGO = "haq-ddpg"
+
+
+class UsageError(ValueError):
+    """Bad user input (a flag, a config file); command lines report it in one line, without a traceback."""
+
+
+@dataclass
+class RunConfig:
+    """One search run: algorithm, registered env id, seed, episode budget, env keywords, algorithm hyperparameters.
+
+    :meth:`to_dict` is the layout of a run's ``config.yml`` (plus the version and command
+    :func:`~haq_gym.runs.run_search` adds), and :meth:`from_dict` reads it back.
+    """
+
+    algo: str = DEFAULT_ALGO
+    env: str = DEFAULT_ENV
+    seed: int = 0
+    n_episodes: int = 1
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if int(self.n_episodes) < 1:
+            raise UsageError(f"--episodes must be at least 1, got {self.n_episodes}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """A config from a mapping with the :meth:`to_dict` keys (others, like ``command``, are ignored)."""
+        return cls(algo=data["algo"], env=data["env"], seed=int(data["seed"]), n_episodes=int(data["n_episodes"]),
+                   env_kwargs=dict(data.get("env_kwargs") or {}), hyperparams=dict(data.get("hyperparams") or {}))
+
+
+def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """``["a=1", "b=none"]`` -> ``{"a": 1, "b": None}`` (values parsed as YAML scalars; ``-`` in keys becomes ``_``)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} expects key=value pairs, got {item!r}")
+        out[key.replace("-", "_")] = yaml.safe_load(value) if value.lower() not in ("none", "null") else None
+    return out
+
+
+def algo_defaults(algo: str, env_id: str) -> dict[str, Any]:
+    """The algorithm's hyperparameters for ``env_id`` from its installed ``configs/<algo>.yml`` (zoo convention)."""
+    try:
+        return installed_defaults(algo, env_id)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+
+
+def command_line() -> str:
+    """This process's command line, for the records, with passwords in URLs (``--storage``) replaced by ``***``."""
+    args = sys.argv[1:]
+    if any("://" in arg for arg in args):  # only a storage URL can hold a password; Optuna loads only then
+        from agents.tuning.storage import redact
+
+        args = [redact(arg) for arg in args]
+    return shlex.join([os.path.basename(sys.argv[0])] + args)
