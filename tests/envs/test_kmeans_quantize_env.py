@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.blackbox.play import play_policy
-from agents.blackbox.uniform import feasible_uniform_bits
+from agents.blackbox import EvaluationBudget, feasible_uniform_bits
 from envs.kmeans_quantize_env import OBSERVATION_FEATURES, KMeansQuantizeEnv
 from haq_gym.export.kmeans_file import read_kmeans_file
 from haq_gym.models import build_model, save_checkpoint
@@ -88,11 +87,12 @@ def test_finetune_with_reprojection_restores_float_weights(tmp_path) -> None:
 
 def test_agents_interface_recorder_and_masks(setup, tmp_path) -> None:
     env = KMeansQuantizeEnv(setup=setup, action_mode="discrete", size_budget=0.1)
-    assert feasible_uniform_bits(env) == [3, 2, 1]  # 3 bits = 0.094 of 32-bit, 4 bits = 0.125
-    recorder = RunRecorder(env, tmp_path, found_by={"algo": "test"}, tensorboard=False)
-    info = play_policy(recorder, [3] * 53)
+    assert feasible_uniform_bits(env.problem) == [3, 2, 1]  # 3 bits = 0.094 of 32-bit, 4 bits = 0.125
+    recorder = RunRecorder(env.problem, tmp_path, found_by={"algo": "test"}, tensorboard=False)
+    with EvaluationBudget(env.problem, 1, "test", progress=False) as evaluate:
+        outcome = evaluate([3] * 53)
     recorder.close()
-    assert info["policy"] == [[3, -1]] * 53
+    assert outcome.policy == [[3, -1]] * 53 and outcome.extras["file_bytes"] == env.file_size(outcome.policy)
     best = PolicyFile.load(tmp_path / "best_policy.json")
     assert best.bits == [[3, -1]] * 53 and best.found_by["quantizer"] == "kmeans" and best.budget["size"] == 0.1
     assert (tmp_path / "episodes.csv").read_text().count("\n") == 2

@@ -3,7 +3,7 @@
 A real evaluation of the tiny problem takes seconds on a busy CPU, so most tests swap the
 setup's evaluator for :class:`FakeEvaluator` (a deterministic, instant accuracy that
 falls as bits fall, more for some decisions than others). Everything else is real: the
-env, its enforcement wall, the cost model and the ``RunRecorder``.
+policy problem, its enforcement wall, the cost model and the ``RunRecorder``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.linear_quantize_env import LinearQuantizeEnv
 from haq_gym.evaluation.policy_evaluator import EvalResult
+from haq_gym.problem import PolicyProblem, ProblemConfig
 from haq_gym.runs import RunRecorder
 from haq_gym.search_setup import SearchSetup, build_search_setup
 
@@ -57,17 +57,17 @@ def fake_setup(real_setup: SearchSetup) -> SearchSetup:
 
 
 @pytest.fixture
-def make_env(fake_setup: SearchSetup) -> Callable[..., LinearQuantizeEnv]:
-    """``make_env(**env_kwargs)``: a fresh env on the fake-evaluator setup (default action mode: discrete)."""
-    def make(**kwargs) -> LinearQuantizeEnv:
-        return LinearQuantizeEnv(setup=fake_setup, **{"action_mode": "discrete", **kwargs})
+def make_problem(fake_setup: SearchSetup) -> Callable[..., PolicyProblem]:
+    """``make_problem(**config)``: a fresh policy problem on the fake-evaluator setup (``ProblemConfig`` keywords)."""
+    def make(**kwargs) -> PolicyProblem:
+        return PolicyProblem(ProblemConfig(**kwargs), fake_setup)
     return make
 
 
 @pytest.fixture
-def make_recorded(make_env: Callable[..., LinearQuantizeEnv]) -> Callable[..., RunRecorder]:
-    """``make_recorded(run_dir, **env_kwargs)``: a fake-evaluator env recorded into ``run_dir`` (no TensorBoard)."""
+def make_recorded(make_problem: Callable[..., PolicyProblem]) -> Callable[..., RunRecorder]:
+    """``make_recorded(run_dir, **config)``: a fake-evaluator problem recorded into ``run_dir`` (no TensorBoard)."""
     def make(run_dir: Path, **kwargs) -> RunRecorder:
         run_dir.mkdir(parents=True, exist_ok=True)
-        return RunRecorder(make_env(**kwargs), run_dir, tensorboard=False)
+        return RunRecorder(make_problem(**kwargs), run_dir, tensorboard=False)
     return make

@@ -10,32 +10,31 @@ import pytest
 import yaml
 
 from agents.blackbox import ALGORITHMS, feasible_uniform_bits
-from envs.linear_quantize_env import LinearQuantizeEnv
 from haq_gym.policy import PolicyFile
+from haq_gym.problem import Outcome, PolicyProblem, ProblemConfig
 from haq_gym.runs import RunRecorder
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
-# (algorithm, episodes, hyperparams, action mode): tiny budgets that still reach each sampler's model.
+# (algorithm, episodes, hyperparams): tiny budgets that still reach each sampler's model.
 CASES = [
-    pytest.param("random", 3, {}, "discrete", id="random"),
-    pytest.param("uniform", 4, {}, "continuous", id="uniform"),
-    pytest.param("optuna-tpe", 4, {"n_startup_trials": 2}, "discrete", id="optuna-tpe"),
+    pytest.param("random", 3, {}, id="random"),
+    pytest.param("uniform", 4, {}, id="uniform"),
+    pytest.param("optuna-tpe", 4, {"n_startup_trials": 2}, id="optuna-tpe"),
     pytest.param("optuna-cmaes", 4, {"n_startup_trials": 1, "population_size": 4, "with_margin": True},
-                 "continuous", id="optuna-cmaes", marks=pytest.mark.filterwarnings("ignore:Argument ``with_margin``")),
-    pytest.param("optuna-gp", 3, {"n_startup_trials": 2, "deterministic_objective": True}, "discrete", id="optuna-gp",
+                 id="optuna-cmaes", marks=pytest.mark.filterwarnings("ignore:Argument ``with_margin``")),
+    pytest.param("optuna-gp", 3, {"n_startup_trials": 2, "deterministic_objective": True}, id="optuna-gp",
                  marks=pytest.mark.filterwarnings("ignore:Argument ``deterministic_objective``")),
-    pytest.param("optuna-nsga2", 4, {"population_size": 2, "start_from_uniform": True}, "continuous",
-                 id="optuna-nsga2"),
-    pytest.param("greedy-sensitivity", 4, {}, "discrete", id="greedy-sensitivity"),
+    pytest.param("optuna-nsga2", 4, {"population_size": 2, "start_from_uniform": True}, id="optuna-nsga2"),
+    pytest.param("greedy-sensitivity", 4, {}, id="greedy-sensitivity"),
 ]
 EXACT = {"random", "optuna-tpe", "optuna-cmaes", "optuna-gp", "optuna-nsga2"}
 
 
 def run_algo(recorder: RunRecorder, algo: str, episodes: int, seed: int = 0, hyperparams: dict | None = None) -> None:
-    """Call the runner the way train_agent.py does (keywords), then close the recorder."""
+    """Call the runner the way run_search does (the problem, keywords), then close the recorder."""
     try:
-        ALGORITHMS[algo].runner(recorder, episodes=episodes, seed=seed, hyperparams=dict(hyperparams or {}),
+        ALGORITHMS[algo].runner(recorder.problem, episodes=episodes, seed=seed, hyperparams=dict(hyperparams or {}),
                                 run_dir=recorder.run_dir, progress=False, writer=None)
     finally:
         recorder.close()
@@ -52,13 +51,14 @@ def test_registry_entries() -> None:
     assert {c.values[0] for c in CASES} == set(ALGORITHMS)
     for spec in ALGORITHMS.values():
         assert set(spec.action_modes) == {"discrete", "continuous"} and spec.description
+        assert spec.drives == "problem"
 
 
-@pytest.mark.parametrize(("algo", "episodes", "hyperparams", "action_mode"), CASES)
+@pytest.mark.parametrize(("algo", "episodes", "hyperparams"), CASES)
 def test_runs_end_to_end_within_its_budget(make_recorded, tmp_path: Path, algo: str, episodes: int,
-                                           hyperparams: dict, action_mode: str) -> None:
+                                           hyperparams: dict) -> None:
     assert set(hyperparams) <= ALGORITHMS[algo].hyperparams
-    recorder = make_recorded(tmp_path / algo, action_mode=action_mode)
+    recorder = make_recorded(tmp_path / algo)
     run_algo(recorder, algo, episodes, hyperparams=hyperparams)
     rows = episode_rows(recorder.run_dir)
     assert (len(rows) == episodes) if algo in EXACT else (1 <= len(rows) <= episodes)
@@ -70,7 +70,7 @@ def test_runs_end_to_end_within_its_budget(make_recorded, tmp_path: Path, algo: 
 
 def test_real_evaluator_end_to_end_with_tensorboard(real_setup, tmp_path: Path) -> None:
     """One run on the real quantized-model evaluation (slow), with the recorder's default TensorBoard output."""
-    recorder = RunRecorder(LinearQuantizeEnv(setup=real_setup, action_mode="continuous"), tmp_path)
+    recorder = RunRecorder(PolicyProblem(ProblemConfig(), real_setup), tmp_path)
     run_algo(recorder, "random", 2, seed=3)
     rows = episode_rows(tmp_path)
     assert len(rows) == 2 and all(r["budget_met"] == "1" for r in rows)
@@ -83,17 +83,15 @@ def test_same_seed_same_evaluated_policies(make_recorded, tmp_path: Path, algo: 
     sequences = {}
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         recorder = make_recorded(tmp_path / name)
-        played: list[list[int]] = []
-        step = recorder.step
+        proposed: list[list[list[int]]] = []
 
-        def recording_step(action, _step=step, _played=played):
-            _played.append(int(action))  # discrete actions: the agent's own choice, before enforcement
-            return _step(action)
+        def remember(outcome: Outcome, _proposed=proposed) -> None:
+            _proposed.append(outcome.proposed)  # the strategy's own choice, before enforcement
 
-        recorder.step = recording_step
+        recorder.problem.add_observer(remember)
         run_algo(recorder, algo, 5, seed=seed, hyperparams=hyperparams)
-        sequences[name] = (played, [(r["w_bits"], r["a_bits"]) for r in episode_rows(tmp_path / name)])
-    assert len(sequences["a"][0]) == 5 * len(recorder.unwrapped.decisions)
+        sequences[name] = (proposed, [(r["w_bits"], r["a_bits"]) for r in episode_rows(tmp_path / name)])
+    assert len(sequences["a"][0]) == 5
     assert sequences["a"] == sequences["b"]
     assert sequences["a"][0] != sequences["c"][0]
 
@@ -128,19 +126,19 @@ def test_nsga2_writes_a_mutually_non_dominated_pareto_front(make_recorded, tmp_p
 @pytest.mark.parametrize(("budget", "expected"), [({}, 4), ({"latency_budget": 0.35}, 3),
                                                    ({"latency_budget": None, "flash_budget": 0.45}, 3),
                                                    ({"latency_budget": 1.0}, 8)])
-def test_uniform_picks_the_highest_feasible_width(make_env, make_recorded, tmp_path: Path, budget: dict,
+def test_uniform_picks_the_highest_feasible_width(make_problem, make_recorded, tmp_path: Path, budget: dict,
                                                   expected: int) -> None:
-    env = make_env(**budget)
-    feasible = [b for b in range(env.min_bit, env.max_bit + 1)
-                if env.budget.satisfied(env.setup.cost_model.costs(env._fill(env.pinned, b)))]
+    problem = make_problem(**budget)
+    feasible = [b for b in range(problem.min_bit, problem.max_bit + 1)
+                if problem.budget.satisfied(problem.cost_model.costs(problem.fill(problem.pinned, b)))]
     assert max(feasible) == expected
-    assert feasible_uniform_bits(env) == sorted(feasible, reverse=True)
+    assert feasible_uniform_bits(problem) == sorted(feasible, reverse=True)
 
     recorder = make_recorded(tmp_path, **budget)
     run_algo(recorder, "uniform", 100)
     rows = episode_rows(tmp_path)
     assert len(rows) == len(feasible)  # stops early: one evaluation per feasible width, highest first
-    n_layers = len(env.pinned)
+    n_layers = len(problem.pinned)
     evaluated = [[int(b) for b in r["w_bits"].split()][1:-1] for r in rows]
     assert evaluated == [[b] * (n_layers - 2) for b in sorted(feasible, reverse=True)]
     assert all(r["budget_met"] == "1" for r in rows)
@@ -150,8 +148,10 @@ def test_uniform_picks_the_highest_feasible_width(make_env, make_recorded, tmp_p
 
 def test_greedy_sensitivity_probes_then_lowers_the_least_sensitive(make_recorded, tmp_path: Path) -> None:
     recorder = make_recorded(tmp_path)
-    env = recorder.unwrapped
-    n = len(env.decisions)
+    problem = recorder.problem
+    outcomes: list[Outcome] = []
+    problem.add_observer(outcomes.append)
+    n = len(problem.decisions)
     run_algo(recorder, "greedy-sensitivity", 1000)
     assert len(episode_rows(tmp_path)) == n + 1
     with open(tmp_path / "sensitivity.csv", newline="") as fh:
@@ -159,15 +159,16 @@ def test_greedy_sensitivity_probes_then_lowers_the_least_sensitive(make_recorded
     assert len(table) == n and all(r["probed"] == "1" and r["probe_enforced"] == "0" for r in table)
     assert {r["probe_bits"] for r in table} == {"3"}  # min_bit + 2 = 4 is the feasible uniform width: probe below it
     # The fake evaluator's drop for a probe is proportional to the decision's weight: least sensitive first.
-    weights = env.setup.evaluator.weights
+    weights = problem.setup.evaluator.weights
     order = sorted(table, key=lambda r: int(r["lowering_order"]))
     ranked = [weights[int(r["layer"]), 1 if r["kind"] == "activation" else 0] for r in order]
     assert ranked == sorted(ranked)
     final = [int(r["final_bits"]) for r in table]
     best_rows = episode_rows(tmp_path)[-1]
     assert best_rows["budget_met"] == "1"
-    assert [int(b) for b in best_rows["w_bits"].split()] == [w for w, _ in env._policy]
-    assert [env._policy[layer][j] for layer, j in env.decisions] == final  # evaluated as planned: not enforced
+    last = outcomes[-1].policy
+    assert [int(b) for b in best_rows["w_bits"].split()] == [w for w, _ in last]
+    assert [last[layer][j] for layer, j in problem.decisions] == final  # evaluated as planned: not enforced
     # the least sensitive decision went lowest, the most sensitive stayed highest
     assert final[int(order[0]["decision"])] <= final[int(order[-1]["decision"])]
 

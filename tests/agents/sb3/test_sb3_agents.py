@@ -67,9 +67,28 @@ class FinalInfos(gym.Wrapper):
         return mask
 
 
-def recorded(setup: SearchSetup, run_dir: Path, action_mode: str, tensorboard: bool = False) -> RunRecorder:
-    return RunRecorder(FinalInfos(LinearQuantizeEnv(setup=setup, action_mode=action_mode)), run_dir,
-                       tensorboard=tensorboard)
+class Recorded(FinalInfos):
+    """The env a runner drives, with a RunRecorder observing its policy problem (as ``run_search`` sets it up)."""
+
+    def __init__(self, env: LinearQuantizeEnv, run_dir: Path, tensorboard: bool) -> None:
+        super().__init__(env)
+        self.recorder = RunRecorder(env.problem, run_dir, tensorboard=tensorboard)
+
+    @property
+    def episodes(self) -> int:
+        return self.recorder.episodes
+
+    @property
+    def tensorboard_writer(self) -> Any:
+        return self.recorder.tensorboard_writer
+
+    def close(self) -> None:
+        self.recorder.close()
+        super().close()
+
+
+def recorded(setup: SearchSetup, run_dir: Path, action_mode: str, tensorboard: bool = False) -> Recorded:
+    return Recorded(LinearQuantizeEnv(setup=setup, action_mode=action_mode), run_dir, tensorboard)
 
 
 def read_episodes(run_dir: Path) -> list[dict[str, str]]:
@@ -78,7 +97,7 @@ def read_episodes(run_dir: Path) -> list[dict[str, str]]:
 
 
 def run_algo(name: str, setup: SearchSetup, run_dir: Path, action_mode: str, episodes: int = EPISODES,
-             seed: int = 0, tensorboard: bool = False) -> RunRecorder:
+             seed: int = 0, tensorboard: bool = False) -> Recorded:
     env = recorded(setup, run_dir, action_mode, tensorboard)
     try:
         ALGORITHMS[name].runner(env, episodes=episodes, seed=seed, hyperparams=TINY[name], run_dir=run_dir,
@@ -129,8 +148,8 @@ def test_same_seed_same_episode_policies(setup: SearchSetup, tmp_path: Path) -> 
 
 def test_maskable_ppo_only_takes_allowed_actions(setup: SearchSetup, tmp_path: Path) -> None:
     env = run_algo("maskable-ppo", setup, tmp_path, "discrete")
-    inner = env.env
-    assert len(inner.masks) == EPISODES * 102  # the masks reach MaskablePPO through RunRecorder and Monitor
+    inner = env
+    assert len(inner.masks) == EPISODES * 102  # the masks reach MaskablePPO through the wrappers and Monitor
     assert any(not mask.all() for mask in inner.masks)  # and they do forbid bit widths
     assert len(inner.finals) == EPISODES
     for info in inner.finals:
