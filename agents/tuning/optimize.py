@@ -59,7 +59,6 @@ from agents.optuna_samplers import build_sampler
 from agents.tuning.hyperparams_sampler import FixedParams, SamplerFn, SearchProblem, get_hyperparams_sampler
 from agents.tuning.storage import DEFAULT_JOURNAL_NAME, is_journal_path, open_storage, redact, retry_callback
 from haq_gym.experiments.placement import Slot, plan_slots
-from haq_gym.problem import Outcome
 from haq_gym.runs import RunConfig, RunRecorder, run_search
 from haq_gym.util import write_atomic
 
@@ -261,12 +260,11 @@ class TrialProgress:
     def watch(self, recorder: RunRecorder) -> None:
         """Follow the next seed's run: report after every ``report_every`` evaluations its ``recorder`` records."""
         self.recorder = recorder
+        recorder.problem.add_observer(lambda outcome: self._on_episode(recorder))
 
-        def on_outcome(outcome: Outcome) -> None:
-            if recorder.episodes % self.report_every == 0:
-                self._report(recorder, prune=True)
-
-        recorder.problem.add_observer(on_outcome)
+    def _on_episode(self, recorder: RunRecorder) -> None:
+        if recorder.episodes % self.report_every == 0:
+            self._report(recorder, prune=True)
 
     def _report(self, recorder: RunRecorder, prune: bool) -> None:
         if not math.isfinite(recorder.best_reward):
