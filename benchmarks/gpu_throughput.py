@@ -23,23 +23,20 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from agents.haq_ddpg.ddpg import HAQDDPG, HAQDDPGConfig  # noqa: E402
-from haq_gym.evaluation import FinetuneSettings, PolicyEvaluator  # noqa: E402
-from haq_gym.finetune.checkpoint import build_quantized_model  # noqa: E402
-from haq_gym.policy import uniform_bits  # noqa: E402
-from haq_gym.quant import apply_policy, calibrate  # noqa: E402
-from haq_gym.runtime import configure_cpu_runtime, torch_device  # noqa: E402
+from agents.haq_ddpg.ddpg import HAQDDPG, HAQDDPGConfig
+from haq_gym.evaluation import FinetuneSettings, PolicyEvaluator
+from haq_gym.finetune.checkpoint import build_quantized_model
+from haq_gym.policy import uniform_bits
+from haq_gym.quant import apply_policy, calibrate
+from haq_gym.runtime import configure_cpu_runtime, torch_device
 
 CL = torch.channels_last
 

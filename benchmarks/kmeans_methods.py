@@ -14,21 +14,17 @@ squared error relative to the float weights' variance.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from haq_gym.models import build_model, load_checkpoint  # noqa: E402
-from haq_gym.models.checkpoint import default_checkpoint_path  # noqa: E402
-from haq_gym.models.registry import default_recipe  # noqa: E402
-from haq_gym.quant import wrap_model  # noqa: E402
-from haq_gym.quant.kmeans_quantizer import kmeans_1d  # noqa: E402
-from haq_gym.runtime import configure_cpu_runtime  # noqa: E402
+from haq_gym.models import build_model, load_checkpoint
+from haq_gym.models.checkpoint import default_checkpoint_path
+from haq_gym.models.registry import default_recipe
+from haq_gym.quant import wrap_model
+from haq_gym.quant.kmeans_quantizer import kmeans_1d
+from haq_gym.runtime import configure_cpu_runtime
 
 
 def sklearn_kmeans(x: np.ndarray, k: int, max_iter: int, seed: int, subsample: int | None) -> tuple[np.ndarray, np.ndarray]:

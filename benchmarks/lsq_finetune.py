@@ -26,20 +26,18 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from haq_gym.cost import BitSerialAccelerator, CostModel, measure_layers  # noqa: E402
-from haq_gym.data import load_dataset, materialize  # noqa: E402
-from haq_gym.finetune.__main__ import build_parser, run  # noqa: E402
-from haq_gym.finetune.checkpoint import build_quantized_model  # noqa: E402
-from haq_gym.models import ensure_default_checkpoint  # noqa: E402
-from haq_gym.models.registry import default_recipe  # noqa: E402
-from haq_gym.policy import PolicyFile, uniform_bits  # noqa: E402
-from haq_gym.quant import calibrate  # noqa: E402
-from haq_gym.runtime import configure_cpu_runtime, torch_device  # noqa: E402
+from haq_gym.cost import BitSerialAccelerator, CostModel, measure_layers
+from haq_gym.data import load_dataset, materialize
+from haq_gym.finetune.command import build_parser, run
+from haq_gym.finetune.checkpoint import build_quantized_model
+from haq_gym.models import ensure_default_checkpoint
+from haq_gym.models.registry import default_recipe
+from haq_gym.policy import PolicyFile, uniform_bits
+from haq_gym.quant import calibrate
+from haq_gym.runtime import configure_cpu_runtime, torch_device
 
 
 def finetune_seeds(out: Path, name: str, args: argparse.Namespace, what: list[str]) -> list[float]:

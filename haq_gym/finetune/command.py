@@ -1,4 +1,5 @@
-"""``python -m haq_gym.finetune``: LSQ finetune of a searched policy, uniform QAT, or float training.
+"""The finetune command (``python -m haq_gym.finetune``) as library functions: LSQ finetune of a searched
+policy, uniform QAT, or float training. Benchmarks call :func:`build_parser` and :func:`run` from here.
 
 Examples::
 
@@ -271,6 +272,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: training diverged: {err}", file=sys.stderr)
         return 3
 
-
-if __name__ == "__main__":
-    sys.exit(main())

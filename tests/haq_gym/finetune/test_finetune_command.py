@@ -11,7 +11,7 @@ from torch import nn
 
 from haq_gym.finetune import load_qat_checkpoint
 from haq_gym.finetune import trainer as trainer_module
-from haq_gym.finetune.__main__ import main
+from haq_gym.finetune.command import main
 from haq_gym.models import build_model, save_checkpoint
 from haq_gym.policy import PolicyFile
 from haq_gym.quant import wrap_model
