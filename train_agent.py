@@ -11,6 +11,9 @@ The run folder holds: ``config.yml`` (everything needed to repeat the run), ``ep
 the trained agent (``agent.pt``, or ``agent.zip`` for stable-baselines3 agents; black-box
 searches have none) and TensorBoard events under ``tensorboard/``.
 
+This script only parses its flags into a :class:`~haq_gym.runs.RunConfig` and calls
+:func:`haq_gym.runs.run_search` (the library owns the run).
+
 ``--optimize`` tunes the algorithm's own hyperparameters with Optuna instead (one trial =
 search runs on several seeds with sampled hyperparameters); see :mod:`agents.tuning` and
 docs/tuning.md.

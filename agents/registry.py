@@ -3,9 +3,10 @@
 ``haq-ddpg`` (HAQ's agent), the stable-baselines3 / sb3-contrib algorithms of
 :mod:`agents.sb3`, and the black-box baselines of :mod:`agents.blackbox`.
 
-A runner takes the (recorded) env, the episode budget, the seed and the algorithm's
-hyperparameters, and drives the env; the run folder is written by the env's
-:class:`~haq_gym.runs.RunRecorder`, so every algorithm leaves the same files.
+A runner takes the env (RL agents) or its policy problem (black-box strategies, see
+:attr:`~agents.spec.AlgorithmSpec.drives`), the episode budget, the seed and the algorithm's
+hyperparameters; the run folder is written by the :class:`~haq_gym.runs.RunRecorder` that
+observes the problem, so every algorithm leaves the same files.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ class KMeansQuantizeEnv(PolicyDecisionEnv):
     keeps ``2**b`` shared values, found by k-means on its weights, and stores a ``b``-bit
     centroid index per weight. Activations stay float.
 
+    The search problem is ``self.problem``, a :class:`~haq_gym.problem.KMeansProblem`; the
+    env adds the MDP and its last step is one ``problem.evaluate`` call.
+
     ## What differs from ``HAQ-MobileNetV2-v0`` (:class:`~envs.linear_quantize_env.LinearQuantizeEnv`)
     - one decision per layer (weight bits only), every layer searched, none pinned;
     - bits ``1..8`` by default (HAQ's k-means range; 1 bit = 2 shared values);

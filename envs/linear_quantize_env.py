@@ -24,6 +24,10 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
     to fit the budgets, applied to the quantized model, calibrated and (optionally)
     finetuned, and its top-1 accuracy on a held-out validation subset gives the reward.
 
+    The search problem itself (decisions, costs, budget, evaluation, reward) is
+    ``self.problem``, a :class:`~haq_gym.problem.PolicyProblem` built from these keywords;
+    the env adds the MDP and its last step is one ``problem.evaluate`` call.
+
     ## Decisions
     Every quantizable layer (each Conv2d and Linear; 53 for MobileNetV2) has a weight
     and an input-activation bit width. The first layer's input is the image and is never
@@ -107,8 +111,8 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
     - ``quantizer="linear"``: the quantizers policies are evaluated with: ``linear`` (HAQ's MSE-clipped
       linear quantization) or ``lsq``/``lsq+``/``pot`` (HAQ-LSQ: the learned-step quantizers the finetune
       trains, at their initial steps for each policy; combine with ``finetune_steps`` to learn them).
-    - ``setup=None``: a prebuilt :class:`~haq_gym.search_setup.SearchSetup` (several envs can share one
-      model and its evaluation cache); the model/data keywords are then ignored.
+    - ``setup=None``: a prebuilt :class:`~haq_gym.search_setup.SearchSetup` (several envs and problems can
+      share one model and its evaluation cache); the model/data keywords are then ignored.
 
     The ``-v1`` ids (``HAQ-MobileNetV2-v1``, ``HAQ-MobileNetV3Small-v1``, ``HAQ-ResNet20-v1``,
     ``HAQ-ResNet18-v1``) are the same networks with v1's reward defaults (see Version history).
