@@ -91,7 +91,7 @@ def finetune_policy(policy: str | os.PathLike[str] | PolicyFile | Sequence[Seque
                     progress: bool = True) -> FinetuneResult:
     """LSQ finetune of a policy (a policy file or :class:`PolicyFile`, or a HAQ strategy list for ``model``), or of
     a uniform ``(w_bit, a_bit)`` precision; the model, dataset and width of a policy file win over the keywords."""
-    from haq_gym.finetune.__main__ import build_parser, run_finetune
+    from haq_gym.finetune.command import build_parser, run_finetune
 
     if (policy is None) == (uniform is None):
         raise ValueError("give either a policy or uniform=(w_bit, a_bit)")

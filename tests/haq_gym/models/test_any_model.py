@@ -18,8 +18,8 @@ from PIL import Image
 
 from haq_gym.data import load_dataset
 from haq_gym.export.source import source_from_policy
-from haq_gym.finetune.__main__ import main as finetune_main
-from haq_gym.finetune.__main__ import read_policy_argument
+from haq_gym.finetune.command import main as finetune_main
+from haq_gym.finetune.command import read_policy_argument
 from haq_gym.models import save_checkpoint
 from haq_gym.models.inspection import UnsupportedModelError, check_quantizable
 from haq_gym.models.spec import ModelSpec, ModelSpecError
