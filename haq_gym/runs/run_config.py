@@ -44,16 +44,6 @@ class RunConfig:
         return asdict(self)
 
     @classmethod
-    def with_algo_defaults(cls, algo: str, env: str, seed: int, n_episodes: int,
-                           env_kwargs: dict[str, Any] | None = None,
-                           hyperparams: dict[str, Any] | None = None) -> RunConfig:
-        """A config with the algorithm's hyperparameters for ``env`` (``configs/<algo>.yml``), ``hyperparams`` on top."""
-        merged = {**algo_defaults(algo, env), **(hyperparams or {})}
-        merged.pop("n_episodes", None)
-        return cls(algo=algo, env=env, seed=seed, n_episodes=n_episodes, env_kwargs=dict(env_kwargs or {}),
-                   hyperparams=merged)
-
-    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """A config from a mapping with the :meth:`to_dict` keys (others, like ``command``, are ignored)."""
         return cls(algo=data["algo"], env=data["env"], seed=int(data["seed"]), n_episodes=int(data["n_episodes"]),
