@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,9 @@ class HAQDDPGConfig:
     # Where the actor and critic train: cpu (default: bit-for-bit repeatable runs), cuda, cuda:N or
     # auto. The env's own device is train_agent.py's --device (docs/performance.md has timings).
     device: str = "cpu"
+    # On CUDA, replay one gradient step captured in a CUDA graph instead of launching its ~60
+    # small kernels one by one (the same arithmetic; ignored on the CPU). false = the plain path.
+    cuda_graph: bool = True
 
     def __post_init__(self) -> None:
         """Reject values that would make the algorithm meaningless or crash later."""
@@ -174,6 +178,87 @@ class ReplayBuffer:
         return buffer
 
 
+BATCH_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
+
+
+class GraphedUpdate:
+    """:meth:`HAQDDPG._learn` captured in a CUDA graph and replayed: one launch instead of ~60 per step.
+
+    The batch is still sampled on the CPU by the agent's generator (the same draws as the
+    plain path); it is packed into one pinned host buffer and copied to static device
+    buffers, with the baseline, before each replay. A ring of pinned buffers lets the
+    copies run ahead without overwriting one still in flight. The first ``WARMUP``
+    steps run eagerly on a side stream (cuBLAS and the optimisers initialise lazily),
+    the next is captured. Losses come back as device tensors, read once per episode.
+    """
+
+    WARMUP = 3
+    RING = 8
+
+    def __init__(self, agent: HAQDDPG) -> None:
+        self.agent = agent
+        b, o, a = agent.config.batch_size, agent.obs_dim, agent.action_dim
+        self.widths = {"obs": o, "actions": a, "rewards": 1, "next_obs": o, "terminated": 1}
+        size = b * sum(self.widths.values()) + 1  # + the baseline
+        self.device_buffer = torch.empty(size, device=agent.device)
+        self.host = [torch.empty(size, pin_memory=True) for _ in range(self.RING)]
+        self.copied = [torch.cuda.Event() for _ in range(self.RING)]
+        self.inputs: dict[str, torch.Tensor] = {}
+        start = 0
+        for k in BATCH_FIELDS:
+            n = b * self.widths[k]
+            self.inputs[k] = self.device_buffer[start:start + n].view(b, self.widths[k])
+            start += n
+        self.baseline = self.device_buffer[start]
+        self.steps = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.outputs: tuple[torch.Tensor, torch.Tensor] = ()
+
+    def _stage(self, batch: dict[str, np.ndarray], baseline: float) -> None:
+        slot = self.steps % self.RING
+        self.copied[slot].synchronize()  # the copy that last read this pinned buffer is done
+        host = self.host[slot].numpy()
+        start = 0
+        for k in BATCH_FIELDS:
+            n = batch[k].size
+            host[start:start + n] = batch[k].reshape(-1)
+            start += n
+        host[start] = baseline
+        self.device_buffer.copy_(self.host[slot], non_blocking=True)
+        self.copied[slot].record()
+
+    def __call__(self, batch: dict[str, np.ndarray], baseline: float) -> tuple[torch.Tensor, torch.Tensor]:
+        self._stage(batch, baseline)
+        self.steps += 1
+        learn = self.agent._learn
+        args = [self.inputs[k] for k in BATCH_FIELDS] + [self.baseline]
+        if self.graph is None and self.steps <= self.WARMUP:
+            current = torch.cuda.current_stream(self.agent.device)
+            side = torch.cuda.Stream(self.agent.device)
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                critic, actor = learn(*args)
+                out = critic.clone(), actor.clone()
+            current.wait_stream(side)
+            return out
+        if self.graph is None:
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self.outputs = learn(*args)
+                self.graph = graph
+            except Exception as err:  # noqa: BLE001 - any capture failure means: run plainly
+                warnings.warn(f"HAQ-DDPG: CUDA graph capture of the update failed ({type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); using the plain path",
+                              RuntimeWarning, stacklevel=2)
+                self.agent._graphed = False
+                torch.cuda.synchronize(self.agent.device)
+                critic, actor = learn(*args)
+                return critic.clone(), actor.clone()
+        self.graph.replay()
+        return self.outputs[0].clone(), self.outputs[1].clone()
+
+
 class Actor(nn.Module):
     """``s -> FC -> ReLU -> FC -> ReLU -> FC -> sigmoid``: an action in ``[0, 1]^d``."""
 
@@ -261,11 +346,14 @@ class HAQDDPG:
         self.critic = critic.to(self.device)
         self.actor_target = copy.deepcopy(self.actor)
         self.critic_target = copy.deepcopy(self.critic)
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.lr_actor)
-        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.lr_critic)
+        # A captured optimiser step must keep its step counter on the device (``capturable``).
+        self._graphed = bool(config.cuda_graph) and self.device.type == "cuda"
+        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.lr_actor, capturable=self._graphed)
+        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=config.lr_critic, capturable=self._graphed)
 
         self.baseline: float | None = None
         self.memory: ReplayBuffer | None = None
+        self._graph_update: GraphedUpdate | None = None
 
     def _to_env(self, unit_action: np.ndarray) -> np.ndarray:
         """Map an action on the actor's ``[0, 1]`` scale onto ``[low, high]``."""
@@ -311,22 +399,13 @@ class HAQDDPG:
         """Deterministic actor action (no noise), in action-space units."""
         return self._to_env(self._actor_unit(obs))
 
-    def _update(self) -> tuple[float, float]:
-        """One DDPG gradient step on a sampled batch; returns (critic loss, actor loss)."""
-        assert self.memory is not None
+    def _learn(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, next_obs: torch.Tensor,
+               terminated: torch.Tensor, baseline: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DDPG gradient step on a batch; returns the (critic, actor) losses as 0-d tensors."""
         cfg = self.config
-        batch = self.memory.sample(cfg.batch_size, self.rng)
-        self.baseline = update_baseline(
-            self.baseline, float(np.mean(batch["rewards"], dtype=np.float64)), cfg.baseline_alpha
-        )
-        obs, actions, rewards, next_obs, terminated = (
-            torch.as_tensor(batch[k], device=self.device)
-            for k in ("obs", "actions", "rewards", "next_obs", "terminated")
-        )
-
         with torch.no_grad():
             next_q = self.critic_target(next_obs, self.actor_target(next_obs))
-            target_q = (rewards - self.baseline) + cfg.discount * (1.0 - terminated) * next_q
+            target_q = (rewards - baseline) + cfg.discount * (1.0 - terminated) * next_q
         critic_loss = F.mse_loss(self.critic(obs, actions), target_q)
         self.critic_optim.zero_grad()
         critic_loss.backward()
@@ -339,7 +418,24 @@ class HAQDDPG:
 
         soft_update(self.actor_target, self.actor, cfg.tau)
         soft_update(self.critic_target, self.critic, cfg.tau)
-        return critic_loss.item(), actor_loss.item()
+        return critic_loss.detach(), actor_loss.detach()
+
+    def _update(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DDPG gradient step on a sampled batch; returns (critic loss, actor loss), not yet read back."""
+        assert self.memory is not None
+        cfg = self.config
+        batch = self.memory.sample(cfg.batch_size, self.rng)
+        self.baseline = update_baseline(
+            self.baseline, float(np.mean(batch["rewards"], dtype=np.float64)), cfg.baseline_alpha
+        )
+        if self._graphed:
+            if self._graph_update is None:
+                self._graph_update = GraphedUpdate(self)
+            return self._graph_update(batch, self.baseline)
+        obs, actions, rewards, next_obs, terminated = (
+            torch.as_tensor(batch[k], device=self.device) for k in BATCH_FIELDS
+        )
+        return self._learn(obs, actions, rewards, next_obs, terminated, self.baseline)
 
     def observe_episode(
         self,
@@ -362,17 +458,17 @@ class HAQDDPG:
             self.memory = ReplayBuffer(cfg.rmsize * len(transitions), self.obs_dim, self.action_dim)
 
         learn = episode > cfg.warmup
-        critic_losses: list[float] = []
-        actor_losses: list[float] = []
+        losses: list[tuple[torch.Tensor, torch.Tensor]] = []
         for obs, action, next_obs, terminated in transitions:
             self.memory.append(obs, self._to_unit(action), final_reward, next_obs, terminated)
             if not learn:
                 continue
             for _ in range(cfg.n_update):
                 if len(self.memory) >= cfg.batch_size:
-                    critic_loss, actor_loss = self._update()
-                    critic_losses.append(critic_loss)
-                    actor_losses.append(actor_loss)
+                    losses.append(self._update())
+        # Read the losses back once per episode, not once per step (each read waits for the device).
+        critic_losses = torch.stack([c for c, _ in losses]).tolist() if losses else []
+        actor_losses = torch.stack([a for _, a in losses]).tolist() if losses else []
 
         if not learn:
             return {}
@@ -411,6 +507,7 @@ class HAQDDPG:
         self.actor_optim.load_state_dict(state["actor_optim"])
         self.critic_optim.load_state_dict(state["critic_optim"])
         self.baseline = state["baseline"]
+        self._graph_update = None  # the optimisers' state tensors were replaced: capture again
         self.rng.bit_generator.state = state["rng"]
         memory = state["memory"]
         self.memory = None if memory is None else ReplayBuffer.from_state_dict(memory)

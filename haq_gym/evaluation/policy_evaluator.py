@@ -20,6 +20,7 @@ from haq_gym.evaluation.accuracy import top1_accuracy
 from haq_gym.quant import apply_policy, calibrate
 from haq_gym.quant.families import reinitialize_learned_steps
 from haq_gym.quant.qlayers import QuantLayerMixin
+from haq_gym.train_step import TrainStep
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class PolicyEvaluator:
         self.augment = augment
         self._float_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self._cache: dict[tuple, float] = {}
+        self._step: TrainStep | None = None  # built on the first finetune; keeps its CUDA graphs
         model.to(memory_format=cl)
         calibrate(model, self.layers, calibration_images.to(self.device).contiguous(memory_format=cl))
 
@@ -92,7 +94,8 @@ class PolicyEvaluator:
         s = self.finetune
         gen = torch.Generator().manual_seed(s.seed)
         opt = torch.optim.SGD(self.model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-        loss_fn = nn.CrossEntropyLoss()
+        if self._step is None:
+            self._step = TrainStep(self.model, nn.CrossEntropyLoss())
         self.model.train()
         n = len(self.train_images)
         order = torch.randperm(n, generator=gen)
@@ -105,8 +108,6 @@ class PolicyEvaluator:
             x = self.train_images[idx]
             if self.augment is not None:
                 x = self.augment(x, gen).contiguous(memory_format=torch.channels_last)
-            loss = loss_fn(self.model(x), self.train_labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            self._step(x, self.train_labels[idx])  # forward and backward (a CUDA graph on a GPU)
             opt.step()
         self.model.eval()

@@ -34,6 +34,7 @@ from haq_gym.policy import PolicyFile
 from haq_gym.quant import calibrate
 from haq_gym.quant.qlayers import QuantLayerMixin
 from haq_gym.util import write_atomic
+from haq_gym.train_step import TrainStep
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_top1", "val_top1", "test_top1", "lr", "epoch_time_s")
 
@@ -57,7 +58,7 @@ class TrainResult:
 def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle: DataBundle, policy: PolicyFile,
                     family: str, recipe: QATRecipe, run_dir: str | os.PathLike, meta: dict[str, Any], seed: int,
                     device: str | torch.device = "cpu", resume: bool = False, progress: bool = True,
-                    calibrate_first: bool = True) -> TrainResult:
+                    calibrate_first: bool = True, train_step: str | None = None) -> TrainResult:
     """Train ``model`` (already wrapped, with ``family`` quantizers and the policy's bits) on ``bundle.train``.
 
     Evaluates on ``bundle.search_val`` (held out of the training images; chooses
@@ -67,7 +68,9 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
     initialises the learned steps from a fixed batch (LSQ's data-driven init); pass
     ``False`` when the model's steps were loaded from a QAT checkpoint. A bundle with
     ``train_augmented`` (image folders) is streamed from disk by DataLoader workers, training
-    and evaluation alike; the others are held in memory and augmented per batch.
+    and evaluation alike; the others are held in memory and augmented per batch. ``train_step``
+    picks how each step's forward and backward run (:mod:`haq_gym.train_step`: ``auto``,
+    ``graph``, ``compile`` or ``plain``; default ``$HAQ_GYM_TRAIN_STEP``, else ``auto``).
     """
     run_dir = Path(run_dir)
     device = torch.device(device)
@@ -134,6 +137,7 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
         best_test = float(training["best_test_top1"])
         _truncate_metrics(run_dir / "metrics.csv", start_epoch - 1)
     loss_fn = nn.CrossEntropyLoss()
+    forward_backward = TrainStep(model, loss_fn, mode=train_step)
     writer = SummaryWriter(os.fspath(run_dir / "tensorboard"), purge_step=start_epoch)
     last_top1 = last_val = float("nan")
     total = (recipe.epochs - start_epoch + 1) * steps_per_epoch
@@ -146,16 +150,13 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
             loss_sum, seen = 0.0, 0
             correct = torch.zeros((), dtype=torch.int64, device=device)  # read once per epoch: no sync per step
             for step, (x, y) in enumerate(batches()):
-                logits = model(x)
-                loss = loss_fn(logits, y)
+                loss, logits = forward_backward(x, y)  # the optimiser has not stepped yet
                 loss_value = loss.item()  # the step's one device sync: the NaN check and the progress bar
                 if not math.isfinite(loss_value):
                     kept = f"the last good checkpoint is {os.fspath(last_path)!r}" if last_path.exists() else \
                         "no checkpoint was written yet"
                     raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch}, step {step}; "
                                            f"{kept}; lower --lr and resume or restart")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
                 opt.step()
                 sched.step()
                 loss_sum += loss_value * len(y)

@@ -294,3 +294,54 @@ def test_device_is_a_config_field_checked_early() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert len(results) == 2
     assert {p.device.type for p in agent.actor.parameters()} == {expected}
+
+
+# Recorded with the code on main before the update was split for CUDA graphs (commit 376a078):
+# run(8, seed=3, config=small_config(warmup=2)), one torch thread.
+GOLDEN_STATS = [
+    {"critic_loss": 0.149539626, "actor_loss": 0.0696751133, "baseline": -0.828462961},
+    {"critic_loss": 0.15899204, "actor_loss": 0.0560780019, "baseline": -0.858656374},
+    {"critic_loss": 0.115921493, "actor_loss": 0.0804944634, "baseline": -0.742966491},
+    {"critic_loss": 0.111223523, "actor_loss": 0.0722336769, "baseline": -0.790047379},
+    {"critic_loss": 0.0899143778, "actor_loss": 0.0676275283, "baseline": -0.766115774},
+]
+GOLDEN_REWARDS = [-1.34581448, -1.04786827, -0.528395397, -0.352882072, -1.07337963, -0.527032834, -0.778149897,
+                  -0.81713228]
+GOLDEN_ACTOR_SUMS = {"fc1.weight": -5.70227882, "fc1.bias": -2.47288998, "fc2.weight": 1.67240888,
+                     "fc2.bias": 0.506053602, "fc3.weight": 0.652990266, "fc3.bias": 0.0873221233}
+
+
+def test_same_seed_gives_the_updates_recorded_before_the_cuda_graph_split(monkeypatch) -> None:
+    stats_seen: list[dict] = []
+    observe = HAQDDPG.observe_episode
+
+    def recording(self, *args, **kwargs):
+        out = observe(self, *args, **kwargs)
+        stats_seen.append(out)
+        return out
+
+    monkeypatch.setattr(HAQDDPG, "observe_episode", recording)
+    agent, results = run(8, seed=3, config=small_config(warmup=2))
+    assert stats_seen[:3] == [{}, {}, {}]
+    for got, want in zip(stats_seen[3:], GOLDEN_STATS, strict=True):
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert [r.reward for r in results] == pytest.approx(GOLDEN_REWARDS, rel=1e-6)
+    sums = {k: v.double().sum().item() for k, v in agent.actor.state_dict().items()}
+    assert sums == pytest.approx(GOLDEN_ACTOR_SUMS, rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_updates_match_the_plain_updates_on_cuda() -> None:
+    config = small_config(warmup=0)
+    agents = [HAQDDPG(ToyEnv().observation_space, ToyEnv().action_space,
+                      HAQDDPGConfig(**{**config.__dict__, "cuda_graph": graphed}), seed=0, device="cuda")
+              for graphed in (False, True)]
+    outs = [[a.observe_episode(fake_episode(0.1 * k), -0.5 * k, episode=k) for k in range(8)] for a in agents]
+    assert agents[1]._graph_update is not None and agents[1]._graph_update.graph is not None
+    for plain, graphed in zip(*outs):
+        assert plain.keys() == graphed.keys()
+        for key in plain:
+            assert graphed[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key
+    for name, value in agents[0].actor.state_dict().items():
+        torch.testing.assert_close(agents[1].actor.state_dict()[name], value, rtol=1e-4, atol=1e-6)
