@@ -16,7 +16,8 @@ forward and backward (docs/performance.md). :class:`TrainStep` removes that cost
   ragged last batch gets its own graph rather than evicting the full batch's.
 - ``compile``: ``torch.compile`` of forward and loss (Inductor fuses the quantizers'
   elementwise work into few kernels; on CUDA ``mode="reduce-overhead"`` adds CUDA
-  graphs). A new set of bit widths recompiles, so it suits one-policy finetunes only.
+  graphs), after ``warmup`` plain calls. A new set of bit widths recompiles, so it
+  suits one-policy finetunes only.
 - ``plain``: eager PyTorch, the reference and the debugging path.
 - ``auto``: ``graph`` on CUDA, ``plain`` on the CPU (where neither fast path is faster;
   docs/performance.md).
@@ -105,6 +106,7 @@ class TrainStep:
         self._seen: dict[tuple, int] = {}
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
         self._compiled: Callable | None = None
+        self._plain_calls = 0
         self.captures = 0  # graphs captured so far (for tests and benchmarks)
 
     # ----------------------------------------------------------------- plain
@@ -187,6 +189,9 @@ class TrainStep:
         return self.loss_fn(logits, y), logits
 
     def _compile_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._plain_calls < self.warmup:  # lazy state (learned steps, clip ranges) first, then one trace
+            self._plain_calls += 1
+            return self._plain(x, y)
         if self._compiled is None:
             self._compiled = torch.compile(self._forward_loss, dynamic=False,
                                            mode="reduce-overhead" if self.device.type == "cuda" else None)
