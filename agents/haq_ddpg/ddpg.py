@@ -85,6 +85,8 @@ class HAQDDPGConfig:
             raise ValueError("HAQDDPGConfig needs init_delta > 0 and 0 < delta_decay <= 1")
         if not 0 < self.tau <= 1 or not 0 < self.baseline_alpha <= 1:
             raise ValueError("HAQDDPGConfig needs 0 < tau <= 1 and 0 < baseline_alpha <= 1")
+        if not isinstance(self.cuda_graph, bool):
+            raise ValueError(f"HAQDDPGConfig.cuda_graph must be true or false, got {self.cuda_graph!r}")
         try:
             torch_device(str(self.device))
         except ValueError as err:
