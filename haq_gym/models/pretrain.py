@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from haq_gym.data import DataBundle, materialize
 from haq_gym.evaluation.accuracy import top1_accuracy
+from haq_gym.train_step import TrainStep
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def train_float(model: nn.Module, bundle: DataBundle, recipe: FloatRecipe, seed:
     opt = torch.optim.SGD(model.parameters(), lr=recipe.max_lr, momentum=recipe.momentum, nesterov=True,
                           weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.max_lr, total_steps=recipe.epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss()
+    step = TrainStep(model, nn.CrossEntropyLoss())  # a CUDA graph per step on a GPU, plain on the CPU
     bar = tqdm(total=recipe.epochs * steps_per_epoch, desc="float pretraining", unit="step", disable=not progress)
     model.train()
     for _ in range(recipe.epochs):
@@ -50,9 +51,7 @@ def train_float(model: nn.Module, bundle: DataBundle, recipe: FloatRecipe, seed:
         for start in range(0, len(images), recipe.batch_size):
             idx = order[start:start + recipe.batch_size]
             x = bundle.augment(images[idx], gen).contiguous(memory_format=torch.channels_last)
-            loss = loss_fn(model(x), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, _ = step(x, labels[idx])
             opt.step()
             sched.step()
             bar.update(1)
