@@ -43,13 +43,3 @@ def test_env_threads_reads_and_checks_the_variable(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ValueError, match=f"{THREADS_ENV} must be a positive integer, got 'zero'"):
         env_threads()
 
-
-def test_job_pool_hands_each_worker_its_environment(tmp_path, sixteen_cores) -> None:
-    from haq_gym.experiments.jobs import Job, run_jobs
-
-    script = ("import os, pathlib, sys; d = pathlib.Path(sys.argv[1]); d.mkdir(); "
-              f"(d / 'threads').write_text(os.environ['{THREADS_ENV}'])")
-    jobs = [Job(f"j{k}", tmp_path / f"j{k}", ("-c", script, str(tmp_path / f"j{k}"))) for k in range(3)]
-    results = run_jobs(jobs, workers=2, resume=False, desc="test", progress=False)
-    assert all(r.ok for r in results), [r.log.read_text() for r in results]
-    assert {(tmp_path / f"j{k}" / "threads").read_text() for k in range(3)} == {"8"}
