@@ -12,6 +12,7 @@ observes the problem, so every algorithm leaves the same files.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from typing import Any
 
@@ -20,6 +21,7 @@ import gymnasium as gym
 from agents.blackbox import ALGORITHMS as BLACKBOX_ALGORITHMS
 from agents.haq_ddpg import HAQDDPGConfig, train_haq_ddpg
 from agents.sb3 import ALGORITHMS as SB3_ALGORITHMS
+from agents.sb3 import SB3Runner
 from agents.spec import AlgorithmSpec, Runner
 from haq_gym.util import check_known_keys
 
@@ -57,6 +59,26 @@ def get_runner(name: str) -> Runner:
 def check_hyperparams(name: str, hyperparams: dict[str, Any]) -> None:
     """Raise if ``hyperparams`` names a key the algorithm does not take."""
     check_known_keys(name, hyperparams, get_spec(name).hyperparams)
+
+
+def check_hyperparam_values(name: str, hyperparams: dict[str, Any]) -> None:
+    """Names, then types (each scalar like its default) and the agent's own range checks, before anything runs.
+
+    HAQ-DDPG builds its config (``warmup=abc`` or ``warmup=-1`` fail here); an SB3 agent's
+    scalars must have the type of its constructor default (lists and mappings, such as
+    ``train_freq: [1, episode]`` or ``policy_kwargs``, are SB3's to check).
+    """
+    from haq_gym.validation import check_like_defaults
+
+    check_hyperparams(name, hyperparams)
+    runner = get_spec(name).runner
+    if name == "haq-ddpg":
+        check_like_defaults(name, hyperparams, {f.name: f.default for f in dataclasses.fields(HAQDDPGConfig)})
+        HAQDDPGConfig(**hyperparams)
+    elif isinstance(runner, SB3Runner):
+        defaults = {key: p.default for key, p in inspect.signature(runner.algo_class).parameters.items()}
+        scalars = {k: v for k, v in hyperparams.items() if not isinstance(v, (list, tuple, dict))}
+        check_like_defaults(name, scalars, defaults)
 
 
 def check_action_mode(name: str, action_mode: str) -> None:

@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError, ConnectionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # an unwritable --output, a full disk
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -31,6 +31,16 @@ def bit_action_space(action_mode: str, min_bit: int, max_bit: int) -> spaces.Spa
     return spaces.Discrete(max_bit - min_bit + 1)
 
 
+def _single_element(action: Any) -> Any:
+    """The one value of a scalar or one-element array action; ``None`` for anything with another size."""
+    if isinstance(action, np.ndarray):
+        return action.reshape(-1)[0].item() if action.size == 1 and action.dtype.kind in "iuf" else None
+    if isinstance(action, (list, tuple)):
+        return _single_element(np.asarray(action)) if len(action) == 1 and not isinstance(action[0], (str, bool)) \
+            else None
+    return action
+
+
 class PolicyDecisionEnv(gym.Env):
     """Steps through the free entries of a mixed-precision policy; the last step ends the episode.
 
@@ -127,16 +137,21 @@ class PolicyDecisionEnv(gym.Env):
 
         Continuous: ``round((max_bit - min_bit + 1) * a + min_bit - 0.5)`` (equal-width bins
         over [0, 1]), clipped to ``[min_bit, max_bit]``. Discrete: ``min_bit + k``.
+        Anything else (floats such as 2.7, strings, booleans, None, NaN, several elements) is
+        refused with a ``ValueError`` saying what this action space takes.
         """
         if self.action_mode == "discrete":
-            k = int(np.asarray(action).reshape(-1)[0])
-            if not 0 <= k < self.action_space.n:
-                raise ValueError(f"discrete action must be in 0..{self.action_space.n - 1}, got {k}")
-            return self.min_bit + k
-        a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
-        if not np.isfinite(a):
-            raise ValueError(f"continuous action must be a finite number in [0, 1], got {a}")
-        a = min(max(a, 0.0), 1.0)
+            n = self.action_space.n
+            k = _single_element(action)
+            if not (isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)) and 0 <= k < n):
+                raise ValueError(f"discrete action must be one integer in 0..{n - 1}, got {action!r}")
+            return self.min_bit + int(k)
+        a = _single_element(action)
+        if not (isinstance(a, (int, float, np.integer, np.floating)) and not isinstance(a, (bool, np.bool_))
+                and np.isfinite(a)):
+            raise ValueError(f"continuous action must be one finite number in [0, 1] (a float or a 1-element array), "
+                             f"got {action!r}")
+        a = min(max(float(a), 0.0), 1.0)
         b = int(np.round((self.max_bit - self.min_bit + 1) * a + self.min_bit - 0.5))
         return min(max(b, self.min_bit), self.max_bit)
 

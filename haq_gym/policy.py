@@ -39,7 +39,8 @@ class PolicyFile:
         if len(self.layer_names) != len(self.bits):
             raise ValueError(f"policy lists {len(self.layer_names)} layer names but {len(self.bits)} [w_bit, a_bit] entries")
         for name, pair in zip(self.layer_names, self.bits):
-            if len(pair) != 2 or not all(isinstance(b, int) and (b == -1 or 1 <= b <= 32) for b in pair):
+            if len(pair) != 2 or not all(isinstance(b, int) and not isinstance(b, bool) and (b == -1 or 1 <= b <= 32)
+                                        for b in pair):
                 raise ValueError(f"layer {name!r}: expected [w_bit, a_bit] with integers in 1..32 or -1, got {pair!r}")
 
     def check_layers(self, layer_names: Sequence[str], min_bit: int = 1, max_bit: int = 32) -> None:
@@ -64,10 +65,18 @@ class PolicyFile:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "policy") -> "PolicyFile":
+        if not isinstance(data, dict):
+            raise ValueError(f"{source} is not a haq-gym policy: expected a JSON object, got {type(data).__name__}")
         if data.get("format") != FORMAT:
             raise ValueError(f"{source} is not a haq-gym policy (missing \"format\": \"{FORMAT}\")")
         if data.get("version") != FORMAT_VERSION:
             raise ValueError(f"{source} has policy format version {data.get('version')}; this haq-gym reads version {FORMAT_VERSION}")
+        for key in ("costs", "accuracy", "budget", "found_by", "model_kwargs"):
+            if not isinstance(data.get(key, {}), dict):
+                raise ValueError(f"{source} is malformed: {key} must be a JSON object, got {data[key]!r}")
+        for key in ("model", "dataset"):
+            if not isinstance(data.get(key), str):
+                raise ValueError(f"{source} is malformed: {key} must be a string, got {data.get(key)!r}")
         try:
             layers = data["layers"]
             return cls(model=data["model"], dataset=data["dataset"],
@@ -75,7 +84,7 @@ class PolicyFile:
                        bits=[[entry["w_bit"], entry["a_bit"]] for entry in layers],
                        costs=data.get("costs", {}), accuracy=data.get("accuracy", {}), budget=data.get("budget", {}),
                        found_by=data.get("found_by", {}), model_kwargs=data.get("model_kwargs", {}))
-        except (KeyError, TypeError) as err:
+        except (KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{source} is malformed: missing or wrong field {err}") from None
 
     def save(self, path: str | os.PathLike) -> None:
@@ -90,7 +99,7 @@ class PolicyFile:
                 data = json.load(fh)
         except FileNotFoundError:
             raise FileNotFoundError(f"policy file {path!r} does not exist") from None
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"policy file {path!r} is not valid JSON: {err}") from None
         return cls.from_dict(data, source=f"policy file {path!r}")
 

@@ -107,7 +107,7 @@ class QuantizedModel:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "QuantizedModel":
         """The model a QAT checkpoint describes, with its weights and learned steps loaded (eval mode)."""
-        from haq_gym.finetune.checkpoint import read_qat_file
+        from haq_gym.finetune.checkpoint import load_fitting_state, read_qat_file
 
         path = os.fspath(path)
         data = read_qat_file(path)
@@ -129,7 +129,7 @@ class QuantizedModel:
             missing, extra = sorted(own - theirs), sorted(theirs - own)
             raise ValueError(f"checkpoint {path!r} does not fit {spec.name} with {family} quantizers: "
                              f"{len(missing)} missing keys {missing[:2]}, {len(extra)} unexpected keys {extra[:2]}")
-        model.load_state_dict(data["state_dict"])
+        load_fitting_state(model, data["state_dict"], path)
         model.to(device).eval()
         return cls(model, named, spec, classes, family, path, meta, policy, data.get("training"))
 

@@ -41,6 +41,7 @@ from scipy.stats import truncnorm
 from torch import nn
 from tqdm import trange
 
+from haq_gym.integrity import load_verified, seal
 from haq_gym.runtime import torch_device
 
 if TYPE_CHECKING:
@@ -485,7 +486,7 @@ class HAQDDPG:
     def save(self, path: str | os.PathLike) -> None:
         """Write networks, targets, optimisers, baseline, RNG state and replay memory to one file."""
         torch.save(
-            {
+            seal({
                 "actor": self.actor.state_dict(),
                 "critic": self.critic.state_dict(),
                 "actor_target": self.actor_target.state_dict(),
@@ -495,13 +496,13 @@ class HAQDDPG:
                 "baseline": self.baseline,
                 "rng": self.rng.bit_generator.state,
                 "memory": None if self.memory is None else self.memory.state_dict(),
-            },
+            }),
             path,
         )
 
     def load(self, path: str | os.PathLike) -> None:
-        """Restore the state written by :meth:`save` (read with ``weights_only=True``)."""
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        """Restore the state written by :meth:`save` (read with ``weights_only=True``, checksum verified)."""
+        state = load_verified(path, map_location=self.device)
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.actor_target.load_state_dict(state["actor_target"])

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy
 import optuna
 import yaml
 from optuna.exceptions import ExperimentalWarning
@@ -151,10 +152,16 @@ def build_pruner(name: str, n_episodes: int) -> optuna.pruners.BasePruner:
 
 def check_settings(settings: TuningSettings) -> None:
     """Raise a ValueError for anything that would fail later: counts, names, storage, algorithm, output folder."""
+    from haq_gym.validation import check_env_kwargs, check_int, check_seed
+
     for flag, value in (("--n-trials", settings.n_trials), ("--n-jobs", settings.n_jobs),
-                        ("--n-seeds", settings.n_seeds), ("--report-every", settings.report_every)):
+                        ("--n-seeds", settings.n_seeds), ("--report-every", settings.report_every),
+                        ("--episodes", settings.n_episodes)):
+        check_int(flag, value)
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
+    if settings.seed is not None:
+        check_seed(settings.seed)
     if settings.sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {settings.sampler!r}; expected one of {', '.join(SAMPLERS)}")
     if settings.pruner not in PRUNERS:
@@ -165,14 +172,15 @@ def check_settings(settings: TuningSettings) -> None:
         raise ValueError("SQLite storage takes one process at a time; with --n-jobs > 1 use the default journal "
                          "file or a postgresql:// storage")
     get_hyperparams_sampler(settings.algo)
-    from agents.registry import check_action_mode, check_hyperparams, get_spec
+    from agents.registry import check_action_mode, check_hyperparam_values, get_spec
 
-    check_hyperparams(settings.algo, {**settings.base_hyperparams, **settings.fixed_hyperparams})
+    check_hyperparam_values(settings.algo, {**settings.base_hyperparams, **settings.fixed_hyperparams})
     check_action_mode(settings.algo, settings.env_kwargs.get("action_mode", get_spec(settings.algo).action_modes[0]))
     if settings.env_id not in gym.registry:
         import haq_gym
 
         raise ValueError(f"unknown env {settings.env_id!r}; haq-gym registers {', '.join(sorted(haq_gym.ENV_IDS))}")
+    check_env_kwargs(settings.env_id, settings.env_kwargs)
     _check_output_folder(settings)
 
 
@@ -359,18 +367,31 @@ def _trial_counts(study: optuna.Study) -> dict[TrialState, int]:
     return counts
 
 
+def trial_sampler_seed(seed: int | None, trials_in_study: int, worker_index: int = 0) -> int | None:
+    """The sampler seed of a worker's next trial: derived from ``--seed``, the study's trial count and the worker.
+
+    A resumed study (same ``--seed``) then draws new parameters instead of repeating the
+    first run's trials, and the same study history still gives the same draws.
+    """
+    if seed is None:
+        return None
+    return int(numpy.random.SeedSequence([seed, trials_in_study, worker_index]).generate_state(1)[0])
+
+
 def run_worker(settings: TuningSettings, worker_index: int = 0, device: str | None = None) -> None:
     """Run trials of the study until it holds ``n_trials`` finished ones (see the module docstring).
+
+    The sampler is seeded again before each trial with :func:`trial_sampler_seed`.
 
     ``device``: where this worker's runs evaluate, in place of ``env_kwargs["device"]`` (the
     study's record keeps the device as given, e.g. ``auto``, so every worker resumes it).
     """
-    seed = None if settings.seed is None else settings.seed + worker_index
     run_settings = settings if device is None else dataclasses.replace(
         settings, env_kwargs={**settings.env_kwargs, "device": device})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        study = open_study(settings, build_sampler(settings.sampler, seed, SAMPLER_OPTIONS.get(settings.sampler)),
+        study = open_study(settings, build_sampler(settings.sampler, settings.seed,
+                                                   SAMPLER_OPTIONS.get(settings.sampler)),
                            build_pruner(settings.pruner, settings.n_episodes))
         objective: Objective | None = None  # built on first need: a complete study needs no env
         while True:
@@ -384,6 +405,9 @@ def run_worker(settings: TuningSettings, worker_index: int = 0, device: str | No
                 continue
             if objective is None:
                 objective = Objective(run_settings, *_problem_and_setup(run_settings))
+            trials = len(study.get_trials(deepcopy=False))
+            study.sampler = build_sampler(settings.sampler, trial_sampler_seed(settings.seed, trials, worker_index),
+                                          SAMPLER_OPTIONS.get(settings.sampler))
             study.optimize(objective, n_trials=1, gc_after_trial=True)
 
 
@@ -564,4 +588,4 @@ def summary(result: TuningResult) -> str:
 
 __all__ = ["PRUNERS", "SAMPLERS", "Objective", "TrialProgress", "TuningResult", "TuningSettings", "WorkerFailed",
            "build_pruner", "check_settings", "open_study", "run_worker", "run_workers", "summary", "trial_rows",
-           "tune", "write_outputs"]
+           "trial_sampler_seed", "tune", "write_outputs"]

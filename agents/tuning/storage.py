@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import socket
 import time
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -54,17 +54,64 @@ class StorageError(ValueError):
     """A storage URL that cannot be used, with what was expected."""
 
 
+# libpq connection parameters that hold a secret; SQLAlchemy passes URL query parameters on to libpq.
+SECRET_QUERY_KEYS = ("password", "sslpassword")
+REDACTED = "***"
+
+
+def _split_url(url: str) -> tuple[str, str, str, str]:
+    """``scheme://authority/path?query`` -> (scheme, authority, path, query), without decoding anything."""
+    scheme, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    authority, slash, path = rest.partition("/")
+    return scheme, authority, slash + path, query
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secret values written in ``url``: the user-info password and ``password``/``sslpassword`` parameters.
+
+    Each is listed raw and percent-decoded, so messages that show either can be scrubbed.
+    """
+    if "://" not in url:
+        return []
+    _, authority, _, query = _split_url(url)
+    found = []
+    userinfo, at, _ = authority.rpartition("@")
+    if at and ":" in userinfo:
+        found.append(userinfo.partition(":")[2])
+    for part in query.split("&"):
+        key, eq, value = part.partition("=")
+        if eq and unquote_plus(key).strip().lower() in SECRET_QUERY_KEYS:
+            found.append(value)
+    return sorted({v for raw in found if raw for v in (raw, unquote_plus(raw))}, key=len, reverse=True)
+
+
 def redact(url: str) -> str:
-    """``url`` without its password, for messages and records."""
+    """``url`` with every credential libpq and SQLAlchemy accept in it replaced by ``***``, for messages and records.
+
+    Covered: ``USER:PASSWORD@`` (also with several hosts), and the query parameters
+    ``password`` and ``sslpassword`` in any letter case or percent-encoding. A password
+    given through the environment (``PGPASSWORD``, ``PGSSLPASSWORD``, ``~/.pgpass``) is
+    never part of the URL and is read by libpq itself, so it is never recorded.
+    """
     if "://" not in url:
         return url
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    scheme, authority, path, query = _split_url(url)
+    userinfo, at, hosts = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.partition(':')[0]}:{REDACTED}@{hosts}"
+    parts = []
+    for part in query.split("&") if query else []:
+        key, eq, value = part.partition("=")
+        parts.append(f"{key}={REDACTED}" if eq and unquote_plus(key).strip().lower() in SECRET_QUERY_KEYS else part)
+    return f"{scheme}://{authority}{path}" + (f"?{'&'.join(parts)}" if query else "")
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an error message) with every secret of ``url`` replaced by ``***``."""
+    for secret in url_secrets(url):
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def _this_process_namespace() -> str:
@@ -172,7 +219,8 @@ def _check_driver(url: str, shown: str) -> None:
     try:
         dialect = make_url(url).get_dialect()
     except (ArgumentError, ValueError) as err:
-        raise StorageError(f"malformed storage URL {shown!r} ({err}); expected {ACCEPTED_FORMS}") from None
+        raise StorageError(f"malformed storage URL {shown!r} ({scrub(str(err), url)}); expected {ACCEPTED_FORMS}"
+                           ) from None
     try:
         dialect.import_dbapi()
     except ImportError as err:
@@ -200,10 +248,10 @@ def _open_rdb(url: str, shown: str, heartbeat_interval: int, grace_period: int) 
         except (IntegrityError, ProgrammingError) as err:
             attempts += 1
             if attempts == SCHEMA_RACE_ATTEMPTS:
-                raise StorageError(f"cannot open storage {shown!r}: {_first_line(err)}") from None
+                raise StorageError(f"cannot open storage {shown!r}: {scrub(_first_line(err), url)}") from None
             time.sleep(random.uniform(0.2, 1.0))
         except SQLAlchemyError as err:
-            raise StorageError(f"cannot open storage {shown!r}: {_first_line(err)}") from None
+            raise StorageError(f"cannot open storage {shown!r}: {scrub(_first_line(err), url)}") from None
 
 
 def _first_line(err: Exception) -> str:
@@ -211,4 +259,4 @@ def _first_line(err: Exception) -> str:
 
 
 __all__ = ["DEFAULT_JOURNAL_NAME", "HeartbeatJournalStorage", "StorageError", "is_journal_path", "open_storage",
-           "redact", "retry_callback"]
+           "redact", "retry_callback", "scrub", "url_secrets"]

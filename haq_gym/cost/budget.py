@@ -9,16 +9,17 @@ from haq_gym.cost.cost_model import CostModel, Costs
 
 @dataclass(frozen=True)
 class Budget:
-    """Upper bounds on the latency ratio and the flash ratio; ``None`` means unconstrained."""
+    """Upper bounds on the latency ratio and the flash ratio, each in (0, 1]; ``None`` means unconstrained."""
 
     latency: float | None = None
     flash: float | None = None
 
     def __post_init__(self) -> None:
+        from haq_gym.validation import check_number
+
         for name in ("latency", "flash"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} budget must be a positive ratio, got {value}")
+            # A ratio to every layer at the reference precision: above 1 (or infinite) constrains nothing.
+            check_number(f"{name} budget", getattr(self, name), 0.0, 1.0, low_open=True, allow_none=True)
 
     def satisfied(self, costs: Costs, tol: float = 1e-9) -> bool:
         return (self.latency is None or costs.latency_ratio <= self.latency + tol) and (

@@ -23,6 +23,8 @@ def validate_table(table: np.ndarray, n_layers: int, source: str = "latency tabl
     if table.ndim != 3 or tuple(table.shape) != expected:
         raise ValueError(f"{source} has shape {tuple(table.shape)}; expected {expected} "
                          f"([layer, w_bit-1, a_bit-1] for a model with {n_layers} quantizable layers)")
+    if np.asarray(table).dtype.kind not in "iuf":
+        raise ValueError(f"{source} has dtype {np.asarray(table).dtype}; expected real numbers (float or int)")
     table = np.asarray(table, dtype=np.float64)
     if not np.all(np.isfinite(table)) or np.any(table < 0):
         raise ValueError(f"{source} has negative or non-finite entries")

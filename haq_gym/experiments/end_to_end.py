@@ -41,6 +41,7 @@ from typing import Any
 from haq_gym.experiments.jobs import GridSettings, Job, run_jobs
 from haq_gym.policy import PolicyFile, uniform_bits
 from haq_gym.registration import ENV_IDS
+from haq_gym.runs import claim_folder, lock_folder
 from haq_gym.util import write_atomic
 
 UNIFORM_CANDIDATES = ((2, 2), (3, 2), (2, 3), (3, 3), (4, 3), (3, 4), (4, 4), (5, 5), (6, 6), (8, 8))
@@ -175,7 +176,9 @@ class EndToEnd:
                               if saved.get(k) != settings.to_dict().get(k))
                 raise ValueError(f"--resume: {self.out} was run with other settings ({', '.join(diff)} differ); "
                                  "rerun with the same flags or choose another --output")
-        self.out.mkdir(parents=True, exist_ok=True)
+        if not self.out.exists():
+            claim_folder(self.out, "benchmark folder")  # of two benchmarks started on one --output, one is refused
+        self._lock = lock_folder(self.out, "benchmark folder")  # held while this object lives: one resume at a time
 
     # ----- job builders
     def _data_args(self) -> list[str]:

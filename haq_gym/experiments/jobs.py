@@ -169,6 +169,44 @@ def set_aside(folder: Path) -> Path | None:
     return target
 
 
+# What decides a search run's results: the keys of its config.yml a reused run must match.
+RUN_SETTING_KEYS = ("algo", "env", "seed", "n_episodes", "env_kwargs", "hyperparams")
+
+
+class RunSettingsDiffer(ValueError):
+    """A finished run folder was made with other settings than the ones asked for now."""
+
+
+def run_settings_differences(run_dir: Path, wanted: dict) -> list[str]:
+    """How the settings recorded in ``run_dir/config.yml`` differ from ``wanted`` (a resolved run config).
+
+    Compares :data:`RUN_SETTING_KEYS` (the budget, env keywords and hyperparameters among
+    them); a run folder without a readable config is one difference.
+    """
+    import yaml
+
+    try:
+        stored = yaml.safe_load((run_dir / "config.yml").read_text())
+    except (OSError, yaml.YAMLError) as err:
+        return [f"config.yml unreadable ({type(err).__name__})"]
+    if not isinstance(stored, dict):
+        return ["config.yml is not a run config"]
+    return [f"{key} (run: {stored.get(key)!r}, now: {wanted.get(key)!r})" for key in RUN_SETTING_KEYS
+            if stored.get(key) != wanted.get(key)]
+
+
+def check_reusable_run(run_dir: Path, wanted: dict) -> None:
+    """Raise :class:`RunSettingsDiffer` unless the finished run in ``run_dir`` was made with ``wanted``'s settings.
+
+    A resumed benchmark must never relabel old results with new settings (another budget,
+    other env keywords).
+    """
+    differ = run_settings_differences(run_dir, wanted)
+    if differ:
+        raise RunSettingsDiffer(f"{run_dir} was run with other settings: {'; '.join(differ)}; resume with the "
+                                "same settings or choose another --output")
+
+
 def log_path(folder: Path) -> Path:
     return folder.with_name(folder.name + ".log")
 

@@ -45,6 +45,7 @@ from haq_gym.export.source import ExportSource, source_from_checkpoint, source_f
 from haq_gym.policy import PolicyFile
 from haq_gym.quant.families import family_names
 from haq_gym.runtime import configure_cpu_runtime, torch_device
+from haq_gym.validation import check_int, check_policy_fits, check_width_mult
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source(exp, required=True)
     exp.add_argument("--out", default=None,
                      help="packed file to write (default: model.hqpk next to the --checkpoint or --policy)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing --out file (refused otherwise)")
     exp.add_argument("--weights-only", action="store_true",
                      help="write only the header and packed weights (no integer-model section; `infer` needs it)")
     exp.add_argument("--bias-shift", type=int, default=None,
@@ -129,6 +131,27 @@ def default_out(args: argparse.Namespace, filename: str) -> str:
     if source is None:
         raise ValueError(f"--out is needed with --uniform (there is no run folder to write {filename} into)")
     return os.fspath(Path(source).resolve().parent / filename)
+
+
+def check_export_args(args: argparse.Namespace, out_path: str) -> None:
+    """What ``export`` can refuse in a second, before the model and data are set up (which takes 20-30 s)."""
+    out = Path(out_path)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"--out {out_path!r} already exists; pass --overwrite to replace it")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise OSError(f"--out {out_path!r}: folder {os.fspath(folder)!r} does not exist or is not writable")
+    check_int("--calibration-size", args.calibration_size, 1)
+    check_int("--batch-size", args.batch_size, 1)
+    if args.uniform:
+        check_int("--uniform W_BIT", args.uniform[0], 2, 8)
+        check_int("--uniform A_BIT", args.uniform[1], 2, 8)
+    if args.policy or args.uniform:
+        check_width_mult(args.width_mult, "--width-mult")
+    if args.policy:
+        policy = PolicyFile.load(args.policy)
+        if policy.model in model_names():  # built-in networks; others are checked once built
+            check_policy_fits(policy, policy.model, float(policy.model_kwargs.get("width_mult", 1.0)))
 
 
 def load_source(args: argparse.Namespace) -> ExportSource | None:
@@ -265,12 +288,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             refuse_unsupported(args)
             out = default_out(args, "model.hqpk")
+            check_export_args(args, out)
             source = load_source(args)
             architecture_of(source.model)
             print(f"exporting {source.description}")
             model = export_integer_model(source.model, source.layers, source.calibration_images,
                                          bias_shift=args.bias_shift, meta=source.meta, progress=True)
-            sizes = write_packed_file(out, model, include_integer_model=not args.weights_only)
+            sizes = write_packed_file(out, model, include_integer_model=not args.weights_only,
+                                      overwrite=args.overwrite)
             print(f"wrote {out}: {len(model.layers)} layers, {model.meta['requants']} requantisations "
                   f"({model.meta['shift_only_requants']} pure shifts)")
             print_sizes(sizes, source.flash_bits)
@@ -294,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
                 bundle = load_dataset(meta.get("dataset", "digits"), args.data_root)
             images, labels = materialize(bundle.test)
             evaluate(integer_model, images, labels, args.batch_size, source, device)
-    except (ExportError, PackedFileError, FileNotFoundError, ValueError, RuntimeError, OSError) as err:
+    except (ExportError, PackedFileError, FileNotFoundError, FileExistsError, ValueError, RuntimeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # an unwritable --out, a full disk
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0

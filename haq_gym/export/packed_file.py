@@ -109,10 +109,14 @@ class PackedFile:
 
 
 # ---------------------------------------------------------------------- writing
-def write_packed_file(path: str | os.PathLike, model: IntegerModel, include_integer_model: bool = True) -> FileSizes:
-    """Write ``model``'s weights (and, by default, the rest of the integer model) atomically."""
+def write_packed_file(path: str | os.PathLike, model: IntegerModel, include_integer_model: bool = True,
+                      overwrite: bool = True) -> FileSizes:
+    """Write ``model``'s weights (and, by default, the rest of the integer model) atomically.
+
+    ``overwrite=False`` refuses an existing ``path`` (``FileExistsError``), even one created meanwhile.
+    """
     data, sizes = encode(model.layers, model if include_integer_model else None)
-    write_atomic(path, data)
+    write_atomic(path, data, overwrite=overwrite)
     return sizes
 
 
@@ -375,6 +379,17 @@ def load_integer_model(path: str | os.PathLike) -> IntegerModel:
         raise PackedFileError(f"{os.fspath(path)}: malformed integer-model section ({type(err).__name__}: {err})") from None
 
 
+def _check_conv_spec(d: dict, n_layers: int) -> None:
+    """Refuse convolution parameters no exported model has (a crafted or damaged file): stride 0, negative padding..."""
+    for key, low in (("stride", 1), ("padding", 0), ("groups", 1)):
+        value = d[key]
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+            raise ValueError(f"conv {key} must be an integer >= {low}, got {value!r}")
+    layer = d["layer"]
+    if not (isinstance(layer, int) and 0 <= layer < n_layers):
+        raise ValueError(f"conv layer index must be in 0..{n_layers - 1}, got {layer!r}")
+
+
 def integer_model_from(packed: PackedFile) -> IntegerModel:
     spec, arrays = packed.integer_spec, packed.arrays
 
@@ -396,6 +411,7 @@ def integer_model_from(packed: PackedFile) -> IntegerModel:
     ops = []
     for d in spec["ops"]:
         if d["op"] == "conv":
+            _check_conv_spec(d, len(layers))
             offset = None if d["input_offset"] is None else (int(d["input_offset"][0]), int(d["input_offset"][1]))
             ops.append(ConvOp(d["kind"], int(d["layer"]), d["src"], d["dst"], tensor(d["bias"]).to(torch.int32),
                               int(d["bias_shift"]), None if d["requant"] is None else requant(d["requant"]),

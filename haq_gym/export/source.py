@@ -78,6 +78,10 @@ def source_from_policy(bits: PolicyFile | Sequence[Sequence[int]] | None = None,
     names = qm.layer_names
     if isinstance(bits, PolicyFile):
         policy = check_policy(bits, names, 2, 8)
+        declared = bits.model_kwargs.get("num_classes")
+        if declared is not None and declared != setup.bundle.num_classes:
+            raise ValueError(f"the policy's model_kwargs.num_classes is {declared!r}, but dataset {dataset!r} has "
+                             f"{setup.bundle.num_classes} classes")
         description = f"policy of {model} (width {width_mult:g}) on {dataset}, {quantizer} quantizers"
     elif uniform is not None:
         policy = uniform_bits(len(names), *uniform)

@@ -2,7 +2,8 @@
 
 A file is ``{"format": "haq-gym-qat", "version": 1, "policy": <policy JSON>, "family":
 ..., "meta": {...}, "state_dict": {...}, "training": {...} | None}`` written with
-``torch.save`` and read with ``torch.load(weights_only=True)``. The state dict includes
+``torch.save`` and read with ``torch.load(weights_only=True)``, with a checksum of every tensor
+(:mod:`haq_gym.integrity`) verified on load. The state dict includes
 the learned steps (``*.weight_quantizer.step`` ...), so a loaded model quantizes exactly
 as it did in training; do not calibrate it again (that would re-initialise the steps).
 Its ``state_dict``/``meta`` keys also make it loadable by
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from haq_gym.integrity import seal
 from haq_gym.models.checkpoint import read_torch_file
 from haq_gym.models.spec import ModelSpec
 from haq_gym.policy import PolicyFile
@@ -74,7 +76,7 @@ def save_qat_checkpoint(path: str | os.PathLike, model: nn.Module, policy: Polic
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     record = {"format": FORMAT, "version": FORMAT_VERSION, "policy": policy.to_dict(), "family": family,
               "meta": meta, "state_dict": state, "training": training}
-    write_atomic(path, lambda fh: torch.save(record, fh))
+    write_atomic(path, lambda fh: torch.save(seal(record), fh))
 
 
 def read_qat_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -88,6 +90,20 @@ def read_qat_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"checkpoint {path!r} has QAT format version {data.get('version')}; "
                          f"this haq-gym reads version {FORMAT_VERSION}")
     return data
+
+
+def load_fitting_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """``model.load_state_dict(state)``, with a shape mismatch reported as a ``ValueError`` naming the file."""
+    own = model.state_dict()
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise ValueError(f"checkpoint {os.fspath(path)!r} does not fit the model: {len(wrong)} shape mismatches "
+                         f"(e.g. {k!r}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {os.fspath(path)!r} does not fit the model: {str(err).splitlines()[0]}") from None
 
 
 def load_qat_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> QATCheckpoint:

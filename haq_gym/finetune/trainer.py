@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from haq_gym.data import DataBundle, materialize
 from haq_gym.evaluation.accuracy import top1_accuracy
-from haq_gym.finetune.checkpoint import read_qat_file, save_qat_checkpoint
+from haq_gym.finetune.checkpoint import load_fitting_state, read_qat_file, save_qat_checkpoint
 from haq_gym.finetune.recipe import QATRecipe, parameter_groups
 from haq_gym.policy import PolicyFile
 from haq_gym.quant import calibrate
@@ -124,7 +124,7 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume:
         data = read_qat_file(last_path)
-        model.load_state_dict(data["state_dict"])
+        load_fitting_state(model, data["state_dict"], last_path)
         training = data["training"]
         opt.load_state_dict(training["optimizer"])
         sched.load_state_dict(training["scheduler"])

@@ -1,8 +1,9 @@
 """Float checkpoints: saving, validated loading, and the cached default model.
 
-Checkpoints are ``{"state_dict": ..., "meta": {...}}`` files written with ``torch.save``
-and read with ``torch.load(weights_only=True)``, so loading never runs pickled code. A
-plain state dict is accepted too.
+Checkpoints are ``{"state_dict": ..., "meta": {...}, "checksum": {...}}`` files written with
+``torch.save`` and read with ``torch.load(weights_only=True)``, so loading never runs pickled
+code; the tensors' checksum (:mod:`haq_gym.integrity`) is verified on every load. A plain
+state dict is accepted too.
 
 The default model of a (model, width, dataset) triple is trained on first use and cached
 in ``$HAQ_GYM_CACHE`` (default: ``$XDG_CACHE_HOME/haq_gym``, else ``~/.cache/haq_gym``).
@@ -14,8 +15,6 @@ import contextlib
 import hashlib
 import json
 import os
-import pickle
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from haq_gym.integrity import CheckpointCorrupt, load_verified, seal
 from haq_gym.models.pretrain import FloatRecipe, train_float
 from haq_gym.util import write_atomic
 
@@ -44,21 +44,17 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_atomic(path, lambda fh: torch.save({"state_dict": state, "meta": meta}, fh))
+    write_atomic(path, lambda fh: torch.save(seal({"state_dict": state, "meta": meta}), fh))
 
 
 def read_torch_file(path: str | os.PathLike) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU, with errors that name the file.
+    """``torch.load(path, weights_only=True)`` on CPU with the tensors' checksum verified.
 
-    ``FileNotFoundError`` for a missing file, ``ValueError`` for a corrupt or non-torch one.
+    ``FileNotFoundError`` for a missing file, :class:`~haq_gym.integrity.CheckpointCorrupt`
+    (a ``ValueError``: "checkpoint is corrupt: <path> (...)") for damaged bytes, a checksum
+    mismatch or NaN/infinite weights.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        raise ValueError(f"checkpoint {path!r} is corrupt or not a torch checkpoint: {err}") from None
+    return load_verified(path)
 
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict[str, Any]:
@@ -105,6 +101,9 @@ def ensure_default_checkpoint(model_name: str, width_mult: float, dataset: str, 
                               device: torch.device | str = "cpu") -> tuple[Path, dict]:
     """Load the cached default float model into ``model``, training and caching it first if needed.
 
+    A cached file that fails its checksum (or cannot be read) is renamed ``*.corrupt`` and
+    the model is trained again.
+
     ``model`` is re-initialised from ``seed`` before training, which runs on ``device``
     (the env's or the command's: a GPU user's first run trains there). Returns the checkpoint path
     and its metadata (which holds the test accuracy). A model below ``min_accuracy`` test
@@ -113,11 +112,17 @@ def ensure_default_checkpoint(model_name: str, width_mult: float, dataset: str, 
     recipe = recipe or FloatRecipe()
     path = default_checkpoint_path(model_name, width_mult, dataset, recipe, seed)
     if path.exists():
-        return path, load_checkpoint(path, model)
+        with contextlib.suppress(CheckpointCorrupt):
+            return path, load_checkpoint(path, model)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(path.with_name(path.name + ".lock")):
-        if path.exists():  # another process trained it while this one waited
-            return path, load_checkpoint(path, model)
+        if path.exists():  # another process trained it while this one waited, or the cached file is corrupt
+            try:
+                return path, load_checkpoint(path, model)
+            except CheckpointCorrupt as err:
+                print(f"{err}; training the default model again", flush=True)
+                aside = path.with_name(path.name + ".corrupt")
+                os.replace(path, aside)  # kept for inspection, never loaded again
         return path, _train_and_cache(path, model_name, width_mult, dataset, model, bundle, recipe, seed, progress,
                                       min_accuracy, device)
 

@@ -132,3 +132,11 @@ def test_command_line_refuses_a_used_output_and_bad_uniform(tmp_path: Path) -> N
     report = subprocess.run([sys.executable, script, "--report-only", "--output", str(tmp_path / "none")],
                             capture_output=True, text=True)
     assert report.returncode == 2 and "no plan.json" in report.stderr
+
+
+def test_two_benchmarks_never_share_an_output(tmp_path: Path, tiny_checkpoint: str) -> None:
+    first = EndToEnd(tiny_settings(tiny_checkpoint), tmp_path / "bench", progress=False)  # holds the folder
+    with pytest.raises(FileExistsError, match="is in use by another process"):
+        EndToEnd(tiny_settings(tiny_checkpoint), tmp_path / "bench", resume=True, progress=False)
+    del first
+    EndToEnd(tiny_settings(tiny_checkpoint), tmp_path / "bench", resume=True, progress=False)  # released with it
