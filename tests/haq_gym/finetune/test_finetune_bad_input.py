@@ -24,7 +24,7 @@ def never_trains(monkeypatch):
     """Fail the test if the default float model would be trained or loaded (the expensive part)."""
     def refuse(*args, **kwargs):
         raise AssertionError("the default model was built before the input was validated")
-    monkeypatch.setattr(finetune_cli, "ensure_default_checkpoint", refuse)
+    monkeypatch.setattr("haq_gym.quantized_model.ensure_default_checkpoint", refuse)
     monkeypatch.setattr(finetune_cli, "load_dataset", refuse)
 
 
@@ -75,7 +75,7 @@ def test_cuda_on_a_cpu_only_torch(never_trains, tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize("document,expected", [
-    ([1, 2, 3], "expected a JSON object, got list"),
+    ([1, 2, 3], "a HAQ strategy is a list of [w_bit, a_bit] integer pairs"),  # a list is read as HAQ's format
     ("just a string", "expected a JSON object, got str"),
     ({"model_kwargs": None}, "model_kwargs must be a JSON object, got None"),
     ({"model": "resnet20"}, "policy has 53 layers but the model has 20 quantizable layers"),
@@ -87,7 +87,7 @@ def test_bad_policy_files(monkeypatch, tmp_path, capsys, document, expected) -> 
         document = policy_document(mobilenet_names(), **document)
     path = write_json(tmp_path / "policy.json", document)
     if expected is None:  # the dataset is loaded (cheap), the model never trained
-        monkeypatch.setattr(finetune_cli, "ensure_default_checkpoint",
+        monkeypatch.setattr("haq_gym.quantized_model.ensure_default_checkpoint",
                             lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
         expected = "model_kwargs.num_classes is 100, but dataset 'digits' has 10 classes"
     else:
