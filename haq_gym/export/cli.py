@@ -45,6 +45,7 @@ from haq_gym.export.source import ExportSource, source_from_checkpoint, source_f
 from haq_gym.policy import PolicyFile
 from haq_gym.quant.families import family_names
 from haq_gym.runtime import configure_cpu_runtime, torch_device
+from haq_gym.models.registry import model_names
 from haq_gym.validation import check_int, check_policy_fits, check_width_mult
 
 

@@ -72,16 +72,17 @@ def source_from_policy(bits: PolicyFile | Sequence[Sequence[int]] | None = None,
     if calibration_size < 1:
         raise ValueError(f"calibration_size must be at least 1, got {calibration_size}")
     bundle = load_dataset(dataset, data_root, image_size=image_size)
+    if isinstance(bits, PolicyFile):  # before the float model is trained or loaded
+        declared = bits.model_kwargs.get("num_classes")
+        if declared is not None and declared != bundle.num_classes:
+            raise ValueError(f"the policy's model_kwargs.num_classes is {declared!r}, but dataset {dataset!r} has "
+                             f"{bundle.num_classes} classes")
     qm = QuantizedModel.from_float(spec, bundle.num_classes, bundle.image_size, checkpoint=float_checkpoint,
                                    dataset=dataset, bundle=bundle, family=quantizer, progress=progress,
                                    min_accuracy=95.0 if dataset == "digits" else None)
     names = qm.layer_names
     if isinstance(bits, PolicyFile):
         policy = check_policy(bits, names, 2, 8)
-        declared = bits.model_kwargs.get("num_classes")
-        if declared is not None and declared != setup.bundle.num_classes:
-            raise ValueError(f"the policy's model_kwargs.num_classes is {declared!r}, but dataset {dataset!r} has "
-                             f"{setup.bundle.num_classes} classes")
         description = f"policy of {model} (width {width_mult:g}) on {dataset}, {quantizer} quantizers"
     elif uniform is not None:
         policy = uniform_bits(len(names), *uniform)

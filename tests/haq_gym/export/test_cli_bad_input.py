@@ -19,8 +19,9 @@ def no_setup(monkeypatch):
     """Fail the test if the model and data would be set up (the slow part of an export)."""
     def refuse(*args, **kwargs):
         raise AssertionError("set up before the input was validated")
-    monkeypatch.setattr("haq_gym.search_setup.build_search_setup", refuse)
-    monkeypatch.setattr(source_module, "load_qat_checkpoint", refuse)
+    monkeypatch.setattr(source_module.QuantizedModel, "from_float", refuse)
+    monkeypatch.setattr(source_module.QuantizedModel, "from_checkpoint", refuse)
+    monkeypatch.setattr(source_module, "load_dataset", refuse)
 
 
 def error_of(capsys, argv, code: int = 2) -> str:
