@@ -68,7 +68,7 @@ def test_policy_for_another_model_is_refused_before_setup(no_setup, tmp_path, ca
 
 def test_unwritable_out_folder(no_setup, tmp_path, capsys) -> None:
     assert "does not exist or is not writable" in error_of(
-        capsys, ["export", "--uniform", "4", "4", "--out", str(tmp_path / "missing" / "x.hqpk")], code=1)
+        capsys, ["export", "--uniform", "4", "4", "--out", str(tmp_path / "missing" / "x.hqpk")], code=2)
 
 
 def test_random_bytes_as_qat_checkpoint(tmp_path, capsys) -> None:
