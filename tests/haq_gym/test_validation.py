@@ -43,15 +43,6 @@ def test_env_keyword_of_wrong_type_or_range_is_refused_by_the_env_itself(key, va
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
-def test_env_keywords_refused_by_gym_make_with_the_same_message() -> None:
-    import gymnasium as gym
-
-    with pytest.raises(ValueError, match=r"min_bit must be an integer in \[1, 8\], got 2.5"):
-        gym.make("HAQ-MobileNetV2-v0", min_bit=2.5)
-    with pytest.raises(ValueError, match=r"size_budget must be a finite number in \(0, 1\]"):
-        gym.make("HAQ-KMeans-MobileNetV2-v0", size_budget=2.0)
-
-
 def test_min_above_max_and_unknown_keywords() -> None:
     with pytest.raises(ValueError, match="min_bit must not exceed max_bit"):
         check_env_kwargs("HAQ-MobileNetV2-v0", {"min_bit": 6, "max_bit": 4})

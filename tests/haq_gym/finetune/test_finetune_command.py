@@ -135,7 +135,7 @@ def test_bad_inputs_give_clear_errors(tmp_path, tiny_checkpoint, capsys):
         assert main(argv) == 2
         return capsys.readouterr().err
 
-    assert "--w-bits must be an integer in [2, 8], got 9" in error_of(
+    assert "--w-bits must be in 2..8, got 9" in error_of(
         ["--w-bits", "9", "--a-bits", "4", "--init-checkpoint", tiny_checkpoint, *TINY, "--output", str(tmp_path / "a")])
     assert "--w-bits and --a-bits go together" in error_of(["--w-bits", "4", *TINY])
     # a checkpoint of another architecture (width 1.0 vs 0.35)
