@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from haq_gym.registration import resolve_env_id
 from haq_gym.runs.run_config import (DEFAULT_ALGO, DEFAULT_ENV, RunConfig, UsageError, algo_defaults, command_line,
                                      parse_key_values)
 
@@ -63,7 +64,10 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--config {args.config!r} is neither a haq-gym run config (no 'algo' key) nor a "
                              "configs/<algo>.yml table (env ids mapping to hyperparameters)")
     algo = args.algo or base.get("algo", DEFAULT_ALGO)
-    env_id = args.env or base.get("env", DEFAULT_ENV)
+    try:
+        env_id = resolve_env_id(args.env or base.get("env", DEFAULT_ENV))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if table is not None:
         if not args.algo:
             raise UsageError(f"--config {args.config!r} is a hyperparameter table, which does not name its "
@@ -108,12 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Search a mixed-precision quantization policy (HAQ) with an agent.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--algo", choices=algo_names(), help=f"search algorithm (default {DEFAULT_ALGO})")
-    p.add_argument("--env", help=f"registered env id (default {DEFAULT_ENV})")
-    p.add_argument("--episodes", type=int, help="episodes = policy evaluations (default: the algorithm's config)")
+    p.add_argument("--env", help=f"registered env id, or module:EnvId as gym.make takes it (default {DEFAULT_ENV})")
+    p.add_argument("-n", "--episodes", type=int,
+                   help="episodes = policy evaluations (default: the algorithm's config)")
     p.add_argument("--seed", type=int, help="random seed (default 0); the same seed on CPU repeats the run")
     p.add_argument("--output", help="run folder (must not exist or be empty; default runs/<algo>_<env>_seed<seed>)")
-    p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="env keywords, e.g. latency_budget=0.4")
-    p.add_argument("--hyperparams", nargs="*", metavar="KEY=VALUE", help="override algorithm hyperparameters")
+    p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="env keywords, e.g. latency_budget=0.4 (key:value also works)")
+    p.add_argument("--hyperparams", nargs="*", metavar="KEY=VALUE", help="override algorithm hyperparameters (key=value or key:value)")
     p.add_argument("--config", help="repeat a run: its config.yml (flags given here still override); or a table "
                                     "in the configs/<algo>.yml format, e.g. a tuning's best_hyperparams.yml "
                                     "(needs --algo)")

@@ -79,8 +79,9 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
     ``terminated`` is True after the last decision; there is no truncation. The final
     ``info`` holds ``accuracy``, ``reference_accuracy``, ``latency_ratio``,
     ``flash_ratio``, ``bitops_ratio``, ``policy`` (``[[w_bit, a_bit], ...]`` after
-    enforcement), ``agent_policy`` (before), ``budget_met``, ``eval_time_s`` and
-    ``cached`` (identical policies are evaluated once). Stepping after the end raises.
+    enforcement), ``agent_policy`` (before), ``budget_met`` (also as ``is_success``, the
+    key SB3's success-rate logging reads), ``eval_time_s`` and ``cached`` (identical
+    policies are evaluated once). Stepping after the end raises.
 
     ## Budgets and enforcement
     ``latency_budget`` and ``flash_budget`` are ratios to every layer at ``float_bit``

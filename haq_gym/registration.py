@@ -12,7 +12,11 @@ ids also fix the reward's quantizer and per-episode finetune (``V1_REWARD``).
 
 from __future__ import annotations
 
+import difflib
+import importlib
+
 import gymnasium as gym
+from gymnasium.envs.registration import load_env_creator
 
 LINEAR_ENTRY_POINT = "envs.linear_quantize_env:LinearQuantizeEnv"
 KMEANS_ENTRY_POINT = "envs.kmeans_quantize_env:KMeansQuantizeEnv"
@@ -44,3 +48,33 @@ def register_envs() -> None:
     for env_id, (entry_point, kwargs) in ENV_IDS.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry_point, kwargs=kwargs)
+
+
+def resolve_env_id(name: str) -> str:
+    """The registered haq-gym env id that ``name`` names, or ``ValueError`` saying what was expected.
+
+    ``name`` is an id (``HAQ-ResNet20-v0``) or Gymnasium's ``module:EnvId`` form, whose module
+    is imported first (so it can register its own ids). A misspelled id gets the closest known
+    one suggested; an id registered by another package (``CartPole-v1``) is refused, since only
+    haq-gym's environments (or subclasses of them) expose the policy problem a search needs.
+    """
+    env_id = name
+    if ":" in name:
+        module, _, env_id = name.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(f"env {name!r}: cannot import module {module!r} ({err})") from None
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, sorted(ENV_IDS), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown env {env_id!r}{hint} (haq-gym registers {', '.join(sorted(ENV_IDS))})")
+    from envs.kmeans_quantize_env import KMeansQuantizeEnv
+    from envs.linear_quantize_env import LinearQuantizeEnv
+
+    entry = gym.registry[env_id].entry_point
+    creator = load_env_creator(entry) if isinstance(entry, str) else entry
+    if not (isinstance(creator, type) and issubclass(creator, (LinearQuantizeEnv, KMeansQuantizeEnv))):
+        raise ValueError(f"{env_id!r} is not a haq-gym env (its entry point is {entry!r}); a search needs one of "
+                         f"{', '.join(sorted(ENV_IDS))} or an env subclassing LinearQuantizeEnv or KMeansQuantizeEnv")
+    return env_id

@@ -337,7 +337,8 @@ class Objective:
             config = RunConfig(algo=s.algo, env=s.env_id, seed=seed, n_episodes=s.n_episodes,
                                env_kwargs=dict(s.env_kwargs), hyperparams=dict(hyper))
             run_dir = Path(s.output) / f"trial_{trial.number}" / f"seed_{seed}"
-            run_search(config, os.fspath(run_dir), progress=False, setup=self.setup, watch=progress.watch)
+            run_search(config, os.fspath(run_dir), progress=False, setup=self.setup, watch=progress.watch,
+                       baseline=False)
             progress.seed_done()
         trial.set_user_attr("seed_best_rewards", progress.seed_bests)
         return statistics.fmean(progress.seed_bests)

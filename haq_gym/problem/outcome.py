@@ -54,4 +54,5 @@ class Outcome:
                 "latency_ratio": self.latency_ratio, "flash_ratio": self.flash_ratio,
                 "bitops_ratio": self.bitops_ratio, **self.extras, "policy": [list(p) for p in self.policy],
                 "agent_policy": [list(p) for p in self.proposed], "budget_met": self.budget_met,
-                "eval_time_s": self.eval_time_s, "cached": self.cached}
+                "eval_time_s": self.eval_time_s, "cached": self.cached,
+                "is_success": self.budget_met}  # SB3's convention: its success-rate logging reads this

@@ -35,6 +35,7 @@ class RunRecorder:
         self.episodes = 0
         self.best_reward = -math.inf
         self.best_episode: int | None = None
+        self.best_accuracy = math.nan
         self.csv_path = self.run_dir / "episodes.csv"
         self.best_path = self.run_dir / "best_policy.json"
         new = not self.csv_path.exists()
@@ -71,9 +72,30 @@ class RunRecorder:
         if outcome.budget_met and outcome.reward > self.best_reward:
             self.best_reward = float(outcome.reward)
             self.best_episode = n
+            self.best_accuracy = float(outcome.accuracy)
             self.problem.policy_file(outcome, found_by={**self.found_by, "episode": n}).save(self.best_path)
             if self._tb is not None:
                 self._tb.add_scalar("search/best_reward", self.best_reward, n)
+
+    def write_hparams(self, hparams: dict[str, Any]) -> None:
+        """The run's settings beside its results in TensorBoard's HPARAMS tab, in this run's own folder.
+
+        ``hparams`` values that are not numbers, strings or booleans are written as text, so
+        runs compare by any setting (algorithm, seed, env keywords, hyperparameters).
+        """
+        if self._tb is None:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        flat = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
+        best_reward = self.best_reward if math.isfinite(self.best_reward) else math.nan
+        metrics = {"result/best_accuracy": self.best_accuracy, "result/best_reward": best_reward,
+                   "result/episodes": float(self.episodes)}
+        writer = self._tb._get_file_writer()  # add_hparams would start a second run in a sub-folder
+        for summary in hparams_summary(flat, metrics):
+            writer.add_summary(summary)
+        for key, value in metrics.items():
+            self._tb.add_scalar(key, value)
 
     def close(self) -> None:
         """Stop observing the problem; close ``episodes.csv`` and the TensorBoard writer."""

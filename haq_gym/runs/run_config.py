@@ -51,12 +51,18 @@ class RunConfig:
 
 
 def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
-    """``["a=1", "b=none"]`` -> ``{"a": 1, "b": None}`` (values parsed as YAML scalars; ``-`` in keys becomes ``_``)."""
+    """``["a=1", "b:none"]`` -> ``{"a": 1, "b": None}``.
+
+    ``key=value`` or the zoo's ``key:value``, split at whichever comes first (so
+    ``model=torchvision:resnet50`` and ``model:torchvision:resnet50`` both work); values are
+    parsed as YAML scalars; ``-`` in keys becomes ``_``.
+    """
     out: dict[str, Any] = {}
     for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{flag} expects key=value pairs, got {item!r}")
+        cut = min((i for i in (item.find("="), item.find(":")) if i >= 0), default=-1)
+        key, value = (item[:cut], item[cut + 1:]) if cut >= 0 else (item, "")
+        if cut < 0 or not key:
+            raise UsageError(f"{flag} expects key=value (or key:value) pairs, got {item!r}")
         out[key.replace("-", "_")] = yaml.safe_load(value) if value.lower() not in ("none", "null") else None
     return out
 

@@ -86,6 +86,27 @@ def prepare_run_folder(output: str | os.PathLike | None, default_name: str, root
             path = base.with_name(f"{base.name}_{n}")
 
 
+def point_latest(run_dir: str | os.PathLike, name: str = "latest") -> Path | None:
+    """Make ``<run_dir's parent>/latest`` a symbolic link to ``run_dir``, replaced atomically.
+
+    Returns the link, or None (nothing changed) where ``latest`` is a real file or folder of
+    the user's or links cannot be made there.
+    """
+    run_dir = Path(run_dir)
+    link = run_dir.parent / name
+    if link.exists() and not link.is_symlink():
+        return None
+    tmp = run_dir.parent / f".{name}.{os.getpid()}.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(run_dir.name, tmp)
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return None
+    return link
+
+
 LOCK_NAME = ".lock"
 
 

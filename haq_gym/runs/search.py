@@ -22,9 +22,11 @@ from agents.registry import check_action_mode, check_hyperparams, get_runner, ge
 from agents.spec import PROBLEM
 from haq_gym.plots import budgeted_axis, plot_latency_table, plot_policy_bits, plot_search_progress
 from haq_gym.policy import PolicyFile
+from haq_gym.registration import resolve_env_id
 from haq_gym.runs.recorder import RunRecorder
 from haq_gym.runs.run_config import RunConfig, UsageError, command_line
-from haq_gym.runs.run_folder import prepare_run_folder
+from haq_gym.runs.run_folder import point_latest, prepare_run_folder
+from haq_gym.runs.summary import UniformBaseline, finetune_command, summary_table, uniform_baseline
 from haq_gym.search_setup import SearchSetup
 
 
@@ -36,6 +38,7 @@ class RunResult:
     episodes: int
     best_reward: float | None
     best_episode: int | None
+    baseline: UniformBaseline | None = None
 
     @property
     def best_policy(self) -> Path | None:
@@ -45,7 +48,7 @@ class RunResult:
 
 def run_search(config: RunConfig, output: str | None = None, progress: bool = True, *,
                setup: SearchSetup | None = None, watch: Callable[[RunRecorder], None] | None = None,
-               command: str | None = None) -> RunResult:
+               command: str | None = None, baseline: bool = True) -> RunResult:
     """Build the env of ``config``, run its algorithm for ``n_episodes`` evaluations, write the run folder.
 
     ``output``: the run folder (must not exist or be empty; default
@@ -56,16 +59,21 @@ def run_search(config: RunConfig, output: str | None = None, progress: bool = Tr
     the search starts (tuning adds its pruning observer there; an exception raised from an
     observer stops the search). ``command`` is written to ``config.yml`` (default: this
     process's command line). ``config.env_kwargs`` gains the algorithm's default
-    ``action_mode`` when it has none.
+    ``action_mode`` when it has none. ``baseline`` evaluates the widest uniform precision
+    within the budget once at the end (one more evaluation, not an episode) for the summary.
     """
     check_hyperparams(config.algo, config.hyperparams)
     spec = get_spec(config.algo)
     config.env_kwargs.setdefault("action_mode", spec.action_modes[0])
     check_action_mode(config.algo, config.env_kwargs["action_mode"])
-    if config.env not in gym.registry:
-        known = ", ".join(sorted(haq_gym.ENV_IDS))
-        raise UsageError(f"unknown env {config.env!r}; haq-gym registers {known}")
-    run_dir = prepare_run_folder(output, f"{config.algo}_{config.env}_seed{config.seed}")
+    try:
+        config.env = resolve_env_id(config.env)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    default_name = f"{config.algo}_{config.env}_seed{config.seed}"
+    run_dir = prepare_run_folder(output, default_name)
+    if output is None and run_dir.name != default_name:
+        print(f"note: runs/{default_name} holds an earlier run; this run writes to {run_dir}")
     try:
         torch.manual_seed(config.seed)
         shared = {} if setup is None else {"setup": setup}
@@ -93,6 +101,10 @@ def run_search(config: RunConfig, output: str | None = None, progress: bool = Tr
         get_runner(config.algo)(target, episodes=config.n_episodes, seed=config.seed,
                                 hyperparams=config.hyperparams, run_dir=run_dir, progress=progress,
                                 writer=recorder.tensorboard_writer)
+        recorder.write_hparams({"algo": config.algo, "env": config.env, "seed": config.seed,
+                                "n_episodes": config.n_episodes,
+                                **{f"env/{k}": v for k, v in config.env_kwargs.items()},
+                                **{f"agent/{k}": v for k, v in config.hyperparams.items()}})
     finally:
         recorder.close()
         env.close()
@@ -110,6 +122,15 @@ def run_search(config: RunConfig, output: str | None = None, progress: bool = Tr
               f"latency ratio {best.costs['latency_ratio']:.4f}, flash ratio {best.costs['flash_ratio']:.4f}")
     else:
         print("no episode met the budget; no best policy written")
+    uniform = uniform_baseline(problem) if baseline else None
+    if baseline:
+        weight_only = problem.config.is_kmeans
+        best_file = PolicyFile.load(run_dir / "best_policy.json") if recorder.best_episode is not None else None
+        print(summary_table(best_file, recorder.best_episode, uniform, problem.budget.to_dict(), weight_only))
+        if best_file is not None and not weight_only:
+            print(f"finetune it: {finetune_command(run_dir / 'best_policy.json', config.seed, config.env_kwargs)}")
+    if output is None:
+        point_latest(run_dir)
     print(f"run folder: {run_dir}")
     best_reward = recorder.best_reward if math.isfinite(recorder.best_reward) else None
-    return RunResult(run_dir, recorder.episodes, best_reward, recorder.best_episode)
+    return RunResult(run_dir, recorder.episodes, best_reward, recorder.best_episode, uniform)
