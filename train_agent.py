@@ -84,6 +84,8 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         n_episodes = args.episodes
     elif base.get("n_episodes") is not None:
         n_episodes = base["n_episodes"]
+    elif n_episodes is None and table is not None:  # a tuned table leaves the search budget to the algorithm's config
+        n_episodes = algo_defaults(algo, env_id).get("n_episodes")
     if n_episodes is None:
         from haq_gym.algo_configs import algo_config_path
 

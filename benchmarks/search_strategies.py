@@ -165,30 +165,13 @@ def write_report(out: Path, args: argparse.Namespace, budgets: list[int], result
 
 
 def plot_curves(curves: dict, path: Path) -> None:
-    import matplotlib
+    """``best_so_far.png``: per strategy, the best feasible reward after each evaluation (steps, seed band)."""
+    from haq_gym.plots import plot_strategy_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    strategies = sorted({s for s, _ in curves}, key=list(dict.fromkeys(s for s, _ in curves)).index)
-    for i, strategy in enumerate(strategies):
-        runs = [[r for r, _ in c] for (s, _), c in curves.items() if s == strategy]
-        length = max(len(r) for r in runs)
-        padded = np.array([r + [r[-1]] * (length - len(r)) for r in runs], dtype=float)
-        padded[~np.isfinite(padded)] = np.nan
-        x = np.arange(1, length + 1)
-        mean = np.nanmean(padded, axis=0)
-        ax.plot(x, mean, label=strategy, color=f"C{i}")
-        if len(runs) > 1:
-            ax.fill_between(x, np.nanmin(padded, axis=0), np.nanmax(padded, axis=0), color=f"C{i}", alpha=0.15)
-    ax.set_xlabel("policy evaluations")
-    ax.set_ylabel("best feasible reward (mean, min-max band over seeds)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    by_strategy: dict[str, list[list[float]]] = {}
+    for (strategy, _), curve in curves.items():
+        by_strategy.setdefault(strategy, []).append([reward for reward, _ in curve])
+    plot_strategy_curves(by_strategy, path, title="Search strategies: best feasible reward against evaluations")
 
 
 if __name__ == "__main__":

@@ -506,9 +506,11 @@ def best_hyperparams_yaml(study: optuna.Study, settings: TuningSettings) -> str:
     """The best trial's hyperparameters as a ``configs/<algo>.yml`` entry, keyed by the env id."""
     best = study.best_trial
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
-    entry = {"n_episodes": settings.n_episodes, **best.user_attrs["hyperparams"]}
+    entry = dict(best.user_attrs["hyperparams"])  # the tuning's episode budget is not a search budget
     header = (f"# {settings.algo}: best of Optuna study {settings.name!r} ({finished} finished trials): trial "
               f"{best.number}, mean best feasible reward {best.value:.6f} over seeds {settings.search_seeds}.\n"
+              f"# Each trial searched {settings.n_episodes} episodes; n_episodes is left out on purpose, so a search "
+              f"run with this file takes configs/{settings.algo}.yml's budget (or --episodes).\n"
               f"# Tuned: {', '.join(sorted(best.params)) or 'nothing'}. "
               f"Paste into configs/{settings.algo}.yml, or run\n"
               f"#   python train_agent.py --algo {settings.algo} --env {settings.env_id} --config <this file>\n")
