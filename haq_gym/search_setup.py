@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from haq_gym.cost import BitSerialAccelerator, CostModel, LayerInfo, load_table, measure_layers
 from haq_gym.data import DataBundle, load_dataset, materialize
@@ -75,8 +76,11 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
     """
     if calibration_size < 1:
         raise ValueError(f"calibration_size must be at least 1, got {calibration_size}")
+    stages = tqdm(total=5, desc="search setup: reading the data", unit="stage", disable=not progress,
+                  bar_format="{desc} [{n_fmt}/{total_fmt} stages, {elapsed}]")
     bundle = load_dataset(dataset, data_root, val_size=val_size, train_size=train_size, download=download,
                           image_size=image_size)
+    _next_stage(stages, "loading the float model (trained on first use)")
     spec = ModelSpec(model, width_mult=width_mult, kwargs=dict(model_kwargs or {}), weights=weights)
     min_acc = None if pretrain_epochs is not None else 95.0 if dataset == "digits" else None
     qm = QuantizedModel.from_float(spec, bundle.num_classes, bundle.image_size, checkpoint=checkpoint, dataset=dataset,
@@ -86,6 +90,7 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
     checkpoint = qm.checkpoint or ""
     names = qm.layer_names
     layers = qm.modules
+    _next_stage(stages, "layer shapes and the latency table")
     infos = measure_layers(net, named, bundle.image_size)
 
     if isinstance(latency_table, (str, os.PathLike)):
@@ -102,6 +107,7 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
         raise TypeError(f"latency_table must be a .npy path, an array or None, got {type(latency_table).__name__}")
     cost_model = CostModel(infos, table, float_bit=float_bit)
 
+    _next_stage(stages, "loading the validation images")
     val_x, val_y = materialize(bundle.search_val, num_workers=bundle.num_workers)
     train_x, train_y = materialize(bundle.search_train, num_workers=bundle.num_workers)
     if calibration_size > len(train_x):
@@ -110,6 +116,16 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
     evaluator = PolicyEvaluator(net, layers, val_x, val_y, train_x[:calibration_size], batch_size=eval_batch_size,
                                 finetune=finetune, train_images=train_x if finetune_steps else None,
                                 train_labels=train_y if finetune_steps else None, augment=bundle.augment)
+    _next_stage(stages, "the float model's validation accuracy")
     reference = evaluator.float_accuracy()
+    stages.set_description("search setup: done")
+    stages.update(1)
+    stages.close()
     return SearchSetup(model, width_mult, dataset, bundle, net, names, layers, infos, cost_model, evaluator,
                        reference, checkpoint, meta, source, spec)
+
+
+def _next_stage(bar: tqdm, description: str) -> None:
+    """Count the finished stage and name the next one (the first ``gym.make`` can take minutes)."""
+    bar.update(1)
+    bar.set_description(f"search setup: {description}")
