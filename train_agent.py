@@ -179,7 +179,7 @@ def optimize(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
     settings = tuning_settings(args, config)
     try:
-        result = tune(settings)
+        result = tune(settings, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"\ninterrupted: running trials were failed and their parameters queued again; rerun the same command "
               f"to resume study {settings.name!r}", file=sys.stderr)

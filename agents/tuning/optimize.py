@@ -55,6 +55,7 @@ import optuna
 import yaml
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
+from tqdm.auto import tqdm
 
 from agents.optuna_samplers import build_sampler
 from agents.tuning.hyperparams_sampler import FixedParams, SamplerFn, SearchProblem, get_hyperparams_sampler
@@ -379,13 +380,15 @@ def trial_sampler_seed(seed: int | None, trials_in_study: int, worker_index: int
     return int(numpy.random.SeedSequence([seed, trials_in_study, worker_index]).generate_state(1)[0])
 
 
-def run_worker(settings: TuningSettings, worker_index: int = 0, device: str | None = None) -> None:
+def run_worker(settings: TuningSettings, worker_index: int = 0, device: str | None = None,
+               on_trial: Callable[[optuna.Study], None] | None = None) -> None:
     """Run trials of the study until it holds ``n_trials`` finished ones (see the module docstring).
 
     The sampler is seeded again before each trial with :func:`trial_sampler_seed`.
 
     ``device``: where this worker's runs evaluate, in place of ``env_kwargs["device"]`` (the
     study's record keeps the device as given, e.g. ``auto``, so every worker resumes it).
+    ``on_trial(study)`` is called after each trial this worker ran (the trials bar).
     """
     run_settings = settings if device is None else dataclasses.replace(
         settings, env_kwargs={**settings.env_kwargs, "device": device})
@@ -410,6 +413,8 @@ def run_worker(settings: TuningSettings, worker_index: int = 0, device: str | No
             study.sampler = build_sampler(settings.sampler, trial_sampler_seed(settings.seed, trials, worker_index),
                                           SAMPLER_OPTIONS.get(settings.sampler))
             study.optimize(objective, n_trials=1, gc_after_trial=True)
+            if on_trial is not None:
+                on_trial(study)
 
 
 def _worker_process(settings: TuningSettings, slot: Slot, device: str | None) -> None:
@@ -424,12 +429,13 @@ def _worker_process(settings: TuningSettings, slot: Slot, device: str | None) ->
         pass  # the trial was failed and re-queued; the parent reports the interruption
 
 
-def run_workers(settings: TuningSettings) -> None:
+def run_workers(settings: TuningSettings, on_poll: Callable[[], None] | None = None) -> None:
     """``n_jobs`` worker processes on this machine (spawned: no state shared with this process).
 
     Placed like the benchmark grid's workers (:func:`haq_gym.experiments.placement.plan_slots`):
     ``cores // n_jobs`` threads each, and with ``device=auto`` (or several GPUs named by
-    ``cuda:N``) worker ``k`` on GPU ``k mod n``.
+    ``cuda:N``) worker ``k`` on GPU ``k mod n``. ``on_poll()`` is called every few seconds
+    while they run (the trials bar reads the study's storage).
     """
     slots = worker_slots(settings)
     given = settings.env_kwargs.get("device")
@@ -440,7 +446,10 @@ def run_workers(settings: TuningSettings) -> None:
         w.start()
     try:
         for w in workers:
-            w.join()
+            while w.is_alive():
+                w.join(timeout=POLL_S)
+                if on_poll is not None:
+                    on_poll()
     except KeyboardInterrupt:
         for w in workers:
             if w.is_alive():
@@ -454,8 +463,35 @@ def run_workers(settings: TuningSettings) -> None:
                            "rerun the same command to resume the study")
 
 
-def tune(settings: TuningSettings) -> TuningResult:
-    """Check the settings, run the workers until the study is complete, write the outputs."""
+class TrialsBar:
+    """A progress bar of the study's finished trials with the best value so far (read from its storage)."""
+
+    def __init__(self, settings: TuningSettings, enabled: bool) -> None:
+        self.settings = settings
+        self.bar = tqdm(total=settings.n_trials, desc=f"tuning {settings.algo}", unit="trial", disable=not enabled)
+
+    def update(self, study: optuna.Study | None = None) -> None:
+        if self.bar.disable:
+            return
+        if study is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                study = open_study(self.settings)
+        counts = _trial_counts(study)
+        self.bar.n = min(counts[TrialState.COMPLETE] + counts[TrialState.PRUNED], self.settings.n_trials)
+        if counts[TrialState.COMPLETE]:
+            self.bar.set_postfix(best=f"{study.best_value:.4f}", pruned=counts[TrialState.PRUNED], refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def tune(settings: TuningSettings, progress: bool = True) -> TuningResult:
+    """Check the settings, run the workers until the study is complete, write the outputs.
+
+    ``progress`` shows a bar of finished trials with the best mean reward so far.
+    """
     check_settings(settings)
     if not is_journal_path(settings.storage_url):
         open_storage(settings.storage_url)  # a bad URL or an unreachable server fails before anything is written
@@ -470,10 +506,15 @@ def tune(settings: TuningSettings) -> TuningResult:
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise
-    if settings.n_jobs == 1:
-        run_worker(settings)
-    else:
-        run_workers(settings)
+    bar = TrialsBar(settings, progress)
+    try:
+        bar.update()
+        if settings.n_jobs == 1:
+            run_worker(settings, on_trial=bar.update)
+        else:
+            run_workers(settings, on_poll=bar.update)
+    finally:
+        bar.close()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         study = open_study(settings)
