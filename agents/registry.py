@@ -23,12 +23,17 @@ from agents.haq_ddpg import HAQDDPGConfig, train_haq_ddpg
 from agents.sb3 import ALGORITHMS as SB3_ALGORITHMS
 from agents.sb3 import SB3Runner
 from agents.spec import AlgorithmSpec, Runner
+from haq_gym.presets import agent_preset
 from haq_gym.util import check_known_keys
 
 
 def run_haq_ddpg(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any], run_dir: str | os.PathLike,
                  progress: bool = True, writer: Any = None) -> None:
-    """HAQ's DDPG search; saves the agent to ``run_dir/agent.pt``."""
+    """HAQ's DDPG search; saves the agent to ``run_dir/agent.pt``.
+
+    An env built with ``preset="haq"`` also gets HAQ's replay size (``replay_unit="layer"``).
+    """
+    hyperparams = agent_preset(getattr(env.unwrapped, "preset", None), "haq-ddpg", hyperparams)
     config = HAQDDPGConfig(**hyperparams)
     agent = train_haq_ddpg(env, episodes=episodes, seed=seed, config=config, progress=progress, writer=writer)
     agent.save(os.path.join(run_dir, "agent.pt"))

@@ -1,9 +1,11 @@
 """Episode rewards, selectable by name.
 
-Accuracies are top-1 in percent; ``reference`` is the float model's accuracy on the same
-validation images. Costs are the ratios of :class:`haq_gym.cost.Costs`.
+Accuracies are in percent (top-1, or top-5 with the env's ``use_top5``); ``reference`` is
+the float model's accuracy measured the same way (see :mod:`haq_gym.evaluation`). Costs are the ratios of :class:`haq_gym.cost.Costs`.
 
 ``haq``        HAQ's reward, ``0.1 * (acc - reference)``.
+``haq_inverse_cost``  the variant HAQ's code carries but does not use: HAQ's reward plus
+               ``1 / latency_ratio`` (its ``cost_ratio``, current over reference table cost).
 ``haq_flash``  seed 000's default (the haq-lsq fork, strategy 0): HAQ's reward plus
                ``0.1 * 0.75 / flash_ratio``, a bonus for smaller weights.
 ``releq``      the ReLeQ-style shaped reward of that fork: with
@@ -27,6 +29,10 @@ def haq_reward(acc: float, reference: float, costs: Costs, cost_model: CostModel
     return 0.1 * (acc - reference)
 
 
+def haq_inverse_cost_reward(acc: float, reference: float, costs: Costs, cost_model: CostModel) -> float:
+    return 0.1 * (acc - reference) + 1.0 / costs.latency_ratio
+
+
 def haq_flash_reward(acc: float, reference: float, costs: Costs, cost_model: CostModel) -> float:
     return 0.1 * (acc - reference + 0.75 / costs.flash_ratio)
 
@@ -47,6 +53,7 @@ def autoq_reward(acc: float, reference: float, costs: Costs, cost_model: CostMod
 
 REWARDS: dict[str, RewardFn] = {
     "haq": haq_reward,
+    "haq_inverse_cost": haq_inverse_cost_reward,
     "haq_flash": haq_flash_reward,
     "releq": releq_reward,
     "autoq": autoq_reward,

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from haq_gym.cost import BitSerialAccelerator, CostModel, LayerInfo, load_table, measure_layers
 from haq_gym.data import DataBundle, load_dataset, materialize
-from haq_gym.evaluation import FinetuneSettings, PolicyEvaluator
+from haq_gym.evaluation import AccuracySettings, FinetuneSettings, PolicyEvaluator
 from haq_gym.models.spec import ModelSpec
 from haq_gym.quant.qlayers import QuantLayerMixin
 from haq_gym.quantized_model import QuantizedModel
@@ -59,7 +59,9 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
                        float_bit: int = 8, finetune_steps: int = 0, finetune_lr: float = 1e-3,
                        eval_batch_size: int = 256, pretrain_epochs: int | None = None, device: str = "cpu",
                        quantizer: str = "linear", progress: bool = True, model_kwargs: dict | None = None,
-                       weights: str | None = None, image_size: int | None = None) -> SearchSetup:
+                       weights: str | None = None, image_size: int | None = None, unquantized_cost: str = "float_bit",
+                       calibration: str = "once", finetune_epochs: int = 0, finetune_batch_size: int = 64,
+                       reward_accuracy: str = "val", use_top5: bool = False) -> SearchSetup:
     """Build a :class:`SearchSetup`.
 
     ``checkpoint=None`` uses the cached default float model (trained on first use, see
@@ -69,13 +71,26 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
     (``hardware``: a YAML path or :class:`BitSerialAccelerator`; ``None`` = defaults).
     ``quantizer`` names the quantizer family policies are evaluated with: ``linear`` (HAQ's),
     or ``lsq``/``lsq+``/``pot`` (HAQ-LSQ: the learned-step quantizers the finetune trains,
-    at their LSQ initial steps for each policy's bits, so the search sees the finetune's grid).
+    at their LSQ initial steps for each policy's bits, so the search sees the finetune's grid),
+    or ``haq`` (HAQ's own linear quantizer, :mod:`haq_gym.quant.haq_linear`).
     ``model`` is a built-in name, ``torchvision:<name>`` (with ``weights``) or an import path
     ``package.module:builder`` (with ``model_kwargs``); see :mod:`haq_gym.models.spec`.
     ``image_size`` is the dataset's input size where it can change (``imagefolder``: 224).
+
+    HAQ's measurement, piece by piece: ``unquantized_cost="haq"`` (a ``-1`` bit width costed
+    at the table's column -2), ``calibration="per_episode"``, ``finetune_epochs`` (whole
+    passes over the search-train images, ``finetune_batch_size`` per step; exclusive with
+    ``finetune_steps``), ``reward_accuracy="finetune_running"`` and ``use_top5`` (see
+    :class:`~haq_gym.evaluation.AccuracySettings`).
     """
     if calibration_size < 1:
         raise ValueError(f"calibration_size must be at least 1, got {calibration_size}")
+    if finetune_steps < 0 or finetune_epochs < 0 or finetune_batch_size < 1:
+        raise ValueError(f"need finetune_steps >= 0, finetune_epochs >= 0 and finetune_batch_size >= 1, got "
+                         f"{finetune_steps}, {finetune_epochs}, {finetune_batch_size}")
+    if finetune_steps and finetune_epochs:
+        raise ValueError(f"give finetune_steps or finetune_epochs, not both (got {finetune_steps} and {finetune_epochs})")
+    accuracy = AccuracySettings(source=reward_accuracy, top5=bool(use_top5), calibration=calibration)
     stages = tqdm(total=5, desc="search setup: reading the data", unit="stage", disable=not progress,
                   bar_format="{desc} [{n_fmt}/{total_fmt} stages, {elapsed}]")
     bundle = load_dataset(dataset, data_root, val_size=val_size, train_size=train_size, download=download,
@@ -105,17 +120,21 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
         source = f"analytic bit-serial accelerator {accel.to_dict()}"
     else:
         raise TypeError(f"latency_table must be a .npy path, an array or None, got {type(latency_table).__name__}")
-    cost_model = CostModel(infos, table, float_bit=float_bit)
+    cost_model = CostModel(infos, table, float_bit=float_bit, unquantized_cost=unquantized_cost)
 
     _next_stage(stages, "loading the validation images")
     val_x, val_y = materialize(bundle.search_val, num_workers=bundle.num_workers)
     train_x, train_y = materialize(bundle.search_train, num_workers=bundle.num_workers)
     if calibration_size > len(train_x):
         raise ValueError(f"calibration_size {calibration_size} exceeds the {len(train_x)} search-train images")
-    finetune = FinetuneSettings(steps=finetune_steps, lr=finetune_lr)
+    if finetune_epochs:
+        finetune_steps = finetune_epochs * max(len(train_x) // finetune_batch_size, 1)
+    finetune = FinetuneSettings(steps=finetune_steps, lr=finetune_lr, batch_size=finetune_batch_size)
+    needs_train = finetune_steps > 0 or accuracy.source != "val" or accuracy.calibration != "once"
     evaluator = PolicyEvaluator(net, layers, val_x, val_y, train_x[:calibration_size], batch_size=eval_batch_size,
-                                finetune=finetune, train_images=train_x if finetune_steps else None,
-                                train_labels=train_y if finetune_steps else None, augment=bundle.augment)
+                                finetune=finetune, train_images=train_x if needs_train else None,
+                                train_labels=train_y if needs_train else None, augment=bundle.augment,
+                                accuracy=accuracy)
     _next_stage(stages, "the float model's validation accuracy")
     reference = evaluator.float_accuracy()
     stages.set_description("search setup: done")

@@ -48,6 +48,18 @@ if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 
+REPLAY_UNITS = ("episode", "layer")
+
+
+def replay_capacity(config: HAQDDPGConfig, episode_length: int, n_layers: int | None) -> int:
+    """Transitions the replay memory holds: ``rmsize`` episodes, or HAQ's ``rmsize x n_layers`` entries."""
+    if config.replay_unit == "episode":
+        return config.rmsize * episode_length
+    if n_layers is None:
+        raise ValueError("replay_unit='layer' (HAQ's replay size) needs an env that reports n_layers")
+    return config.rmsize * n_layers
+
+
 @dataclass
 class HAQDDPGConfig:
     """Hyper-parameters of the agent; the defaults are HAQ's command-line defaults."""
@@ -63,8 +75,11 @@ class HAQDDPGConfig:
     warmup: int = 20
     init_delta: float = 0.5
     delta_decay: float = 0.99
-    # Replay capacity in episodes: rmsize * (length of the first observed episode) transitions.
+    # Replay capacity: rmsize * (length of the first observed episode) transitions with replay_unit="episode"
+    # (rmsize episodes); rmsize * (the env's n_layers) with "layer", HAQ's own sizing (about 63 episodes of
+    # MobileNetV2's linear flow, whose 106 decisions plus a dummy entry fill 107 entries each).
     rmsize: int = 128
+    replay_unit: str = "episode"
     baseline_alpha: float = 0.5
     n_update: int = 1
     # Where the actor and critic train: cpu (default: bit-for-bit repeatable runs), cuda, cuda:N or
@@ -80,6 +95,8 @@ class HAQDDPGConfig:
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ValueError(f"HAQDDPGConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.replay_unit not in REPLAY_UNITS:
+            raise ValueError(f"HAQDDPGConfig.replay_unit must be one of {', '.join(REPLAY_UNITS)}, got {self.replay_unit!r}")
         if self.warmup < 0 or self.n_update < 0:
             raise ValueError("HAQDDPGConfig.warmup and n_update must be >= 0")
         if self.init_delta <= 0 or not 0 < self.delta_decay <= 1:
@@ -328,8 +345,10 @@ class HAQDDPG:
         config: HAQDDPGConfig,
         seed: int,
         device: str | torch.device = "cpu",
+        n_layers: int | None = None,
     ) -> None:
         _check_spaces(observation_space, action_space)
+        self.n_layers = n_layers
         self.config = config
         self.device = torch.device(device)
         self.obs_dim = int(observation_space.shape[0])
@@ -450,7 +469,7 @@ class HAQDDPG:
 
         As in HAQ, each transition is appended and, after warm-up, followed by ``n_update``
         gradient steps (skipped while the buffer holds fewer than ``batch_size`` transitions).
-        The replay capacity is fixed from the first episode's length. Returns an empty dict
+        The replay capacity is fixed from the first episode's length (:func:`replay_capacity`). Returns an empty dict
         during warm-up, else ``delta`` and, if any step ran, the mean ``critic_loss`` and
         ``actor_loss`` and the current ``baseline``.
         """
@@ -458,7 +477,8 @@ class HAQDDPG:
             raise ValueError("observe_episode needs at least one transition")
         cfg = self.config
         if self.memory is None:
-            self.memory = ReplayBuffer(cfg.rmsize * len(transitions), self.obs_dim, self.action_dim)
+            capacity = replay_capacity(cfg, len(transitions), self.n_layers)
+            self.memory = ReplayBuffer(capacity, self.obs_dim, self.action_dim)
 
         learn = episode > cfg.warmup
         losses: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -544,7 +564,11 @@ def train_haq_ddpg(
     if episodes < 0:
         raise ValueError(f"episodes must be >= 0, got {episodes}")
     config = config or HAQDDPGConfig()
-    agent = HAQDDPG(env.observation_space, env.action_space, config, seed, device=torch_device(str(config.device)))
+    n_layers = getattr(env.unwrapped, "n_layers", None)
+    if config.replay_unit == "layer" and n_layers is None:
+        raise ValueError("replay_unit='layer' (HAQ's replay size) needs an env that reports n_layers")
+    agent = HAQDDPG(env.observation_space, env.action_space, config, seed, device=torch_device(str(config.device)),
+                    n_layers=n_layers)
     best = -np.inf
     bar = trange(episodes, disable=not progress, desc="haq-ddpg")
     for episode in bar:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from haq_gym.cost.latency_table import policy_latency, validate_table
+from haq_gym.cost.latency_table import MAX_TABLE_BIT, policy_latency, unquantized_cost_bit, validate_table
 from haq_gym.cost.layer_info import LayerInfo
 from haq_gym.cost.model_size import bitops, flash_bits
 
@@ -29,26 +29,40 @@ class Costs:
         return asdict(self)
 
 
+def check_float_bit(float_bit: object) -> int:
+    """Raise unless ``float_bit`` is an integer bit width the ``[L, 8, 8]`` table can index (2..8).
+
+    The reference policy is every layer at ``float_bit`` weights and activations, read at
+    table column ``float_bit - 1``; 1 is excluded because weights need 2 bits.
+    """
+    if isinstance(float_bit, bool) or not isinstance(float_bit, (int, np.integer)) or not 2 <= float_bit <= MAX_TABLE_BIT:
+        raise ValueError(f"float_bit must be an integer in 2..{MAX_TABLE_BIT} (the latency table indexes 1..{MAX_TABLE_BIT} "
+                         f"bits; weights need at least 2), got {float_bit!r}")
+    return int(float_bit)
+
+
 class CostModel:
     """Cost of ``[[w_bit, a_bit], ...]`` policies for one model and one latency table.
 
     The reference is HAQ's: every layer at ``float_bit`` weights and activations (8 in
     the seeds), so a ratio of 0.5 means half the latency (or flash) of the 8-bit model.
     A bit width of -1 (not quantized: the first layer's image input) is costed at
-    ``float_bit``. ``flash_reference_bit`` (default ``float_bit``) sets the weight precision
+    ``float_bit``; ``unquantized_cost="haq"`` costs it as HAQ does, at the table's column
+    -2 (7 bits). ``flash_reference_bit`` (default ``float_bit``) sets the weight precision
     the flash ratio is relative to: HAQ's k-means flow measures model size against the
     32-bit float model.
     """
 
     def __init__(self, layers: Sequence[LayerInfo], latency_table: np.ndarray, float_bit: int = 8,
-                 flash_reference_bit: int | None = None) -> None:
-        if not 2 <= float_bit <= 8:
-            raise ValueError(f"float_bit must be in 2..8 (the table covers 1..8 bits), got {float_bit}")
+                 flash_reference_bit: int | None = None, unquantized_cost: str = "float_bit") -> None:
+        check_float_bit(float_bit)
         if flash_reference_bit is not None and not 1 <= flash_reference_bit <= 32:
             raise ValueError(f"flash_reference_bit must be in 1..32, got {flash_reference_bit}")
         self.layers = list(layers)
         self.table = validate_table(latency_table, len(self.layers))
         self.float_bit = float_bit
+        self.unquantized_cost = unquantized_cost
+        self.unquantized_bit = unquantized_cost_bit(unquantized_cost, float_bit)
         self.flash_reference_bit = float_bit if flash_reference_bit is None else flash_reference_bit
         reference = [[float_bit, float_bit]] * len(self.layers)
         self.reference_latency = policy_latency(self.table, reference, float_bit)
@@ -62,14 +76,14 @@ class CostModel:
         return len(self.layers)
 
     def latency(self, policy: Policy) -> float:
-        return policy_latency(self.table, policy, self.float_bit)
+        return policy_latency(self.table, policy, self.unquantized_bit)
 
     def flash(self, policy: Policy) -> int:
         return flash_bits(self.layers, policy, self.float_bit)
 
     def layer_latency(self, index: int, w_bit: int, a_bit: int) -> float:
-        w = self.float_bit if w_bit == -1 else w_bit
-        a = self.float_bit if a_bit == -1 else a_bit
+        w = self.unquantized_bit if w_bit == -1 else w_bit
+        a = self.unquantized_bit if a_bit == -1 else a_bit
         return float(self.table[index, w - 1, a - 1])
 
     def layer_shares(self, policy: Policy, cost: str) -> list[float]:

@@ -16,6 +16,12 @@ Two strategies, selectable by name:
     the agent chose as little as the budget allows.
 
 Only the decisions the agent makes are lowered; pinned layers keep their bits.
+
+Pinning inside the wall (HAQ's own order): with ``pins`` given, the agent chose every
+entry, and the pins (HAQ: first layer ``[8, -1]``, last ``[8, 8]``) are written only
+when the wall has to run; a raw policy that meets the budget keeps the agent's first and
+last bits. With ``"haq"`` this is HAQ's loop exactly (:func:`haq_wall_pinning_inside`);
+with ``"greedy"`` the pins are applied first and the greedy wall lowers the rest.
 """
 
 from __future__ import annotations
@@ -46,6 +52,37 @@ def haq_wall(policy: list[list[int]], free: Sequence[tuple[bool, bool]], cost_mo
                     if _holds(cost_model, budget, policy):
                         return policy
         if not changed:
+            break
+    return policy
+
+
+def apply_pins(policy: list[list[int]], pins: Sequence[Sequence[int | None]]) -> list[list[int]]:
+    """``policy`` with every non-``None`` entry of ``pins`` written over it."""
+    return [[p if p is not None else b for b, p in zip(pair, pin)] for pair, pin in zip(policy, pins)]
+
+
+def haq_wall_pinning_inside(policy: list[list[int]], pins: Sequence[Sequence[int | None]], cost_model: CostModel,
+                            budget: Budget, min_bit: int) -> list[list[int]]:
+    """HAQ's wall as its code runs it, pins included.
+
+    While the budget is broken: for each layer from the last to the first, if its
+    activation bits exceed ``min_bit`` lower them by one, write the pins, stop if the
+    budget holds; then the same for its weight bits. Every entry may be lowered (a pinned
+    one is written back by the pins right after), so the pins only appear once the wall
+    has run. HAQ's loop guard (the cost of every layer at ``min_bit``) is replaced by
+    "stop when a whole round changes nothing", which never loops forever.
+    """
+    policy = [list(p) for p in policy]
+    while not _holds(cost_model, budget, policy):
+        before = [list(p) for p in policy]
+        for i in reversed(range(len(policy))):
+            for j in (1, 0):
+                if policy[i][j] > min_bit:
+                    policy[i][j] -= 1
+                    policy = apply_pins(policy, pins)
+                    if _holds(cost_model, budget, policy):
+                        return policy
+        if policy == before:
             break
     return policy
 
@@ -83,8 +120,22 @@ def greedy_wall(policy: list[list[int]], free: Sequence[tuple[bool, bool]], cost
 
 
 def enforce_budget(name: str, policy: list[list[int]], free: Sequence[tuple[bool, bool]], cost_model: CostModel,
-                   budget: Budget, min_bit: int) -> list[list[int]]:
-    """Apply the enforcement strategy ``name`` (one of :data:`ENFORCEMENTS`)."""
+                   budget: Budget, min_bit: int,
+                   pins: Sequence[Sequence[int | None]] | None = None) -> list[list[int]]:
+    """Apply the enforcement strategy ``name`` (one of :data:`ENFORCEMENTS`).
+
+    ``pins``: pin inside the wall, as HAQ does (see the module docstring); ``None`` means the
+    pinned entries are already in ``policy`` and marked not ``free``.
+    """
+    if name not in ENFORCEMENTS:
+        raise ValueError(f"unknown budget enforcement {name!r}; expected one of {', '.join(ENFORCEMENTS)}")
+    if pins is not None:
+        if _holds(cost_model, budget, policy):
+            return [list(p) for p in policy]
+        if name == "haq":
+            return haq_wall_pinning_inside(policy, pins, cost_model, budget, min_bit)
+        free = [(f[0] and pin[0] is None, f[1] and pin[1] is None) for f, pin in zip(free, pins)]
+        policy = apply_pins(policy, pins)
     if name == "greedy":
         return greedy_wall(policy, free, cost_model, budget, min_bit)
     if name == "haq":

@@ -47,11 +47,28 @@ def save_table(table: np.ndarray, path: str | os.PathLike) -> None:
     write_atomic(path, lambda fh: np.save(fh, np.asarray(table)))
 
 
+HAQ_UNQUANTIZED_BIT = MAX_TABLE_BIT - 1
+"""The bit width HAQ's cost of a ``-1`` (unquantized) entry amounts to: it indexes the table
+with ``-1 - 1 = -2``, i.e. the second-to-last column of an 8-wide table, the 7-bit cost."""
+
+UNQUANTIZED_COSTS = ("float_bit", "haq")
+
+
+def unquantized_cost_bit(mode: str, float_bit: int) -> int:
+    """The bit width a ``-1`` entry is costed at: ``float_bit`` (haq-gym) or 7 (HAQ's column -2, ``"haq"``)."""
+    if mode == "float_bit":
+        return float_bit
+    if mode == "haq":
+        return HAQ_UNQUANTIZED_BIT
+    raise ValueError(f"unknown unquantized_cost {mode!r}; expected one of {', '.join(UNQUANTIZED_COSTS)}")
+
+
 def policy_latency(table: np.ndarray, policy: Sequence[Sequence[int]], unquantized_bit: int) -> float:
     """Sum of the table entries of a ``[[w_bit, a_bit], ...]`` policy.
 
     A bit width of -1 (not quantized; the first layer's image input) is costed at
-    ``unquantized_bit`` (HAQ indexes column -2 there, a 7-bit cost, by accident).
+    ``unquantized_bit``: ``float_bit`` by default, 7 to reproduce HAQ, which indexes column
+    ``-1 - 1 = -2`` there (see :func:`unquantized_cost_bit`).
     """
     total = 0.0
     for i, (w, a) in enumerate(policy):

@@ -5,6 +5,13 @@ validation images stay in memory in channels-last layout, activation ranges come
 one calibration made at construction (float statistics, as in HAQ, so they do not depend
 on the policy), each layer's weights are quantized once per evaluation rather than once
 per batch, and identical policies are answered from a cache.
+
+HAQ's own measurement is available piece by piece (:class:`AccuracySettings`):
+calibration on a fresh, augmented train batch before every evaluation
+(``calibration="per_episode"``; the cache is then off, since two evaluations of one policy
+see different batches), the accuracy taken as the running train-mode top-1 of the
+finetune (``source="finetune_running"``, against the float model's top-1 on the
+augmented train images), and top-5 instead of top-1 (``top5``).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from haq_gym.evaluation.accuracy import top1_accuracy
+from haq_gym.evaluation.accuracy import correct_topk, top1_accuracy
 from haq_gym.quant import apply_policy, calibrate
 from haq_gym.quant.families import reinitialize_learned_steps
 from haq_gym.quant.qlayers import QuantLayerMixin
@@ -35,9 +42,43 @@ class FinetuneSettings:
     seed: int = 0
 
 
+ACCURACY_SOURCES = ("val", "finetune_running")
+CALIBRATIONS = ("once", "per_episode")
+
+
+@dataclass(frozen=True)
+class AccuracySettings:
+    """How the accuracy behind the reward is measured.
+
+    ``source="val"`` (haq-gym): eval-mode accuracy on the held-out search-val images after
+    the optional finetune; the reference is the float model on the same images.
+    ``source="finetune_running"`` (HAQ with its per-episode finetune on): the running
+    train-mode accuracy over the finetune's batches; the reference is the float model in
+    eval mode on the train images with train augmentation (HAQ's ``org_acc``).
+    ``top5``: top-5 instead of top-1 (HAQ's ``use_top5``). ``calibration``: ``"once"``
+    (one fixed batch at construction) or ``"per_episode"`` (HAQ: a fresh augmented train
+    batch of the same size before every evaluation).
+    """
+
+    source: str = "val"
+    top5: bool = False
+    calibration: str = "once"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in ACCURACY_SOURCES:
+            raise ValueError(f"unknown accuracy source {self.source!r}; expected one of {', '.join(ACCURACY_SOURCES)}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"unknown calibration {self.calibration!r}; expected one of {', '.join(CALIBRATIONS)}")
+
+    @property
+    def k(self) -> int:
+        return 5 if self.top5 else 1
+
+
 @dataclass(frozen=True)
 class EvalResult:
-    accuracy: float  # top-1 in percent on the validation images
+    accuracy: float  # top-1 (top-5 with AccuracySettings.top5) in percent, measured as AccuracySettings says
     eval_time_s: float  # wall time of this evaluation (0 when answered from the cache)
     cached: bool
 
@@ -49,9 +90,14 @@ class PolicyEvaluator:
                  val_labels: torch.Tensor, calibration_images: torch.Tensor, *, batch_size: int = 256,
                  finetune: FinetuneSettings = FinetuneSettings(), train_images: torch.Tensor | None = None,
                  train_labels: torch.Tensor | None = None,
-                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None) -> None:
-        if finetune.steps > 0 and (train_images is None or train_labels is None):
-            raise ValueError("finetune steps > 0 need train_images and train_labels")
+                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                 accuracy: AccuracySettings = AccuracySettings()) -> None:
+        needs_train = finetune.steps > 0 or accuracy.source == "finetune_running" or accuracy.calibration == "per_episode"
+        if needs_train and (train_images is None or train_labels is None):
+            raise ValueError("a per-episode finetune, per-episode calibration or the finetune's running accuracy "
+                             "need train_images and train_labels")
+        if accuracy.source == "finetune_running" and finetune.steps < 1:
+            raise ValueError("the finetune's running accuracy (HAQ's reward) needs a per-episode finetune of at least one step")
         self.model = model
         self.layers = list(layers)
         self.device = next(model.parameters()).device
@@ -63,6 +109,9 @@ class PolicyEvaluator:
         self.train_images = None if train_images is None else train_images.to(self.device).contiguous(memory_format=cl)
         self.train_labels = None if train_labels is None else train_labels.to(self.device)
         self.augment = augment
+        self.accuracy = accuracy
+        self.calibration_size = len(calibration_images)
+        self._calibration_gen = torch.Generator().manual_seed(accuracy.seed)
         self._float_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self._cache: dict[tuple, float] = {}
         self._step: TrainStep | None = None  # built on the first finetune; keeps its CUDA graphs
@@ -70,27 +119,57 @@ class PolicyEvaluator:
         calibrate(model, self.layers, calibration_images.to(self.device).contiguous(memory_format=cl))
 
     def float_accuracy(self) -> float:
-        """Top-1 (%) of the float model on the validation images (HAQ's reference accuracy)."""
+        """The float model's accuracy (%), the reward's reference, measured as :class:`AccuracySettings` says.
+
+        ``source="val"``: on the validation images. ``"finetune_running"``: HAQ's ``org_acc``,
+        eval mode on the train images with one seeded pass of train augmentation.
+        """
         apply_policy(self.layers, [[-1, -1]] * len(self.layers))
-        return top1_accuracy(self.model, self.val_images, self.val_labels, self.batch_size)
+        k = self.accuracy.k
+        if self.accuracy.source == "val":
+            return top1_accuracy(self.model, self.val_images, self.val_labels, self.batch_size, k=k)
+        images = self.train_images
+        if self.augment is not None:
+            gen = torch.Generator().manual_seed(self.accuracy.seed)
+            images = self.augment(images, gen).contiguous(memory_format=torch.channels_last)
+        return top1_accuracy(self.model, images, self.train_labels, self.batch_size, k=k)
 
     def evaluate(self, policy: Sequence[Sequence[int]]) -> EvalResult:
         key = (tuple(tuple(int(b) for b in p) for p in policy), self.finetune)
-        if key in self._cache:
+        use_cache = self.accuracy.calibration == "once"
+        if use_cache and key in self._cache:
             return EvalResult(self._cache[key], 0.0, True)
         start = time.perf_counter()
         apply_policy(self.layers, policy)
+        if self.accuracy.calibration == "per_episode":
+            self._calibrate_fresh_batch()
         reinitialize_learned_steps(self.layers)
-        if self.finetune.steps > 0:
-            self._finetune()
-        acc = top1_accuracy(self.model, self.val_images, self.val_labels, self.batch_size)
+        running = self._finetune() if self.finetune.steps > 0 else None
+        if self.accuracy.source == "finetune_running":
+            acc = running
+        else:
+            acc = top1_accuracy(self.model, self.val_images, self.val_labels, self.batch_size, k=self.accuracy.k)
         if self.finetune.steps > 0:
             self.model.load_state_dict(self._float_state)
-        self._cache[key] = acc
+        if use_cache:
+            self._cache[key] = acc
         return EvalResult(acc, time.perf_counter() - start, False)
 
-    def _finetune(self) -> None:
-        """A few SGD steps with straight-through quantization, from the float weights."""
+    def _calibrate_fresh_batch(self) -> None:
+        """HAQ's per-episode calibration: a new random, augmented batch of train images."""
+        n = len(self.train_images)
+        idx = torch.randperm(n, generator=self._calibration_gen)[:self.calibration_size].to(self.device)
+        x = self.train_images[idx]
+        if self.augment is not None:
+            x = self.augment(x, self._calibration_gen)
+        calibrate(self.model, self.layers, x.contiguous(memory_format=torch.channels_last))
+
+    def _finetune(self) -> float:
+        """A few SGD steps with straight-through quantization, from the float weights.
+
+        Returns the running train-mode accuracy (%) over the batches seen (HAQ's reward
+        accuracy when its per-episode finetune is on).
+        """
         s = self.finetune
         gen = torch.Generator().manual_seed(s.seed)
         opt = torch.optim.SGD(self.model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
@@ -100,6 +179,8 @@ class PolicyEvaluator:
         n = len(self.train_images)
         order = torch.randperm(n, generator=gen)
         pos = 0
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen = 0
         for _ in range(s.steps):
             if pos + s.batch_size > n:
                 order, pos = torch.randperm(n, generator=gen), 0
@@ -108,6 +189,10 @@ class PolicyEvaluator:
             x = self.train_images[idx]
             if self.augment is not None:
                 x = self.augment(x, gen).contiguous(memory_format=torch.channels_last)
-            self._step(x, self.train_labels[idx])  # forward and backward (a CUDA graph on a GPU)
+            y = self.train_labels[idx]
+            _, logits = self._step(x, y)  # forward and backward (a CUDA graph on a GPU)
             opt.step()
+            correct += correct_topk(logits.detach(), y, self.accuracy.k)
+            seen += len(y)
         self.model.eval()
+        return 100.0 * int(correct) / max(seen, 1)

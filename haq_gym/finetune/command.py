@@ -1,5 +1,5 @@
-"""The finetune command (``python -m haq_gym.finetune``) as library functions: LSQ finetune of a searched
-policy, uniform QAT, or float training. Benchmarks call :func:`build_parser` and :func:`run` from here.
+"""The finetune command (``python -m haq_gym.finetune``) as library functions: LSQ (or HAQ linear) finetune of
+a searched policy, uniform QAT, or float training. Benchmarks call :func:`build_parser` and :func:`run` from here.
 
 Examples::
 
@@ -7,6 +7,9 @@ Examples::
     python -m haq_gym.finetune --w-bits 4 --a-bits 4 --model mobilenetv2 --dataset digits --seed 0
     python -m haq_gym.finetune --float --model mobilenetv2 --dataset digits --epochs 30 --lr 0.1 --seed 0
     python -m haq_gym.finetune --resume runs/finetune_mobilenetv2_digits_policy_seed0
+
+``--quantizer haq`` trains with HAQ's own linear quantizer (HAQ's ``finetune.py
+--linear_quantization``; HAQ's recipe was SGD lr 0.01, cosine, 30 epochs, batch 256).
 
 All three train through the same loop: a uniform precision is a policy whose layers are
 all equal (first layer ``[8, -1]`` and last ``[8, 8]`` as in the search), float training
@@ -38,7 +41,7 @@ from haq_gym.runs import prepare_run_folder
 from haq_gym.runtime import configure_cpu_runtime, torch_device
 from haq_gym.util import write_atomic
 
-LSQ_FAMILIES = family_names(learned=True)
+TRAINABLE_FAMILIES = family_names(learned=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width-mult", type=float, default=1.0, help="model width (ignored with --policy)")
     p.add_argument("--dataset", default="digits", help="dataset name (ignored with --policy)")
     p.add_argument("--data-root", default=None, help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; fashion-mnist defaults to the Debian package folder)")
-    p.add_argument("--quantizer", choices=LSQ_FAMILIES, default="lsq",
-                   help="lsq, lsq+ (learned activation offset) or pot (power-of-two steps)")
+    p.add_argument("--quantizer", choices=TRAINABLE_FAMILIES, default="lsq",
+                   help="lsq, lsq+ (learned activation offset), pot (power-of-two steps) or haq (HAQ's own linear "
+                        "quantizer, its finetune.py --linear_quantization path: KL-J/max clip calibrated on the first "
+                        "batch, trainable activation range)")
     p.add_argument("--init-checkpoint", default=None,
                    help="float checkpoint, or QAT checkpoint at some precision, to start from "
                         "(default: the cached default float model, trained on first use)")

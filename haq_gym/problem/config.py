@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
 from haq_gym.cost import ENFORCEMENTS, BitSerialAccelerator
+from haq_gym.cost.cost_model import check_float_bit
+from haq_gym.cost.latency_table import unquantized_cost_bit
+from haq_gym.evaluation import AccuracySettings
+from haq_gym.presets import apply_preset
 from haq_gym.quant.kmeans_quantizer import MAX_KMEANS_BIT, MIN_KMEANS_BIT
 from haq_gym.rewards import REWARDS
 
@@ -16,11 +20,15 @@ KMEANS = "kmeans"
 
 LINEAR_BIT_RANGE = (2, 8)
 
+PIN_MODES = (True, False, "wall")
+"""``pin_first_last``: pin the first/last layers, let strategies decide them, or pin them only inside the wall (HAQ)."""
+
 # Settings consumed by :func:`haq_gym.search_setup.build_search_setup` (model, data, costs, evaluator).
 SETUP_FIELDS = ("model", "width_mult", "dataset", "data_root", "download", "checkpoint", "pretrain_epochs",
                 "val_size", "train_size", "calibration_size", "latency_table", "hardware", "float_bit",
                 "finetune_steps", "finetune_lr", "eval_batch_size", "device", "quantizer", "progress", "model_kwargs",
-                "weights", "image_size")
+                "weights", "image_size", "unquantized_cost", "calibration", "finetune_epochs", "finetune_batch_size",
+                "reward_accuracy", "use_top5")
 
 
 @dataclass(frozen=True)
@@ -34,11 +42,19 @@ class ProblemConfig:
     Costs and budget: ``latency_budget`` / ``flash_budget`` (ratios to the ``float_bit``
     model; ``None`` = unconstrained), ``latency_table`` (a ``.npy`` path or array),
     ``hardware`` (accelerator YAML when no table is given), ``enforcement`` (the wall that
-    makes a policy fit). Decisions: ``min_bit..max_bit``, ``pin_first_last``. Evaluation:
-    ``quantizer`` (``linear``, ``lsq``, ``lsq+``, ``pot``, or ``kmeans`` for HAQ's k-means
-    flow), ``finetune_steps``, ``finetune_lr``, ``eval_batch_size``, ``device``. Objective:
+    makes a policy fit), ``unquantized_cost`` (``"float_bit"``, or ``"haq"``: a ``-1`` entry
+    costed at the table's column -2 as HAQ does). Decisions: ``min_bit..max_bit``,
+    ``pin_first_last`` (``True``, ``False``, or ``"wall"``: every entry decided, HAQ's pins
+    written only when the wall runs). Evaluation: ``quantizer`` (``linear``, ``haq``, ``lsq``,
+    ``lsq+``, ``pot``, or ``kmeans`` for HAQ's k-means flow), ``finetune_steps`` or
+    ``finetune_epochs`` (with ``finetune_batch_size``), ``finetune_lr``, ``calibration``
+    (``"once"`` or ``"per_episode"``), ``reward_accuracy`` (``"val"`` or
+    ``"finetune_running"``), ``use_top5``, ``eval_batch_size``, ``device``. Objective:
     ``reward`` (a name of :data:`haq_gym.rewards.REWARDS`). ``progress``: a bar while
-    pretraining. Invalid values raise ``ValueError`` on construction, before anything is built.
+    pretraining. ``preset``: ``"haq"`` fills in HAQ's value of every keyword left at its
+    default (:mod:`haq_gym.presets`; a keyword set to another value is refused with
+    :class:`~haq_gym.presets.PresetConflict`); after construction the fields hold the
+    resolved values. Invalid values raise ``ValueError`` on construction, before anything is built.
     """
 
     model: str = "mobilenetv2"
@@ -62,7 +78,7 @@ class ProblemConfig:
     reward: str = "haq"
     finetune_steps: int = 0
     finetune_lr: float = 1e-3
-    pin_first_last: bool = True
+    pin_first_last: bool | str = True
     eval_batch_size: int = 256
     device: str = "cpu"
     quantizer: str = "linear"
@@ -70,8 +86,25 @@ class ProblemConfig:
     model_kwargs: dict[str, Any] | None = None
     weights: str | None = None
     image_size: int | None = None
+    unquantized_cost: str = "float_bit"
+    calibration: str = "once"
+    finetune_epochs: int = 0
+    finetune_batch_size: int = 64
+    reward_accuracy: str = "val"
+    use_top5: bool = False
+    preset: str | None = None
 
     def __post_init__(self) -> None:
+        given = {f.name: getattr(self, f.name) for f in fields(self)}
+        resolved = apply_preset(self.preset, given, {f.name: f.default for f in fields(self)})
+        for name, value in resolved.items():
+            if value is not given[name]:
+                object.__setattr__(self, name, value)
+        check_float_bit(self.float_bit)
+        if self.pin_first_last not in PIN_MODES:
+            raise ValueError(f"pin_first_last must be True, False or 'wall', got {self.pin_first_last!r}")
+        unquantized_cost_bit(self.unquantized_cost, self.float_bit)
+        AccuracySettings(source=self.reward_accuracy, top5=bool(self.use_top5), calibration=self.calibration)
         lo, hi = (MIN_KMEANS_BIT, MAX_KMEANS_BIT) if self.is_kmeans else LINEAR_BIT_RANGE
         if not lo <= self.min_bit <= self.max_bit <= hi:
             raise ValueError(f"need {lo} <= min_bit <= max_bit <= {hi}, got min_bit={self.min_bit}, "

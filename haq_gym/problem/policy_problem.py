@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from haq_gym.cost import Budget, CostModel, Costs, LayerInfo, enforce_budget
+from haq_gym.cost.enforcement import apply_pins
+from haq_gym.evaluation import AccuracySettings
 from haq_gym.policy import PolicyFile, now_iso
 from haq_gym.problem.config import ProblemConfig
 from haq_gym.problem.outcome import Outcome
@@ -23,6 +25,29 @@ Observer = Callable[[Outcome], None]
 """Called with every outcome, in the order observers were added; an exception stops the evaluating search."""
 
 
+def haq_pins(n_layers: int) -> list[list[int | None]]:
+    """HAQ's pins: first layer ``[8, -1]`` (its image input unquantized), last layer ``[8, 8]``."""
+    pins: list[list[int | None]] = [[None, None] for _ in range(n_layers)]
+    pins[0] = [8, -1]
+    pins[-1] = [8, 8]
+    return pins
+
+
+def _check_setup_matches(setup: SearchSetup, config: ProblemConfig) -> None:
+    """A prebuilt setup fixes how costs and accuracies are measured: refuse a config (or preset) that asks otherwise.
+
+    An evaluator that does not say how it measures (a stand-in without ``accuracy``) counts as the default way.
+    """
+    acc = getattr(setup.evaluator, "accuracy", AccuracySettings())
+    built = {"unquantized_cost": setup.cost_model.unquantized_cost, "reward_accuracy": acc.source,
+             "use_top5": acc.top5, "calibration": acc.calibration}
+    for key, value in built.items():
+        asked = getattr(config, key)
+        if asked != value:
+            raise ValueError(f"the prebuilt setup measures {key}={value!r}, but this problem asks {key}={asked!r}; "
+                             "build the setup with the same keywords")
+
+
 class PolicyProblem:
     """HAQ's linear mixed-precision problem: ``[[w_bit, a_bit], ...]`` per quantizable layer, under budgets.
 
@@ -31,18 +56,26 @@ class PolicyProblem:
     evaluation cache), otherwise built from the config. The first layer's input is the
     image and never quantized (``a_bit = -1``); with ``pin_first_last`` the first layer's
     weights and the last layer are pinned at 8 bits. The other entries are the
-    :attr:`decisions`, ``(layer, 0 = weight / 1 = activation)``, in layer order.
+    :attr:`decisions`, ``(layer, 0 = weight / 1 = activation)``, in layer order. With
+    ``pin_first_last="wall"`` (HAQ) every entry is a decision and :attr:`wall_pins` are
+    written only when the budget wall runs, so a policy that meets the budget keeps its own
+    first and last bits.
     """
 
     def __init__(self, config: ProblemConfig, setup: SearchSetup | None = None) -> None:
         self.config = config
         self.reward_fn = get_reward(config.reward)
         self.budget = Budget(latency=config.latency_budget, flash=config.flash_budget)
+        if setup is not None:
+            _check_setup_matches(setup, config)
         self.setup = self._adapt(setup or build_search_setup(**config.setup_kwargs()))
         self.pinned = self._pinned_policy(len(self.setup.layers))
+        self.wall_pins = haq_pins(len(self.setup.layers)) if config.pin_first_last == "wall" else None
         self.decisions = [(i, j) for i, pair in enumerate(self.pinned) for j in (0, 1) if pair[j] is None]
         self.free = [(pair[0] is None, pair[1] is None) for pair in self.pinned]
-        self.budget.check_feasible(self.cost_model, self.fill(self.pinned, self.min_bit))
+        cheapest = self.fill(self.pinned, self.min_bit)
+        self.budget.check_feasible(self.cost_model,
+                                   cheapest if self.wall_pins is None else apply_pins(cheapest, self.wall_pins))
         self._observers: list[Observer] = []
 
     # ----- construction hooks (the k-means flow overrides them)
@@ -51,8 +84,10 @@ class PolicyProblem:
         return setup
 
     def _pinned_policy(self, n: int) -> list[list[int | None]]:
-        """Per layer, the fixed bits or ``None`` where a strategy decides."""
+        """Per layer, the fixed bits or ``None`` where a strategy decides (everything with ``"wall"``, as in HAQ)."""
         pinned: list[list[int | None]] = [[None, None] for _ in range(n)]
+        if self.config.pin_first_last == "wall":
+            return pinned
         pinned[0][1] = -1
         if self.config.pin_first_last:
             pinned[0][0] = 8
@@ -133,7 +168,7 @@ class PolicyProblem:
         proposed = self._checked(policy)
         start = time.perf_counter()
         enforced = enforce_budget(self.config.enforcement, [list(p) for p in proposed], self.free, self.cost_model,
-                                  self.budget, self.min_bit)
+                                  self.budget, self.min_bit, pins=self.wall_pins)
         costs = self.costs(enforced)
         result = self.setup.evaluator.evaluate(enforced)
         reward = self.reward_fn(result.accuracy, self.reference_accuracy, costs, self.cost_model)
@@ -179,8 +214,10 @@ class PolicyProblem:
                       "float_search_val_top1": float(info["reference_accuracy"])},
             budget={**self.budget.to_dict(), "float_bit": c.float_bit, "min_bit": c.min_bit, "max_bit": c.max_bit,
                     "enforcement": c.enforcement, "budget_met": bool(info["budget_met"])},
-            found_by={"reward": float(info["reward"]), "reward_strategy": c.reward, "checkpoint": s.checkpoint,
-                      "latency_table": s.latency_source, "created": now_iso(), **(found_by or {})},
+            found_by={"reward": float(info["reward"]), "reward_strategy": c.reward,
+                      "reward_accuracy": f"{c.reward_accuracy}, {'top-5' if c.use_top5 else 'top-1'}",
+                      "preset": c.preset, "checkpoint": s.checkpoint, "latency_table": s.latency_source,
+                      "created": now_iso(), **(found_by or {})},
             model_kwargs=s.policy_model_kwargs())
 
 

@@ -1,9 +1,11 @@
 """Quantizer families by name: which quantizers a model's wrapped layers use.
 
-``linear`` is HAQ's (MSE-clipped, calibrated ranges, nothing learned); ``lsq``, ``lsq+``
-and ``pot`` are the learned-step family of :mod:`haq_gym.quant.lsq`. The search env and
-the finetune command both pick a family by these names, so a search can evaluate
-policies with the very quantizer the finetune will train (HAQ-LSQ). A new family is one
+``linear`` is haq-gym's linear quantizer (HAQ's grids with an MSE-optimal clip at every
+width, calibrated ranges, nothing learned); ``haq`` is HAQ's own (KL-J clip below 5 bits
+and max otherwise, activations capped at 6.0, a trainable activation range:
+:mod:`haq_gym.quant.haq_linear`); ``lsq``, ``lsq+`` and ``pot`` are the learned-step
+family of :mod:`haq_gym.quant.lsq`. The search env and the finetune command both pick a
+family by these names, so a search can evaluate policies with the very quantizer the finetune will train (HAQ-LSQ). A new family is one
 :func:`register_family` call.
 """
 
@@ -13,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from haq_gym.quant.haq_linear import HAQActivationQuantizer, HAQWeightQuantizer
 from haq_gym.quant.linear_quantizers import LinearActivationQuantizer, LinearWeightQuantizer
 from haq_gym.quant.lsq import LSQPlusQuantizer, LSQQuantizer, PowerOfTwoQuantizer
 from haq_gym.quant.protocol import Quantizer
@@ -70,7 +73,10 @@ def get_family(name: str) -> QuantizerFamily:
 
 
 register_family(QuantizerFamily("linear", LinearWeightQuantizer, lambda seed: LinearActivationQuantizer(seed=seed), False,
-                                "HAQ's: symmetric weights and calibrated activations, MSE-optimal clips"))
+                                "haq-gym's: HAQ's grids, symmetric weights and calibrated activations, MSE-optimal clips"))
+register_family(QuantizerFamily("haq", HAQWeightQuantizer, lambda seed: HAQActivationQuantizer(seed=seed), True,
+                                "HAQ's own: KL-J clip below 5 bits and max above, activations capped at 6.0, "
+                                "trainable activation range"))
 register_family(QuantizerFamily("lsq", lambda: LSQQuantizer("weight"), lambda seed: LSQQuantizer("activation"), True,
                                 "learned step sizes (Esser et al. 2020)"))
 register_family(QuantizerFamily("lsq+", lambda: LSQQuantizer("weight"), lambda seed: LSQPlusQuantizer("activation"), True,

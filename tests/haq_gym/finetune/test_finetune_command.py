@@ -153,3 +153,22 @@ def test_bad_inputs_give_clear_errors(tmp_path, tiny_checkpoint, capsys):
                     "--no-progress", "--output", str(tmp_path / "c")])
     assert "policy has 3 layers but the model has 53" in msg
     assert not (tmp_path / "c").exists()
+
+
+def test_haq_linear_quantizer_trains_its_activation_range_and_reloads(tmp_path, tiny_checkpoint):
+    """HAQ's QAT path (``--quantizer haq``): ranges calibrated, activation ranges trained, checkpoint reloads exactly."""
+    from haq_gym.evaluation.accuracy import top1_accuracy
+    from haq_gym.data import load_dataset, materialize
+    from haq_gym.quant.haq_linear import HAQActivationQuantizer
+
+    out = tmp_path / "haq"
+    assert main(["--w-bits", "3", "--a-bits", "3", "--epochs", "1", "--quantizer", "haq", "--init-checkpoint",
+                 tiny_checkpoint, "--output", str(out), *TINY]) == 0
+    ckpt = load_qat_checkpoint(out / "best.pt")
+    assert ckpt.family == "haq"
+    ranges = [float(m.activation_range.detach()) for m in ckpt.model.modules()
+              if isinstance(m, HAQActivationQuantizer) and m.bits is not None]
+    assert ranges and all(0 < r for r in ranges) and any(abs(r - 6.0) > 1e-6 for r in ranges)
+    val_x, val_y = materialize(load_dataset("digits", None).search_val)
+    acc = top1_accuracy(ckpt.model, val_x.contiguous(memory_format=torch.channels_last), val_y)
+    assert acc == pytest.approx(float(_rows(out)[0]["val_top1"]), abs=1e-6)

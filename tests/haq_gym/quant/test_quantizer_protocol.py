@@ -77,7 +77,8 @@ def test_observers_add_nothing_to_the_state_dict(family: str) -> None:
     apply_policy(layers, [[8, 8], [4, 4]])
     calibrate(net, layers, torch.randn(4, 3, 3, 3))
     extra = sorted({k.split(".")[-1] for k in net.state_dict() if "quantizer" in k})
-    learned = {"linear": [], "lsq": ["initialized", "signed", "step"], "lsq+": ["initialized", "offset", "signed", "step"],
+    learned = {"linear": [], "haq": ["activation_range", "range_bits", "signed_input", "weight_range"],
+               "lsq": ["initialized", "signed", "step"], "lsq+": ["initialized", "offset", "signed", "step"],
                "pot": ["initialized", "log2_step", "signed"]}
     assert extra == learned[family]
 
@@ -134,12 +135,12 @@ def test_the_contract_is_enforced_when_a_quantizer_is_made() -> None:
 
 
 def test_unknown_family_error_lists_the_known_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown quantizer family 'lsq2'; expected one of linear, lsq, lsq\+, pot"):
+    with pytest.raises(ValueError, match=r"unknown quantizer family 'lsq2'; expected one of linear, haq, lsq, lsq\+, pot"):
         get_family("lsq2")
     layers = [m for _, m in wrap_model(nn.Sequential(nn.Linear(2, 2)))]
     with pytest.raises(ValueError, match="unknown quantizer family"):
         set_quantizer_family(layers, "nope")
-    assert family_names(learned=True) == ("lsq", "lsq+", "pot") and family_names(learned=False) == ("linear",)
+    assert family_names(learned=True) == ("haq", "lsq", "lsq+", "pot") and family_names(learned=False) == ("linear",)
 
 
 def test_a_name_registers_once_and_a_family_must_build_quantizers() -> None:
