@@ -112,3 +112,17 @@ def test_preset_keys_are_env_keywords() -> None:
     from haq_gym.presets import keyword_defaults
 
     assert set(HAQ_ENV_PRESET) <= set(keyword_defaults(LinearQuantizeEnv.__init__))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (["preset=haq2"], "error: unknown preset 'haq2'; expected one of haq (or None)\n"),
+    (["preset=haq", "quantizer=lsq"], "error: preset='haq' sets quantizer='haq', but quantizer='lsq' was given"),
+])
+def test_command_line_refuses_bad_presets_in_one_line(kwargs, message, tmp_path, capsys) -> None:
+    from train_agent import main
+
+    out = tmp_path / "run"
+    assert main(["--env-kwargs", *kwargs, "--episodes", "1", "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert not out.exists()

@@ -156,19 +156,25 @@ def test_bad_inputs_give_clear_errors(tmp_path, tiny_checkpoint, capsys):
 
 
 def test_haq_linear_quantizer_trains_its_activation_range_and_reloads(tmp_path, tiny_checkpoint):
-    """HAQ's QAT path (``--quantizer haq``): ranges calibrated, activation ranges trained, checkpoint reloads exactly."""
+    """HAQ's QAT path (``--quantizer haq``): trains, and the checkpoint (ranges included) reloads exactly.
+
+    (The random-init test model's activations are ~1e-9 deep in the net, so its activation
+    ranges get huge gradients; that the range learns is checked in tests/haq_gym/test_haq_fidelity.py.)
+    """
     from haq_gym.evaluation.accuracy import top1_accuracy
     from haq_gym.data import load_dataset, materialize
     from haq_gym.quant.haq_linear import HAQActivationQuantizer
 
     out = tmp_path / "haq"
-    assert main(["--w-bits", "3", "--a-bits", "3", "--epochs", "1", "--quantizer", "haq", "--init-checkpoint",
-                 tiny_checkpoint, "--output", str(out), *TINY]) == 0
+    assert main(["--w-bits", "3", "--a-bits", "3", "--epochs", "1", "--batch-size", "256", "--quantizer", "haq",
+                 "--init-checkpoint", tiny_checkpoint, "--output", str(out), *TINY]) == 0
     ckpt = load_qat_checkpoint(out / "best.pt")
     assert ckpt.family == "haq"
-    ranges = [float(m.activation_range.detach()) for m in ckpt.model.modules()
-              if isinstance(m, HAQActivationQuantizer) and m.bits is not None]
-    assert ranges and all(0 < r for r in ranges) and any(abs(r - 6.0) > 1e-6 for r in ranges)
+    saved = torch.load(out / "best.pt", weights_only=True)["state_dict"]
+    quantizers = [(n, m) for n, m in ckpt.model.named_modules() if isinstance(m, HAQActivationQuantizer) and m.bits]
+    assert quantizers and all(float(m.activation_range.detach()) == float(saved[f"{n}.activation_range"])
+                              for n, m in quantizers)
+    assert any(float(saved[f"{n}.activation_range"]) != 6.0 for n, _ in quantizers)  # calibrated, not the initial 6.0
     val_x, val_y = materialize(load_dataset("digits", None).search_val)
     acc = top1_accuracy(ckpt.model, val_x.contiguous(memory_format=torch.channels_last), val_y)
     assert acc == pytest.approx(float(_rows(out)[0]["val_top1"]), abs=1e-6)
