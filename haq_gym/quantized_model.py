@@ -122,7 +122,7 @@ class QuantizedModel:
         model = replace(spec, weights=None).build(classes)
         named = wrap_model(model)
         set_quantizer_family([m for _, m in named], family)
-        bits = check_policy(policy, [n for n, _ in named], 2, 8)
+        bits = check_policy(policy, [n for n, _ in named], get_family(family).min_weight_bit, 8)
         apply_policy([m for _, m in named], bits)
         own, theirs = set(model.state_dict()), set(data["state_dict"])
         if own != theirs:

@@ -46,6 +46,11 @@ class QATCheckpoint:
     training: dict[str, Any] | None
 
 
+def min_weight_bit(family: str) -> int:
+    """Smallest weight bit width ``family`` quantizes to (1 for k-means: two shared values; 2 for symmetric grids)."""
+    return get_family(family).min_weight_bit
+
+
 def quantize_model(model: nn.Module, policy: PolicyFile | None, family: str) -> list[tuple[str, QuantLayerMixin]]:
     """Wrap ``model`` in place with ``family`` quantizers and apply the policy's bits (``None`` = float).
 
@@ -53,7 +58,7 @@ def quantize_model(model: nn.Module, policy: PolicyFile | None, family: str) -> 
     """
     get_family(family)  # an unknown name fails before the model is touched
     named = wrap_model(model)
-    bits = None if policy is None else check_policy(policy, [n for n, _ in named], 2, 8)
+    bits = None if policy is None else check_policy(policy, [n for n, _ in named], min_weight_bit(family), 8)
     layers = [m for _, m in named]
     set_quantizer_family(layers, family)
     if bits is not None:

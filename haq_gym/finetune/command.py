@@ -28,7 +28,8 @@ import torch
 import yaml
 
 from haq_gym.data import DatasetNotFoundError, load_dataset
-from haq_gym.finetune.checkpoint import read_qat_file
+from haq_gym.finetune.checkpoint import min_weight_bit, read_qat_file
+from haq_gym.finetune.kmeans_schedule import KMeansFinetuneSchedule
 from haq_gym.finetune.recipe import QATRecipe
 from haq_gym.finetune.trainer import TrainingDiverged, TrainResult, train_quantized
 from haq_gym.models.spec import ModelSpec
@@ -66,9 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="digits", help="dataset name (ignored with --policy)")
     p.add_argument("--data-root", default=None, help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; fashion-mnist defaults to the Debian package folder)")
     p.add_argument("--quantizer", choices=TRAINABLE_FAMILIES, default="lsq",
-                   help="lsq, lsq+ (learned activation offset), pot (power-of-two steps) or haq (HAQ's own linear "
+                   help="lsq, lsq+ (learned activation offset), pot (power-of-two steps), haq (HAQ's own linear "
                         "quantizer, its finetune.py --linear_quantization path: KL-J/max clip calibrated on the first "
-                        "batch, trainable activation range)")
+                        "batch, trainable activation range) or kmeans (HAQ's k-means weight sharing, for policies of "
+                        "the HAQ-KMeans-* envs; shared-weight update after every step)")
+    p.add_argument("--free-high-bit", action="store_true",
+                   help="with --quantizer kmeans: layers above 6 bits train as float until the last epoch, where "
+                        "every layer is re-clustered from the finetuned weights (HAQ's --free_high_bit, on in its "
+                        "scripts)")
     p.add_argument("--init-checkpoint", default=None,
                    help="float checkpoint, or QAT checkpoint at some precision, to start from "
                         "(default: the cached default float model, trained on first use)")
@@ -93,9 +99,12 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     lr = args.lr if args.lr is not None else (0.1 if args.float else QATRecipe().lr)
     recipe = QATRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=lr, momentum=args.momentum,
                        weight_decay=args.weight_decay)
+    if args.free_high_bit and args.quantizer != "kmeans":
+        raise ValueError("--free-high-bit goes with --quantizer kmeans")
     config: dict[str, Any] = {"model": args.model, "width_mult": args.width_mult, "dataset": args.dataset,
                               "data_root": args.data_root, "quantizer": "linear" if args.float else args.quantizer,
-                              "init_checkpoint": args.init_checkpoint, "seed": args.seed, "recipe": recipe.to_dict()}
+                              "init_checkpoint": args.init_checkpoint, "seed": args.seed, "recipe": recipe.to_dict(),
+                              "free_high_bit": bool(args.free_high_bit)}
     model_kwargs = _parse_mapping(args.model_kwargs, "--model-kwargs")
     config.update(model_kwargs=model_kwargs, weights=args.weights, image_size=args.image_size)
     if args.policy is not None:
@@ -193,13 +202,13 @@ def build_model_for(config: dict[str, Any], bundle, progress: bool, device: torc
             raise ValueError(f"--init-checkpoint {init!r} was trained with {qm.family} quantizers; "
                              f"pass --quantizer {qm.family}")
         policy = make_policy(config, qm.layer_names, bundle.num_classes)
-        apply_policy(qm.modules, check_policy(policy, qm.layer_names, 2, 8))  # learned steps keep their clip range
+        apply_policy(qm.modules, check_policy(policy, qm.layer_names, min_weight_bit(family), 8))  # learned steps keep their clip range
         return qm.model, qm.layers, policy, {"init_checkpoint": init, "init_float_top1": qm.meta.get("test_top1")}, False
     qm = QuantizedModel.from_float(spec, bundle.num_classes, bundle.image_size, checkpoint=init,
                                    dataset=config["dataset"], bundle=bundle, family=family, progress=progress,
                                    min_accuracy=None, device=device)
     policy = make_policy(config, qm.layer_names, bundle.num_classes)
-    apply_policy(qm.modules, check_policy(policy, qm.layer_names, 2, 8))
+    apply_policy(qm.modules, check_policy(policy, qm.layer_names, min_weight_bit(family), 8))
     return qm.model, qm.layers, policy, {"init_checkpoint": qm.checkpoint,
                                          "init_float_top1": qm.meta.get("test_top1")}, True
 
@@ -248,9 +257,14 @@ def run_finetune(args: argparse.Namespace) -> tuple[Path, TrainResult]:
     start_top1 = init_meta["init_float_top1"]
     recorded = "not recorded in the checkpoint" if start_top1 is None else f"{float(start_top1):.2f}%"
     print(f"start: {init_meta['init_checkpoint']} (test top-1 {recorded}, as recorded when it was saved)")
-    result = train_quantized(model, [m for _, m in named], bundle, policy, config["quantizer"], recipe, run_dir, meta,
+    layers = [m for _, m in named]
+    schedule = None
+    if config["quantizer"] == "kmeans":
+        schedule = KMeansFinetuneSchedule(layers, [w for w, _ in policy.bits], recipe.epochs,
+                                          free_high_bit=bool(config.get("free_high_bit", False)))
+    result = train_quantized(model, layers, bundle, policy, config["quantizer"], recipe, run_dir, meta,
                              seed=config["seed"], device=device, resume=args.resume is not None,
-                             progress=progress, calibrate_first=calibrate_first)
+                             progress=progress, calibrate_first=calibrate_first, schedule=schedule)
     best = (f"best validation top-1 {result.best_val_top1:.2f}% at epoch {result.best_epoch} "
             f"(test {result.best_test_top1:.2f}%), checkpoint {run_dir / 'best.pt'}")
     if result.epochs_run == 0:

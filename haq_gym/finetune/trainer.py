@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from haq_gym.data import DataBundle, materialize
 from haq_gym.evaluation.accuracy import top1_accuracy
 from haq_gym.finetune.checkpoint import load_fitting_state, read_qat_file, save_qat_checkpoint
+from haq_gym.finetune.kmeans_schedule import KMeansFinetuneSchedule
 from haq_gym.finetune.recipe import QATRecipe, parameter_groups
 from haq_gym.policy import PolicyFile
 from haq_gym.quant import calibrate
@@ -58,7 +59,8 @@ class TrainResult:
 def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle: DataBundle, policy: PolicyFile,
                     family: str, recipe: QATRecipe, run_dir: str | os.PathLike, meta: dict[str, Any], seed: int,
                     device: str | torch.device = "cpu", resume: bool = False, progress: bool = True,
-                    calibrate_first: bool = True, train_step: str | None = None) -> TrainResult:
+                    calibrate_first: bool = True, train_step: str | None = None,
+                    schedule: KMeansFinetuneSchedule | None = None) -> TrainResult:
     """Train ``model`` (already wrapped, with ``family`` quantizers and the policy's bits) on ``bundle.train``.
 
     Evaluates on ``bundle.search_val`` (held out of the training images; chooses
@@ -71,6 +73,10 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
     and evaluation alike; the others are held in memory and augmented per batch. ``train_step``
     picks how each step's forward and backward run (:mod:`haq_gym.train_step`: ``auto``,
     ``graph``, ``compile`` or ``plain``; default ``$HAQ_GYM_TRAIN_STEP``, else ``auto``).
+    ``schedule``: HAQ's k-means finetune
+    (:class:`~haq_gym.finetune.kmeans_schedule.KMeansFinetuneSchedule`): set up before every
+    epoch, a shared-weight update after every step, and ``best.pt`` only from epochs where
+    every layer is quantized.
     """
     run_dir = Path(run_dir)
     device = torch.device(device)
@@ -146,6 +152,8 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
     try:
         for epoch in range(start_epoch, recipe.epochs + 1):
             t0 = time.perf_counter()
+            if schedule is not None:
+                schedule.before_epoch(epoch)
             model.train()
             loss_sum, seen = 0.0, 0
             correct = torch.zeros((), dtype=torch.int64, device=device)  # read once per epoch: no sync per step
@@ -158,6 +166,8 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
                     raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch}, step {step}; "
                                            f"{kept}; lower --lr and resume or restart")
                 opt.step()
+                if schedule is not None:
+                    schedule.after_step()
                 sched.step()
                 loss_sum += loss_value * len(y)
                 correct += (logits.argmax(1) == y).sum()
@@ -180,7 +190,7 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
                 writer.add_scalar(f"finetune/{key}", row[key], epoch)
             writer.flush()
             epoch_meta = dict(meta, epoch=epoch, val_top1=last_val, test_top1=last_top1)
-            if last_val > best_val:
+            if last_val > best_val and (schedule is None or schedule.fully_quantized(epoch)):
                 best_val, best_test, best_epoch = last_val, last_top1, epoch
                 best_policy = PolicyFile(**{**policy.__dict__, "accuracy": dict(
                     policy.accuracy, finetune_val_top1=last_val, finetune_test_top1=last_top1)})

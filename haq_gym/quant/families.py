@@ -4,9 +4,11 @@
 width, calibrated ranges, nothing learned); ``haq`` is HAQ's own (KL-J clip below 5 bits
 and max otherwise, activations capped at 6.0, a trainable activation range:
 :mod:`haq_gym.quant.haq_linear`); ``lsq``, ``lsq+`` and ``pot`` are the learned-step
-family of :mod:`haq_gym.quant.lsq`. The search env and the finetune command both pick a
-family by these names, so a search can evaluate policies with the very quantizer the finetune will train (HAQ-LSQ). A new family is one
-:func:`register_family` call.
+family of :mod:`haq_gym.quant.lsq`; ``kmeans`` is HAQ's k-means weight sharing
+(:mod:`haq_gym.quant.kmeans_quantizer`) with haq-gym's linear activation quantizers. The
+search env and the finetune command both pick a family by these names, so a search can
+evaluate policies with the very quantizer the finetune will train (HAQ-LSQ). A new family
+is one :func:`register_family` call.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from haq_gym.quant.haq_linear import HAQActivationQuantizer, HAQWeightQuantizer
+from haq_gym.quant.kmeans_quantizer import KMeansWeightQuantizer
 from haq_gym.quant.linear_quantizers import LinearActivationQuantizer, LinearWeightQuantizer
 from haq_gym.quant.lsq import LSQPlusQuantizer, LSQQuantizer, PowerOfTwoQuantizer
 from haq_gym.quant.protocol import Quantizer
@@ -28,8 +31,11 @@ if TYPE_CHECKING:
 class QuantizerFamily:
     """A named pair of factories: a layer's weight quantizer, and its input quantizer from the layer's seed.
 
-    ``learned`` says whether the quantizers have parameters a finetune trains (its
-    ``--quantizer`` offers only those families).
+    ``learned`` says whether a finetune trains something of the quantizers (their parameters,
+    or for k-means the shared values; its ``--quantizer`` offers only those families).
+    ``grid`` says whether the weights map onto a uniform integer grid (what the integer
+    exporter reads; k-means weights do not). ``min_weight_bit`` is the narrowest weight
+    width the family quantizes to.
     """
 
     name: str
@@ -37,6 +43,8 @@ class QuantizerFamily:
     activation: Callable[[int], Quantizer]
     learned: bool
     summary: str
+    grid: bool = True
+    min_weight_bit: int = 2
 
     def build(self, seed: int = 0) -> tuple[Quantizer, Quantizer]:
         """Fresh ``(weight quantizer, input quantizer)`` for one layer, tagged with this family's name."""
@@ -59,9 +67,10 @@ def register_family(family: QuantizerFamily) -> QuantizerFamily:
     return family
 
 
-def family_names(learned: bool | None = None) -> tuple[str, ...]:
-    """Registered family names, in registration order (only those with ``learned`` as given, if given)."""
-    return tuple(name for name, f in _FAMILIES.items() if learned is None or f.learned == learned)
+def family_names(learned: bool | None = None, grid: bool | None = None) -> tuple[str, ...]:
+    """Registered family names, in registration order (only those with ``learned`` and ``grid`` as given, if given)."""
+    return tuple(name for name, f in _FAMILIES.items()
+                 if (learned is None or f.learned == learned) and (grid is None or f.grid == grid))
 
 
 def get_family(name: str) -> QuantizerFamily:
@@ -84,6 +93,9 @@ register_family(QuantizerFamily("lsq+", lambda: LSQQuantizer("weight"), lambda s
 register_family(QuantizerFamily("pot", lambda: PowerOfTwoQuantizer("weight"),
                                 lambda seed: PowerOfTwoQuantizer("activation"), True,
                                 "learned power-of-two steps: requantisation is a shift"))
+register_family(QuantizerFamily("kmeans", KMeansWeightQuantizer, lambda seed: LinearActivationQuantizer(seed=seed), True,
+                                "HAQ's k-means weight sharing (2**bits shared values per layer), linear activations",
+                                grid=False, min_weight_bit=1))
 DEFAULT_FAMILY = "linear"
 
 

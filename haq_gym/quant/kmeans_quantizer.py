@@ -24,13 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from haq_gym.quant.grid import QuantGrid
 from haq_gym.quant.protocol import Quantizer
-from haq_gym.quant.qlayers import QuantLayerMixin
+
+if TYPE_CHECKING:  # qlayers imports the family registry, which imports this module
+    from haq_gym.quant.qlayers import QuantLayerMixin
 
 MIN_KMEANS_BIT = 1
 MAX_KMEANS_BIT = 8

@@ -40,8 +40,8 @@ def test_every_registered_family_builds_conforming_quantizers(family: str) -> No
     assert wq(t) is t and aq(t) is t  # no bit width: pass-through
 
 
-@pytest.mark.parametrize("family", family_names())
-def test_every_family_quantizes_onto_the_grid_it_reports(family: str) -> None:
+@pytest.mark.parametrize("family", family_names(grid=True))
+def test_every_grid_family_quantizes_onto_the_grid_it_reports(family: str) -> None:
     wq, aq, weight, x = _calibrated_pair(family)
     wq.eval()
     aq.eval()
@@ -77,7 +77,7 @@ def test_observers_add_nothing_to_the_state_dict(family: str) -> None:
     apply_policy(layers, [[8, 8], [4, 4]])
     calibrate(net, layers, torch.randn(4, 3, 3, 3))
     extra = sorted({k.split(".")[-1] for k in net.state_dict() if "quantizer" in k})
-    learned = {"linear": [], "haq": ["activation_range", "range_bits", "signed_input", "weight_range"],
+    learned = {"linear": [], "kmeans": [], "haq": ["activation_range", "range_bits", "signed_input", "weight_range"],
                "lsq": ["initialized", "signed", "step"], "lsq+": ["initialized", "offset", "signed", "step"],
                "pot": ["initialized", "log2_step", "signed"]}
     assert extra == learned[family]
@@ -135,12 +135,13 @@ def test_the_contract_is_enforced_when_a_quantizer_is_made() -> None:
 
 
 def test_unknown_family_error_lists_the_known_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown quantizer family 'lsq2'; expected one of linear, haq, lsq, lsq\+, pot"):
+    with pytest.raises(ValueError, match=r"unknown quantizer family 'lsq2'; expected one of linear, haq, lsq, lsq\+, pot, kmeans"):
         get_family("lsq2")
     layers = [m for _, m in wrap_model(nn.Sequential(nn.Linear(2, 2)))]
     with pytest.raises(ValueError, match="unknown quantizer family"):
         set_quantizer_family(layers, "nope")
-    assert family_names(learned=True) == ("haq", "lsq", "lsq+", "pot") and family_names(learned=False) == ("linear",)
+    assert family_names(learned=True) == ("haq", "lsq", "lsq+", "pot", "kmeans")
+    assert family_names(learned=False) == ("linear",) and family_names(grid=False) == ("kmeans",)
 
 
 def test_a_name_registers_once_and_a_family_must_build_quantizers() -> None:
