@@ -165,7 +165,7 @@ def main() -> None:
     parser.add_argument("--width-mult", type=float, default=1.0)
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX / onnxruntime part")
     parser.add_argument("--calibration-size", type=int, default=64)
-    parser.add_argument("--quantizer", choices=family_names(), default="linear",
+    parser.add_argument("--quantizer", choices=family_names(grid=True), default="linear",
                         help="quantizer family (LSQ families initialised from the calibration, not trained)")
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs before quantizing")
     parser.add_argument("--log8-every", type=int, default=0,

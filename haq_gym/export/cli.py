@@ -95,7 +95,7 @@ def _add_source(p: argparse.ArgumentParser, required: bool) -> None:
                    help="float model for --policy/--uniform (default: the cached default model)")
     p.add_argument("--calibration-size", type=int, default=64,
                    help="search-train images that calibrate the quantizers and the input step")
-    p.add_argument("--quantizer", choices=family_names(), default="linear",
+    p.add_argument("--quantizer", choices=family_names(grid=True), default="linear",
                    help="quantizer family with --policy/--uniform (LSQ families at their initial steps, untrained)")
 
 
