@@ -27,5 +27,5 @@ def test_env_evaluates_with_lsq_quantizers(tiny_env_kwargs, family):
 
 
 def test_unknown_quantizer_family_is_rejected(tiny_env_kwargs):
-    with pytest.raises(ValueError, match="unknown quantizer family 'lsq2'; expected one of linear, lsq, lsq\\+, pot"):
+    with pytest.raises(ValueError, match="unknown quantizer family 'lsq2'; expected one of linear, haq, lsq, lsq\\+, pot, kmeans"):
         gym.make("HAQ-MobileNetV2-v0", quantizer="lsq2", **tiny_env_kwargs)
