@@ -130,13 +130,30 @@ ENV_KEYWORD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "reward": lambda v: check_str("reward", v),
     "finetune_steps": lambda v: check_int("finetune_steps", v, 0),
     "finetune_lr": lambda v: check_number("finetune_lr", v, 0.0, low_open=True),
-    "pin_first_last": lambda v: check_bool("pin_first_last", v),
+    "pin_first_last": lambda v: _check_pin_mode(v),
     "eval_batch_size": lambda v: check_int("eval_batch_size", v, 1),
     "device": lambda v: _check_device(v),
     "quantizer": lambda v: check_str("quantizer", v),
     "progress": lambda v: check_bool("progress", v),
     "render_mode": lambda v: check_str("render_mode", v, allow_none=True),
+    "preset": lambda v: check_str("preset", v, allow_none=True),
+    "unquantized_cost": lambda v: check_str("unquantized_cost", v),
+    "calibration": lambda v: check_str("calibration", v),
+    "finetune_epochs": lambda v: check_int("finetune_epochs", v, 0),
+    "finetune_batch_size": lambda v: check_int("finetune_batch_size", v, 1),
+    "reward_accuracy": lambda v: check_str("reward_accuracy", v),
+    "use_top5": lambda v: check_bool("use_top5", v),
+    "fc_feature_map": lambda v: check_str("fc_feature_map", v),
 }
+
+
+def _check_pin_mode(value: Any) -> bool | str:
+    if value == "wall":
+        return value
+    try:
+        return check_bool("pin_first_last", value)
+    except ValueError:
+        raise ValueError(f"pin_first_last must be true, false or 'wall', got {_shown(value)}") from None
 
 
 def _check_device(value: Any) -> str:
