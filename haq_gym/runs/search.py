@@ -25,7 +25,7 @@ from haq_gym.policy import PolicyFile
 from haq_gym.registration import resolve_env_id
 from haq_gym.runs.recorder import RunRecorder
 from haq_gym.runs.run_config import RunConfig, UsageError, command_line
-from haq_gym.runs.run_folder import point_latest, prepare_run_folder
+from haq_gym.runs.run_folder import point_latest, prepare_run_folder, release_unused
 from haq_gym.runs.summary import UniformBaseline, finetune_command, summary_table, uniform_baseline
 from haq_gym.search_setup import SearchSetup
 
@@ -79,8 +79,7 @@ def run_search(config: RunConfig, output: str | None = None, progress: bool = Tr
         shared = {} if setup is None else {"setup": setup}
         env = gym.make(config.env, **{**config.env_kwargs, "progress": progress, **shared})
     except BaseException:
-        if not any(run_dir.iterdir()):
-            run_dir.rmdir()
+        release_unused(run_dir)  # an env refused at construction leaves no folder behind (its claim included)
         raise
     with open(run_dir / "config.yml", "w") as fh:
         yaml.safe_dump({**config.to_dict(), "haq_gym_version": haq_gym.__version__,
