@@ -160,7 +160,7 @@ def test_one_ddpg_update_matches_hand_computation() -> None:
     q_actor, _ = _critic(new_critic, S, _actor(actor, S))
     actor_loss = float(-np.mean(q_actor))  # the actor loss uses the critic after its step
 
-    got_critic, got_actor = agent._update()  # the batch is the whole buffer (in some order): same means
+    got_critic, got_actor = (float(v) for v in agent._update())  # the batch is the whole buffer (in some order)
     assert round(got_critic, 6) == round(critic_loss, 6)
     assert round(got_actor, 6) == round(actor_loss, 6)
     assert agent.baseline == pytest.approx(baseline, abs=1e-7)
