@@ -38,7 +38,9 @@ def _check_setup_matches(setup: SearchSetup, config: ProblemConfig) -> None:
 
     An evaluator that does not say how it measures (a stand-in without ``accuracy``) counts as the default way.
     """
-    acc = getattr(setup.evaluator, "accuracy", AccuracySettings())
+    acc = getattr(setup.evaluator, "accuracy", None)
+    if not isinstance(acc, AccuracySettings):  # a stand-in evaluator may use the name for something else
+        acc = AccuracySettings()
     built = {"unquantized_cost": setup.cost_model.unquantized_cost, "reward_accuracy": acc.source,
              "use_top5": acc.top5, "calibration": acc.calibration}
     for key, value in built.items():
