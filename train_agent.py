@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -129,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "small networks stay on the CPU unless --hyperparams device=cuda "
                                      "(haq-ddpg and the SB3 agents)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a killed or interrupted search run from its latest checkpoint to its episode "
+                        "budget, with its own config.yml (no other run settings)")
+    p.add_argument("--checkpoint-every", type=int, metavar="K",
+                   help="checkpoint the agent every K episodes for --resume (default 10; 0: only on Ctrl-C)")
     tuning = p.add_argument_group(
         "hyperparameter tuning (--optimize)",
         "Tune the algorithm's own hyperparameters with Optuna: each trial runs the search with sampled "
@@ -191,6 +197,11 @@ def optimize(args: argparse.Namespace, config: dict[str, Any]) -> int:
     return 0
 
 
+# Flags that set up a new run; --resume takes the run's own settings and refuses them.
+RUN_FLAGS = ("--algo", "--env", "--episodes", "--seed", "--output", "--env-kwargs", "--hyperparams", "--config",
+             "--device", "--optimize")
+
+
 def main(argv: list[str] | None = None) -> int:
     from haq_gym.runtime import configure_cpu_runtime
 
@@ -201,13 +212,37 @@ def main(argv: list[str] | None = None) -> int:
             given = [f"--{flag.replace('_', '-')}" for flag in TUNING_FLAGS if getattr(args, flag) is not None]
             if given:
                 raise UsageError(f"{', '.join(given)} only make sense with --optimize")
+        from haq_gym.runs import run_search
+        from haq_gym.runs.checkpoint import DEFAULT_CHECKPOINT_EVERY, SearchInterrupted
+        from haq_gym.runs.resume import RunFinished
+
+        if args.optimize and args.checkpoint_every is not None:
+            raise UsageError("--checkpoint-every is for search runs; tuning trials are not checkpointed")
+        every = DEFAULT_CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
+        if args.resume is not None:
+            given = [flag for flag in RUN_FLAGS if getattr(args, flag.lstrip("-").replace("-", "_")) not in (None, False)]
+            if given:
+                raise UsageError(f"--resume continues the run with its own config.yml; drop {', '.join(given)}")
+            configure_cpu_runtime()
+            run_search(None, progress=not args.no_progress, resume=args.resume, checkpoint_every=every,
+                       clean_ctrl_c=True)
+            return 0
         config = resolve_config(args)
         configure_cpu_runtime()
         if args.optimize:
             return optimize(args, config)
-        from haq_gym.runs import run_search
-
-        run_search(RunConfig.from_dict(config), args.output, progress=not args.no_progress)
+        run_search(RunConfig.from_dict(config), args.output, progress=not args.no_progress, checkpoint_every=every,
+                   clean_ctrl_c=True)
+    except SearchInterrupted as stop:
+        print(f"\ninterrupted at episode {stop.episodes}; resume with: python train_agent.py --resume "
+              f"{shlex.quote(str(stop.run_dir))}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted before the search started; nothing was searched", file=sys.stderr)
+        return 130
+    except RunFinished as done:
+        print(done)
+        return 0
     except (UsageError, ValueError, FileNotFoundError, FileExistsError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -28,20 +28,21 @@ from haq_gym.util import check_known_keys
 
 
 def run_haq_ddpg(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any], run_dir: str | os.PathLike,
-                 progress: bool = True, writer: Any = None) -> None:
-    """HAQ's DDPG search; saves the agent to ``run_dir/agent.pt``.
+                 progress: bool = True, writer: Any = None, checkpoint: Any = None) -> None:
+    """HAQ's DDPG search (resumable from ``checkpoint``); saves the agent to ``run_dir/agent.pt``.
 
     An env built with ``preset="haq"`` also gets HAQ's replay size (``replay_unit="layer"``).
     """
     hyperparams = agent_preset(getattr(env.unwrapped, "preset", None), "haq-ddpg", hyperparams)
     config = HAQDDPGConfig(**hyperparams)
-    agent = train_haq_ddpg(env, episodes=episodes, seed=seed, config=config, progress=progress, writer=writer)
+    agent = train_haq_ddpg(env, episodes=episodes, seed=seed, config=config, progress=progress, writer=writer,
+                           checkpoint=checkpoint)
     agent.save(os.path.join(run_dir, "agent.pt"))
 
 
 _ALGOS: dict[str, AlgorithmSpec] = {
     "haq-ddpg": AlgorithmSpec(run_haq_ddpg, ("continuous",), frozenset(f.name for f in dataclasses.fields(HAQDDPGConfig)),
-                              "HAQ's DDPG (Wang et al. 2019), ported faithfully"),
+                              "HAQ's DDPG (Wang et al. 2019), ported faithfully", resumable=True),
     **SB3_ALGORITHMS,
     **BLACKBOX_ALGORITHMS,
 }
@@ -84,6 +85,11 @@ def check_hyperparam_values(name: str, hyperparams: dict[str, Any]) -> None:
         defaults = {key: p.default for key, p in inspect.signature(runner.algo_class).parameters.items()}
         scalars = {k: v for k, v in hyperparams.items() if not isinstance(v, (list, tuple, dict))}
         check_like_defaults(name, scalars, defaults)
+
+
+def resumable_algos() -> tuple[str, ...]:
+    """The algorithms whose runs ``train_agent.py --resume`` can continue."""
+    return tuple(name for name in algo_names() if _ALGOS[name].resumable)
 
 
 def check_action_mode(name: str, action_mode: str) -> None:

@@ -20,7 +20,12 @@ PROBLEM = "problem"
 class Runner(Protocol):
     def __call__(self, target: gym.Env | PolicyProblem, episodes: int, seed: int, hyperparams: dict[str, Any],
                  run_dir: str | os.PathLike, progress: bool = True, writer: Any = None) -> None:
-        """Drive ``target`` (an env, or the problem, per :attr:`AlgorithmSpec.drives`) for ``episodes`` evaluations."""
+        """Drive ``target`` (an env, or the problem, per :attr:`AlgorithmSpec.drives`) for ``episodes`` evaluations.
+
+        A :attr:`AlgorithmSpec.resumable` runner also takes ``checkpoint``, a
+        :class:`~haq_gym.runs.checkpoint.SearchCheckpoint`: it starts from the state that
+        holds, if any, and hands it its state at every episode end.
+        """
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,8 @@ class AlgorithmSpec:
     ``drives`` says what the runner is given: :data:`ENV` (a haq-gym env, stepped one
     decision at a time) or :data:`PROBLEM` (the policy problem, evaluated policy by policy).
     Either way every evaluation goes through the problem and reaches its observers.
+    ``resumable``: the runner takes ``checkpoint=`` and a killed run can be continued
+    (``train_agent.py --resume``).
     """
 
     runner: Runner | Callable[..., None]
@@ -37,6 +44,7 @@ class AlgorithmSpec:
     hyperparams: frozenset[str]
     description: str = ""
     drives: str = ENV
+    resumable: bool = False
 
     def __post_init__(self) -> None:
         if self.drives not in (ENV, PROBLEM):

@@ -27,7 +27,7 @@ ACTION_MODES = ("discrete", "continuous")
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     "random": AlgorithmSpec(run_random_search, ACTION_MODES, frozenset(),
-                            "uniform-random bits per decision (numpy, seeded)", PROBLEM),
+                            "uniform-random bits per decision (numpy, seeded)", PROBLEM, resumable=True),
     "uniform": AlgorithmSpec(run_uniform, ACTION_MODES, frozenset(),
                              "every decision at one bit width: the feasible widths, highest first (stops early)", PROBLEM),
     "optuna-tpe": AlgorithmSpec(partial(run_optuna, sampler="tpe"), ACTION_MODES, sampler_hyperparams("tpe"),

@@ -39,13 +39,17 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import truncnorm
 from torch import nn
-from tqdm import trange
+from tqdm import tqdm
 
 from haq_gym.integrity import load_verified, seal
 from haq_gym.runtime import torch_device
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
+
+    from haq_gym.runs.checkpoint import SearchCheckpoint
+
+AGENT_FILE = "agent.pt"
 
 
 REPLAY_UNITS = ("episode", "layer")
@@ -554,12 +558,15 @@ def train_haq_ddpg(
     on_episode_end: Callable[[EpisodeResult], None] | None = None,
     progress: bool = True,
     writer: SummaryWriter | None = None,
+    checkpoint: SearchCheckpoint | None = None,
 ) -> HAQDDPG:
     """Run HAQ's search loop for ``episodes`` episodes and return the trained agent.
 
     The env is seeded once (``reset(seed=seed)`` on episode 0). An episode's reward is the
     reward of its last step (HAQ's envs pay 0 before that). Agent statistics go to ``writer``
-    as ``agent/<name>`` scalars indexed by episode.
+    as ``agent/<name>`` scalars indexed by episode. With ``checkpoint``, the agent
+    (:meth:`HAQDDPG.save`: networks, optimisers, baseline, RNG, replay memory) is saved at
+    episode ends as it asks, and a checkpoint it holds is loaded first and its episodes skipped.
     """
     if episodes < 0:
         raise ValueError(f"episodes must be >= 0, got {episodes}")
@@ -569,8 +576,12 @@ def train_haq_ddpg(
         raise ValueError("replay_unit='layer' (HAQ's replay size) needs an env that reports n_layers")
     agent = HAQDDPG(env.observation_space, env.action_space, config, seed, device=torch_device(str(config.device)),
                     n_layers=n_layers)
+    start = 0
+    if checkpoint is not None and checkpoint.episodes:
+        checkpoint.restore(lambda folder: agent.load(folder / AGENT_FILE))
+        start = checkpoint.episodes
     best = -np.inf
-    bar = trange(episodes, disable=not progress, desc="haq-ddpg")
+    bar = tqdm(range(start, episodes), initial=start, total=episodes, disable=not progress, desc="haq-ddpg")
     for episode in bar:
         obs, info = env.reset(seed=seed if episode == 0 else None)
         obs = np.array(obs, dtype=np.float32)
@@ -596,5 +607,7 @@ def train_haq_ddpg(
             for name, value in stats.items():
                 writer.add_scalar(f"agent/{name}", value, episode)
         bar.set_postfix(reward=f"{final_reward:.4f}", best=f"{best:.4f}")
+        if checkpoint is not None:
+            checkpoint.episode_end(episode + 1, lambda folder: agent.save(folder / AGENT_FILE))
     bar.close()
     return agent

@@ -16,6 +16,7 @@ from __future__ import annotations
 from sb3_contrib import ARS, TQC, TRPO, MaskablePPO
 from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from agents.sb3.episode_relabel_buffer import EpisodeRewardReplayBuffer
 from agents.sb3.runner import SB3Runner, allowed_hyperparams, check_hyperparams, train_sb3
@@ -40,7 +41,8 @@ _TABLE: dict[str, tuple[type[BaseAlgorithm], tuple[str, ...], str]] = {
 }
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
-    name: AlgorithmSpec(SB3Runner(name, cls), modes, allowed_hyperparams(cls), description)
+    name: AlgorithmSpec(SB3Runner(name, cls), modes, allowed_hyperparams(cls), description,
+                        resumable=issubclass(cls, OffPolicyAlgorithm))
     for name, (cls, modes, description) in _TABLE.items()
 }
 

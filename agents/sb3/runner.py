@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from sb3_contrib import ARS
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger, configure
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise
@@ -150,6 +150,57 @@ class EpisodeBudget(BaseCallback):
         return self.refresh() < self.episodes
 
 
+class EpisodeCheckpoint(BaseCallback):
+    """Hands the model's state to a :class:`~haq_gym.runs.checkpoint.SearchCheckpoint` at episode boundaries.
+
+    The boundary is the start of a rollout right after an episode's last step: by then SB3
+    has stored that step's transition and trained on it, and nothing of the next episode
+    has happened. (With a ``train_freq`` in steps that does not divide the episode length
+    such starts are rare, and checkpoints with them.) The state is the model
+    (``save``), its replay buffer (``save_replay_buffer``) and the action space's RNG
+    (SB3 draws warm-up actions from it); the global RNGs are the checkpoint's.
+    """
+
+    def __init__(self, monitor: Monitor, checkpoint: Any, done_before: int) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.checkpoint = checkpoint
+        self.done_before = done_before
+        self.last = done_before
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        done = self.done_before + len(self.monitor.get_episode_rewards())
+        if done > self.last and not self.monitor.rewards:
+            self.last = done
+            self.checkpoint.episode_end(done, lambda folder: save_state(self.model, folder))
+
+
+AGENT_FILE = "agent.zip"
+REPLAY_FILE = "replay_buffer.pkl"
+SPACE_RNG_FILE = "action_space_rng.pt"
+
+
+def save_state(model: BaseAlgorithm, folder: Path) -> None:
+    """Write what :func:`load_state` needs to continue ``model`` exactly."""
+    model.save(folder / AGENT_FILE)
+    if isinstance(model, OffPolicyAlgorithm):
+        model.save_replay_buffer(folder / REPLAY_FILE)
+    torch.save(model.action_space.np_random.bit_generator.state, folder / SPACE_RNG_FILE)
+
+
+def load_state(algo_class: type[BaseAlgorithm], folder: Path, vec_env: VecEnv, device: torch.device) -> BaseAlgorithm:
+    """The model :func:`save_state` wrote, on ``vec_env``; its env is reset at the next ``learn``."""
+    model = algo_class.load(folder / AGENT_FILE, env=vec_env, device=device)
+    if isinstance(model, OffPolicyAlgorithm):
+        model.load_replay_buffer(folder / REPLAY_FILE)
+    model.action_space.np_random.bit_generator.state = torch.load(folder / SPACE_RNG_FILE, weights_only=True)
+    model._last_obs = None  # the saved observation belongs to the old env; learn() resets the new one
+    return model
+
+
 def learn_timesteps(model: BaseAlgorithm, episodes: int, length: int) -> int:
     """Env steps to hand ``learn``: the budget, or for ARS the whole updates that fit in it."""
     if isinstance(model, ARS):
@@ -170,8 +221,12 @@ def _finish_with_predict(model: BaseAlgorithm, vec_env: VecEnv, budget: EpisodeB
 
 def train_sb3(name: str, algo_class: type[BaseAlgorithm], env: gym.Env, episodes: int, seed: int,
               hyperparams: dict[str, Any], tensorboard_log: str | None = None,
-              progress: bool = True) -> BaseAlgorithm:
+              progress: bool = True, checkpoint: Any = None) -> BaseAlgorithm:
     """Train ``algo_class`` on ``env`` for exactly ``episodes`` episodes and return the model.
+
+    With ``checkpoint`` (a :class:`~haq_gym.runs.checkpoint.SearchCheckpoint`, off-policy
+    algorithms only) the model is checkpointed at episode boundaries (:class:`EpisodeCheckpoint`)
+    and, when the checkpoint holds a state, continued from it for the episodes left.
 
     ``env`` is wrapped in a Monitor (which counts the episodes) and a one-env DummyVecEnv;
     the VecEnv is not closed, so ``env`` stays open for its owner. The model runs on the
@@ -189,14 +244,24 @@ def train_sb3(name: str, algo_class: type[BaseAlgorithm], env: gym.Env, episodes
         raise ValueError(f"{name} hyperparameter device: {err}") from None
     monitor = Monitor(env)
     vec_env = DummyVecEnv([lambda: monitor])
-    model = algo_class(env=vec_env, seed=seed, verbose=0, device=device, **kwargs)
+    done = checkpoint.episodes if checkpoint is not None else 0
+    if done:
+        loaded: list[BaseAlgorithm] = []
+        checkpoint.restore(lambda folder: loaded.append(load_state(algo_class, folder, vec_env, device)))
+        model = loaded[0]
+    else:
+        model = algo_class(env=vec_env, seed=seed, verbose=0, device=device, **kwargs)
     # SB3's scalars go into the run's own TensorBoard folder (one run there, not an extra <algo>_1);
     # without a folder SB3 would create an empty SB3-<time> folder in the temp dir on every learn().
     model.set_logger(configure(tensorboard_log, ["tensorboard"]) if tensorboard_log is not None
                      else Logger(folder=None, output_formats=[]))
-    budget = EpisodeBudget(monitor, episodes, progress, name)
+    budget = EpisodeBudget(monitor, episodes - done, progress, name)
+    callback: BaseCallback = budget
+    if checkpoint is not None:
+        callback = CallbackList([budget, EpisodeCheckpoint(monitor, checkpoint, done)])
     try:
-        model.learn(total_timesteps=learn_timesteps(model, episodes, length), callback=budget)
+        model.learn(total_timesteps=learn_timesteps(model, episodes - done, length), callback=callback,
+                    reset_num_timesteps=not done)
         model.logger.dump(model.num_timesteps)  # the values since the last log interval, which short runs never reach
         _finish_with_predict(model, vec_env, budget)
     finally:
@@ -213,8 +278,10 @@ class SB3Runner:
     algo_class: type[BaseAlgorithm]
 
     def __call__(self, env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any],
-                 run_dir: str | os.PathLike, progress: bool = True, writer: Any = None) -> None:
+                 run_dir: str | os.PathLike, progress: bool = True, writer: Any = None,
+                 checkpoint: Any = None) -> None:
         """Run the search; SB3's own scalars go to ``run_dir/tensorboard`` beside the run's when ``writer`` is given."""
         tensorboard_log = os.fspath(Path(run_dir) / "tensorboard") if writer is not None else None
-        model = train_sb3(self.name, self.algo_class, env, episodes, seed, hyperparams, tensorboard_log, progress)
-        model.save(Path(run_dir) / "agent.zip")
+        model = train_sb3(self.name, self.algo_class, env, episodes, seed, hyperparams, tensorboard_log, progress,
+                          checkpoint=checkpoint)
+        model.save(Path(run_dir) / AGENT_FILE)

@@ -339,7 +339,7 @@ class Objective:
                                env_kwargs=dict(s.env_kwargs), hyperparams=dict(hyper))
             run_dir = Path(s.output) / f"trial_{trial.number}" / f"seed_{seed}"
             run_search(config, os.fspath(run_dir), progress=False, setup=self.setup, watch=progress.watch,
-                       baseline=False)
+                       baseline=False, checkpoint_every=0)
             progress.seed_done()
         trial.set_user_attr("seed_best_rewards", progress.seed_bests)
         return statistics.fmean(progress.seed_bests)

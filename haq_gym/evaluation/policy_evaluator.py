@@ -134,6 +134,19 @@ class PolicyEvaluator:
             images = self.augment(images, gen).contiguous(memory_format=torch.channels_last)
         return top1_accuracy(self.model, images, self.train_labels, self.batch_size, k=k)
 
+    def remember(self, policy: Sequence[Sequence[int]], accuracy: float) -> float:
+        """Answer ``policy`` from the cache from now on with a recorded ``accuracy`` (a resumed run's history).
+
+        Records round the accuracy (``episodes.csv`` keeps 4 decimals); it is snapped to the
+        nearest count of correct validation images, ``100 * k / n``, which is exactly what
+        :meth:`evaluate` measured (4 decimals of a percentage tell ``k`` apart for ``n``
+        below 10^6). Returns the snapped accuracy.
+        """
+        n = len(self.val_labels)
+        exact = 100.0 * round(accuracy * n / 100.0) / n
+        self._cache[(tuple(tuple(int(b) for b in p) for p in policy), self.finetune)] = exact
+        return exact
+
     def evaluate(self, policy: Sequence[Sequence[int]]) -> EvalResult:
         key = (tuple(tuple(int(b) for b in p) for p in policy), self.finetune)
         use_cache = self.accuracy.calibration == "once"

@@ -56,6 +56,12 @@ class RunRecorder:
         """The run's ``SummaryWriter`` (agents may log their own scalars to it), or None."""
         return self._tb
 
+    def continue_from(self, episodes: int, best_reward: float, best_episode: int | None) -> None:
+        """Continue a resumed run: ``episodes`` rows are in ``episodes.csv`` already, the best feasible among them."""
+        self.episodes = episodes
+        self.best_reward = best_reward
+        self.best_episode = best_episode
+
     def record(self, outcome: Outcome) -> None:
         """Append ``outcome`` to ``episodes.csv`` (and TensorBoard); keep it as the best policy if it is."""
         self.episodes += 1
