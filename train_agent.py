@@ -203,6 +203,9 @@ RUN_FLAGS = ("--algo", "--env", "--episodes", "--seed", "--output", "--env-kwarg
 
 
 def main(argv: list[str] | None = None) -> int:
+    from haq_gym.runs import run_search
+    from haq_gym.runs.checkpoint import DEFAULT_CHECKPOINT_EVERY, SearchInterrupted
+    from haq_gym.runs.resume import RunFinished
     from haq_gym.runtime import configure_cpu_runtime
 
     parser = build_parser()
@@ -212,10 +215,6 @@ def main(argv: list[str] | None = None) -> int:
             given = [f"--{flag.replace('_', '-')}" for flag in TUNING_FLAGS if getattr(args, flag) is not None]
             if given:
                 raise UsageError(f"{', '.join(given)} only make sense with --optimize")
-        from haq_gym.runs import run_search
-        from haq_gym.runs.checkpoint import DEFAULT_CHECKPOINT_EVERY, SearchInterrupted
-        from haq_gym.runs.resume import RunFinished
-
         if args.optimize and args.checkpoint_every is not None:
             raise UsageError("--checkpoint-every is for search runs; tuning trials are not checkpointed")
         every = DEFAULT_CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
