@@ -57,6 +57,8 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
                 loaded = yaml.safe_load(fh) or {}
         except FileNotFoundError:
             raise UsageError(f"--config {args.config!r} does not exist") from None
+        except yaml.YAMLError as err:
+            raise UsageError(f"--config {args.config!r} is not valid YAML ({yaml_problem(err)})") from None
         if isinstance(loaded, dict) and "algo" in loaded:
             base = loaded
         elif _is_hyperparams_table(loaded):
@@ -92,21 +94,26 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
 
         source = args.config if table is not None or base else algo_config_path(algo)
         raise UsageError(f"no episode budget: pass --episodes ({source} has no n_episodes for {env_id})")
-    if int(n_episodes) < 1:
-        raise UsageError(f"--episodes must be at least 1, got {n_episodes}")
     env_kwargs = dict(base.get("env_kwargs", {}))
     env_kwargs.update(parse_key_values(args.env_kwargs, "--env-kwargs"))
     if getattr(args, "device", None):
-        from haq_gym.runtime import torch_device
+        from haq_gym.validation import ENV_KEYWORD_CHECKS
 
         try:
-            torch_device(args.device)
+            ENV_KEYWORD_CHECKS["device"](args.device)
         except ValueError as err:
             raise UsageError(f"--device: {err}") from None
         env_kwargs["device"] = args.device
     seed = args.seed if args.seed is not None else base.get("seed", 0)
-    return {"algo": algo, "env": env_id, "seed": int(seed), "n_episodes": int(n_episodes),
+    return {"algo": algo, "env": env_id, "seed": seed, "n_episodes": n_episodes,
             "env_kwargs": env_kwargs, "hyperparams": hyper}
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own text spans several lines)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(err, 'problem', None) or type(err).__name__}{where}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,10 +234,12 @@ def main(argv: list[str] | None = None) -> int:
                        clean_ctrl_c=True)
             return 0
         config = resolve_config(args)
+        run_config = RunConfig.from_dict(config)
+        run_config.validate()
         configure_cpu_runtime()
         if args.optimize:
             return optimize(args, config)
-        run_search(RunConfig.from_dict(config), args.output, progress=not args.no_progress, checkpoint_every=every,
+        run_search(run_config, args.output, progress=not args.no_progress, checkpoint_every=every,
                    clean_ctrl_c=True)
     except SearchInterrupted as stop:
         print(f"\ninterrupted at episode {stop.episodes}; resume with: python train_agent.py --resume "
@@ -242,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     except RunFinished as done:
         print(done)
         return 0
-    except (UsageError, ValueError, FileNotFoundError, FileExistsError, TypeError) as err:
+    except (UsageError, ValueError, OSError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

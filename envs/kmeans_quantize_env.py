@@ -13,6 +13,7 @@ from haq_gym.problem import KMeansProblem, ProblemConfig
 from haq_gym.problem.config import KMEANS
 from haq_gym.quant.kmeans_quantizer import MAX_KMEANS_BIT, MIN_KMEANS_BIT
 from haq_gym.search_setup import SearchSetup
+from haq_gym.validation import check_env_keywords
 
 OBSERVATION_FEATURES = STATIC_FEATURES + ("previous_bits", "size_spent", "size_slack")
 
@@ -108,6 +109,7 @@ class KMeansQuantizeEnv(PolicyDecisionEnv):
                  eval_batch_size: int = 256, device: str = "cpu", progress: bool = True,
                  render_mode: str | None = None, setup: SearchSetup | None = None,
                  model_kwargs: dict | None = None, weights: str | None = None, image_size: int | None = None) -> None:
+        check_env_keywords({"size_budget": size_budget})  # the problem calls it flash_budget; say the env's name
         config = ProblemConfig(
             model=model, width_mult=width_mult, dataset=dataset, data_root=data_root, download=download,
             checkpoint=checkpoint, pretrain_epochs=pretrain_epochs, val_size=val_size, train_size=train_size,

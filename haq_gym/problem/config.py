@@ -14,6 +14,7 @@ from haq_gym.evaluation import AccuracySettings
 from haq_gym.presets import apply_preset
 from haq_gym.quant.kmeans_quantizer import MAX_KMEANS_BIT, MIN_KMEANS_BIT
 from haq_gym.rewards import REWARDS
+from haq_gym.validation import check_env_keywords
 
 KMEANS = "kmeans"
 """``quantizer`` of HAQ's k-means flow (weight sharing, weights only, size budget); the others are linear."""
@@ -54,7 +55,8 @@ class ProblemConfig:
     pretraining. ``preset``: ``"haq"`` fills in HAQ's value of every keyword left at its
     default (:mod:`haq_gym.presets`; a keyword set to another value is refused with
     :class:`~haq_gym.presets.PresetConflict`); after construction the fields hold the
-    resolved values. Invalid values raise ``ValueError`` on construction, before anything is built.
+    resolved values. Invalid values raise ``ValueError`` on construction, before anything is built (types
+    and ranges by :func:`haq_gym.validation.check_env_keywords`, the same check as the command line's).
     """
 
     model: str = "mobilenetv2"
@@ -95,6 +97,7 @@ class ProblemConfig:
     preset: str | None = None
 
     def __post_init__(self) -> None:
+        check_env_keywords({f.name: getattr(self, f.name) for f in fields(self)})
         given = {f.name: getattr(self, f.name) for f in fields(self)}
         resolved = apply_preset(self.preset, given, {f.name: f.default for f in fields(self)})
         for name, value in resolved.items():

@@ -37,8 +37,33 @@ class RunConfig:
     hyperparams: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if int(self.n_episodes) < 1:
-            raise UsageError(f"--episodes must be at least 1, got {self.n_episodes}")
+        from haq_gym.validation import check_int, check_seed
+
+        try:
+            check_seed(self.seed)
+            check_int("--episodes", self.n_episodes, 1)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+
+    def validate(self) -> None:
+        """Refuse, in one line, any setting of the wrong type or out of range, without building anything.
+
+        Checks the env id (``module:EnvId`` is resolved to the id, :func:`haq_gym.registration.resolve_env_id`), the env keywords (names, types, ranges: the envs' own checks,
+        :func:`haq_gym.validation.check_env_kwargs`), the algorithm's hyperparameters
+        (:func:`agents.registry.check_hyperparam_values`) and its action mode. Called before a
+        run folder is created, so a refused run leaves nothing behind.
+        """
+        from agents.registry import check_action_mode, check_hyperparam_values, get_spec
+        from haq_gym.registration import resolve_env_id
+        from haq_gym.validation import check_env_kwargs
+
+        try:
+            self.env = resolve_env_id(self.env)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        check_hyperparam_values(self.algo, self.hyperparams)
+        check_action_mode(self.algo, self.env_kwargs.get("action_mode", get_spec(self.algo).action_modes[0]))
+        check_env_kwargs(self.env, self.env_kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,7 +71,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """A config from a mapping with the :meth:`to_dict` keys (others, like ``command``, are ignored)."""
-        return cls(algo=data["algo"], env=data["env"], seed=int(data["seed"]), n_episodes=int(data["n_episodes"]),
+        return cls(algo=data["algo"], env=data["env"], seed=data["seed"], n_episodes=data["n_episodes"],
                    env_kwargs=dict(data.get("env_kwargs") or {}), hyperparams=dict(data.get("hyperparams") or {}))
 
 

@@ -23,11 +23,10 @@ import torch
 import yaml
 
 import haq_gym
-from agents.registry import check_action_mode, check_hyperparams, get_runner, get_spec, resumable_algos
+from agents.registry import get_runner, get_spec, resumable_algos
 from agents.spec import PROBLEM
 from haq_gym.plots import budgeted_axis, plot_latency_table, plot_policy_bits, plot_search_progress
 from haq_gym.policy import PolicyFile
-from haq_gym.registration import resolve_env_id
 from haq_gym.runs.checkpoint import DEFAULT_CHECKPOINT_EVERY, SearchCheckpoint, SearchInterrupted
 from haq_gym.runs.recorder import RunRecorder
 from haq_gym.runs.run_config import RunConfig, UsageError, command_line
@@ -124,14 +123,9 @@ def _run(config: RunConfig, output: str | None, progress: bool, setup: SearchSet
          watch: Callable[[RunRecorder], None] | None, command: str | None, baseline: bool,
          history: RunHistory | None, checkpoint_every: int, clean_ctrl_c: bool) -> RunResult:
     """:func:`run_search` once the run (new, or ``history`` resumed and locked) is known."""
-    check_hyperparams(config.algo, config.hyperparams)
+    config.validate()
     spec = get_spec(config.algo)
     config.env_kwargs.setdefault("action_mode", spec.action_modes[0])
-    check_action_mode(config.algo, config.env_kwargs["action_mode"])
-    try:
-        config.env = resolve_env_id(config.env)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
     if checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
     if history is None:
