@@ -38,9 +38,12 @@ from haq_gym.policy import PolicyFile, now_iso, uniform_bits
 from haq_gym.quant import apply_policy
 from haq_gym.quant.families import family_names
 from haq_gym.quantized_model import QuantizedModel, check_policy
+from haq_gym.models.registry import model_names
 from haq_gym.runs import prepare_run_folder
+from haq_gym.runs.run_folder import release_unused
 from haq_gym.runtime import configure_cpu_runtime, torch_device
 from haq_gym.util import write_atomic
+from haq_gym.validation import ENV_KEYWORD_CHECKS, check_policy_fits, check_seed, check_width_mult
 
 TRAINABLE_FAMILIES = family_names(learned=True)
 
@@ -79,12 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="float checkpoint, or QAT checkpoint at some precision, to start from "
                         "(default: the cached default float model, trained on first use)")
     defaults = QATRecipe()
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--epochs", type=int, help=f"default {defaults.epochs} (not with --resume: the run keeps its own)")
+    p.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
     p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {defaults.lr}; 0.1 with --float)")
-    p.add_argument("--momentum", type=float, default=defaults.momentum)
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
-                   help="decay of layers at >=4 bits; 3-bit layers get half, 2-bit a quarter (LSQ)")
+    p.add_argument("--momentum", type=float, help=f"default {defaults.momentum}")
+    p.add_argument("--weight-decay", type=float,
+                   help=f"decay of layers at >=4 bits (default {defaults.weight_decay}); 3-bit layers get half, "
+                        "2-bit a quarter (LSQ)")
     p.add_argument("--output", default=None, help="run folder (must be new; default runs/finetune_...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -97,8 +101,9 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     if (args.w_bits is None) != (args.a_bits is None):
         raise ValueError("--w-bits and --a-bits go together")
     lr = args.lr if args.lr is not None else (0.1 if args.float else QATRecipe().lr)
-    recipe = QATRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=lr, momentum=args.momentum,
-                       weight_decay=args.weight_decay)
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "momentum": args.momentum,
+             "weight_decay": args.weight_decay}
+    recipe = QATRecipe(lr=lr, **{key: value for key, value in given.items() if value is not None})
     if args.free_high_bit and args.quantizer != "kmeans":
         raise ValueError("--free-high-bit goes with --quantizer kmeans")
     config: dict[str, Any] = {"model": args.model, "width_mult": args.width_mult, "dataset": args.dataset,
@@ -122,6 +127,59 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     else:
         config.update(mode="uniform", w_bits=args.w_bits, a_bits=args.a_bits)
     return config
+
+
+# Flags of a new run's recipe; --resume continues with the recipe in the run's config.yml.
+RECIPE_FLAGS = ("epochs", "batch_size", "lr", "momentum", "weight_decay")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad flags in one line before any data, model or run folder is touched.
+
+    ``--resume`` keeps the run's own recipe (its learning-rate schedule spans its epochs,
+    so a changed ``--epochs`` would not continue the same run): recipe flags are refused.
+    """
+    try:
+        ENV_KEYWORD_CHECKS["device"](args.device)
+    except ValueError as err:
+        raise ValueError(f"--device: {err}") from None
+    check_seed(args.seed)
+    for flag, bits in (("--w-bits", args.w_bits), ("--a-bits", args.a_bits)):
+        if bits is not None and not 2 <= bits <= 8:
+            raise ValueError(f"{flag} must be in 2..8, got {bits}")
+    if args.resume is not None:
+        given = [f"--{flag.replace('_', '-')}" for flag in RECIPE_FLAGS if getattr(args, flag) is not None]
+        if given:
+            raise ValueError(f"--resume continues the run with the recipe in its config.yml; drop {', '.join(given)}")
+    else:
+        check_width_mult(args.width_mult, "--width-mult")
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The ``config.yml`` of a finetune run folder to resume, refused in one line if it is not a YAML mapping."""
+    path = run_dir / "config.yml"
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{os.fspath(path)!r} is not valid YAML ({getattr(err, 'problem', None) or err}{where}); "
+                         "it cannot be resumed") from None
+    missing = [key for key in ("mode", "model", "dataset", "seed", "recipe", "quantizer")
+               if not isinstance(config, dict) or key not in config]
+    if missing:
+        raise ValueError(f"{os.fspath(path)!r} is not a finetune run config (missing {', '.join(missing)}); "
+                         "it cannot be resumed")
+    return config
+
+
+def check_policy_before_training(config: dict[str, Any], num_classes: int) -> None:
+    """A policy file for a built-in network must fit its layers before any float model is trained or cached."""
+    if config["mode"] != "policy" or config["model"] not in model_names():
+        return  # strategies and other models are checked once built (building them is cheap or loads weights)
+    policy = PolicyFile.from_dict(config["policy"], source=config.get("policy_source", "policy"))
+    # Layers and num_classes here; the bit range is the quantizer family's, checked once the model is built.
+    check_policy_fits(policy, config["model"], float(config["width_mult"]), num_classes, min_bit=1)
 
 
 def model_spec(config: dict[str, Any]) -> ModelSpec:
@@ -232,21 +290,27 @@ def run_finetune(args: argparse.Namespace) -> tuple[Path, TrainResult]:
     """Run (or resume) the finetune an argument namespace of :func:`build_parser` describes; returns the run folder
     and the training result (the library's :func:`haq_gym.api.finetune_policy` calls this too)."""
     progress = not args.no_progress
+    check_arguments(args)
     if args.resume is not None:
         run_dir = Path(args.resume)
-        config_path = run_dir / "config.yml"
-        if not (run_dir / "last.pt").exists() or not config_path.exists():
+        if not (run_dir / "last.pt").exists() or not (run_dir / "config.yml").exists():
             raise FileNotFoundError(f"{os.fspath(run_dir)!r} has no last.pt and config.yml to resume from")
-        config = yaml.safe_load(config_path.read_text())
+        config = read_run_config(run_dir)
     else:
         config = resolve_config(args)
-    torch.manual_seed(config["seed"])
-    bundle = load_dataset(config["dataset"], config["data_root"], image_size=config.get("image_size"))
-    device = torch_device(args.device)
-    model, named, policy, init_meta, calibrate_first = build_model_for(config, bundle, progress, device)
-    if args.resume is None:
         tag = config["mode"] if config["mode"] != "uniform" else f"w{config['w_bits']}a{config['a_bits']}"
         run_dir = prepare_run_folder(args.output, f"finetune_{config['model'].replace(':', '-')}_{config['dataset']}_{tag}_seed{config['seed']}")
+    try:
+        torch.manual_seed(config["seed"])
+        bundle = load_dataset(config["dataset"], config["data_root"], image_size=config.get("image_size"))
+        check_policy_before_training(config, bundle.num_classes)
+        device = torch_device(args.device)
+        model, named, policy, init_meta, calibrate_first = build_model_for(config, bundle, progress, device)
+    except BaseException:
+        if args.resume is None:
+            release_unused(run_dir)  # claimed before the model work; a refused run leaves no folder
+        raise
+    if args.resume is None:
         write_atomic(run_dir / "config.yml", yaml.safe_dump(config, sort_keys=False))
         policy.save(run_dir / "policy.json")
     meta = {**model_spec(config).to_policy_kwargs(bundle.num_classes), "model": config["model"],
@@ -284,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_cpu_runtime()
     try:
         return run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, DatasetNotFoundError) as err:
+    except (ValueError, OSError, DatasetNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:
