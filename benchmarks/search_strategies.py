@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 from haq_gym.experiments.end_to_end import Strategy
-from haq_gym.experiments.jobs import Job, add_grid_arguments, grid_settings, run_jobs
+from haq_gym.experiments.jobs import Job, add_grid_arguments, check_reusable_run, grid_settings, is_done, run_jobs
 from haq_gym.registration import ENV_IDS
 
 DEFAULT_ENV = "HAQ-MobileNetV2-v0"
@@ -52,10 +52,10 @@ def best_so_far(episodes_csv: Path) -> list[tuple[float, float]]:
 
 
 def at_budget(curve: list[tuple[float, float]], budget: int) -> tuple[float, float]:
-    """The best-so-far point after ``budget`` evaluations (a run that stopped early keeps its last point)."""
-    if not curve:
-        return float("-inf"), float("nan")
-    return curve[min(budget, len(curve)) - 1]
+    """The best-so-far point after ``budget`` evaluations; NaN for a run that made fewer (never reported as reached)."""
+    if len(curve) < budget:
+        return float("nan"), float("nan")
+    return curve[budget - 1]
 
 
 def mean_std(values: list[float]) -> str:
@@ -65,6 +65,23 @@ def mean_std(values: list[float]) -> str:
     if len(finite) == 1:
         return f"{finite[0]:.3f}"
     return f"{statistics.mean(finite):.3f} ± {statistics.stdev(finite):.3f}"
+
+
+def run_settings(strategy: Strategy, env: str, seed: int, episodes: int, env_kwargs: list[str]) -> dict:
+    """The settings ``train_agent.py`` records in the job's ``config.yml``: what a reused run must have been made with.
+
+    The worker's ``--device`` is placement, not a setting (:func:`~haq_gym.experiments.jobs.run_settings_differences`).
+    """
+    from agents.registry import get_spec
+    from haq_gym.runs.run_config import algo_defaults, parse_key_values
+
+    hyperparams = algo_defaults(strategy.algo, env)
+    hyperparams.pop("n_episodes", None)
+    hyperparams.update(parse_key_values(list(strategy.overrides), "--hyperparams"))
+    kwargs = parse_key_values(env_kwargs, "--env-kwargs")
+    kwargs.setdefault("action_mode", get_spec(strategy.algo).action_modes[0])
+    return {"algo": strategy.algo, "env": env, "seed": seed, "n_episodes": episodes, "env_kwargs": kwargs,
+            "hyperparams": hyperparams}
 
 
 def grid_jobs(out: Path, env: str, strategies: list[str], seeds: list[int], episodes: int,
@@ -84,8 +101,9 @@ def grid_jobs(out: Path, env: str, strategies: list[str], seeds: list[int], epis
                     str(episodes), "--output", str(run_dir), "--no-progress", "--env-kwargs", *env_kwargs]
             if strategy.overrides:
                 args += ["--hyperparams", *strategy.overrides]
-            jobs.append(Job(f"{text} seed {seed}", run_dir, tuple(args), {"strategy": text, "seed": seed},
-                            device_flag="--device"))
+            settings = run_settings(strategy, env, seed, episodes, env_kwargs)
+            jobs.append(Job(f"{text} seed {seed}", run_dir, tuple(args),
+                            {"strategy": text, "seed": seed, "settings": settings}, device_flag="--device"))
     return jobs
 
 
@@ -118,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         budgets = sorted(set(args.budgets))
         grid = grid_settings(args)
         jobs = grid_jobs(out, args.env, args.strategies, args.seeds, budgets[-1], args.env_kwargs)
+        for job in jobs:  # a finished run is reused only if made with these settings (never relabelled)
+            if is_done(job):
+                check_reusable_run(job.folder, job.meta["settings"])
         out.mkdir(parents=True, exist_ok=True)
         results = run_jobs(jobs, grid, args.resume, "search runs", progress=not args.no_progress)
     except (ValueError, FileExistsError, ImportError, ConnectionError) as err:
@@ -157,7 +178,9 @@ def write_report(out: Path, args: argparse.Namespace, budgets: list[int], result
         cells = []
         for b in budgets:
             sel = [r for r in rows if r["strategy"] == strategy and r["budget"] == b]
-            cells.append(f"{mean_std([r['best_reward'] for r in sel])} ({mean_std([r['best_accuracy'] for r in sel])}%)")
+            reached = [r for r in sel if r["evaluations_used"] == b]
+            cell = f"{mean_std([r['best_reward'] for r in reached])} ({mean_std([r['best_accuracy'] for r in reached])}%)"
+            cells.append(cell if len(reached) == len(sel) else f"{cell}, {len(reached)} of {len(sel)} runs reached it")
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

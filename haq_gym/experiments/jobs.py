@@ -181,7 +181,7 @@ def run_settings_differences(run_dir: Path, wanted: dict) -> list[str]:
     """How the settings recorded in ``run_dir/config.yml`` differ from ``wanted`` (a resolved run config).
 
     Compares :data:`RUN_SETTING_KEYS` (the budget, env keywords and hyperparameters among
-    them); a run folder without a readable config is one difference.
+    them; :data:`PLACEMENT_KEYWORDS` left out); a run folder without a readable config is one difference.
     """
     import yaml
 
@@ -191,8 +191,20 @@ def run_settings_differences(run_dir: Path, wanted: dict) -> list[str]:
         return [f"config.yml unreadable ({type(err).__name__})"]
     if not isinstance(stored, dict):
         return ["config.yml is not a run config"]
+    stored, wanted = _without_placement(stored), _without_placement(wanted)
     return [f"{key} (run: {stored.get(key)!r}, now: {wanted.get(key)!r})" for key in RUN_SETTING_KEYS
             if stored.get(key) != wanted.get(key)]
+
+
+PLACEMENT_KEYWORDS = ("device",)
+"""Env keywords the grid sets for where a run goes (its worker's ``--device``), not for what it computes."""
+
+
+def _without_placement(config: dict) -> dict:
+    env_kwargs = config.get("env_kwargs")
+    if not isinstance(env_kwargs, dict):
+        return config
+    return {**config, "env_kwargs": {k: v for k, v in env_kwargs.items() if k not in PLACEMENT_KEYWORDS}}
 
 
 def check_reusable_run(run_dir: Path, wanted: dict) -> None:
