@@ -48,8 +48,9 @@ class RunConfig:
     def validate(self) -> None:
         """Refuse, in one line, any setting of the wrong type or out of range, without building anything.
 
-        Checks the env id (``module:EnvId`` is resolved to the id, :func:`haq_gym.registration.resolve_env_id`), the env keywords (names, types, ranges: the envs' own checks,
-        :func:`haq_gym.validation.check_env_kwargs`), the algorithm's hyperparameters
+        Checks the env id (``module:EnvId`` is resolved to the id by
+        :func:`haq_gym.registration.resolve_env_id`), the env keywords (names, types, ranges:
+        the envs' own checks, :func:`haq_gym.validation.check_env_kwargs`), the algorithm's hyperparameters
         (:func:`agents.registry.check_hyperparam_values`) and its action mode. Called before a
         run folder is created, so a refused run leaves nothing behind.
         """
