@@ -31,7 +31,7 @@ import yaml
 
 from haq_gym.registration import resolve_env_id
 from haq_gym.runs.run_config import (DEFAULT_ALGO, DEFAULT_ENV, RunConfig, UsageError, algo_defaults, command_line,
-                                     parse_key_values)
+                                     parse_key_values, yaml_problem)
 
 __all__ = ["UsageError", "algo_defaults", "build_parser", "command_line", "main", "parse_key_values",
            "resolve_config"]
@@ -107,13 +107,6 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     seed = args.seed if args.seed is not None else base.get("seed", 0)
     return {"algo": algo, "env": env_id, "seed": seed, "n_episodes": n_episodes,
             "env_kwargs": env_kwargs, "hyperparams": hyper}
-
-
-def yaml_problem(err: yaml.YAMLError) -> str:
-    """A YAML error in one line: what is wrong and where (PyYAML's own text spans several lines)."""
-    mark = getattr(err, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{getattr(err, 'problem', None) or type(err).__name__}{where}"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,7 @@ from haq_gym.quant.families import family_names
 from haq_gym.quantized_model import QuantizedModel, check_policy
 from haq_gym.models.registry import model_names
 from haq_gym.runs import prepare_run_folder
+from haq_gym.runs.run_config import yaml_problem
 from haq_gym.runs.run_folder import release_unused
 from haq_gym.runtime import configure_cpu_runtime, torch_device
 from haq_gym.util import write_atomic
@@ -161,10 +162,7 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     try:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{os.fspath(path)!r} is not valid YAML ({getattr(err, 'problem', None) or err}{where}); "
-                         "it cannot be resumed") from None
+        raise ValueError(f"{os.fspath(path)!r} is not valid YAML ({yaml_problem(err)}); it cannot be resumed") from None
     missing = [key for key in ("mode", "model", "dataset", "seed", "recipe", "quantizer")
                if not isinstance(config, dict) or key not in config]
     if missing:

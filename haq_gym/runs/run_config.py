@@ -93,6 +93,13 @@ def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own text spans several lines)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(err, 'problem', None) or type(err).__name__}{where}"
+
+
 def algo_defaults(algo: str, env_id: str) -> dict[str, Any]:
     """The algorithm's hyperparameters for ``env_id`` from its installed ``configs/<algo>.yml`` (zoo convention)."""
     try:
