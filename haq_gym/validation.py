@@ -120,7 +120,7 @@ ENV_KEYWORD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "latency_budget": _budget("latency_budget"),
     "flash_budget": _budget("flash_budget"),
     "size_budget": lambda v: check_number("size_budget", v, 0.0, 1.0, low_open=True),
-    "float_bit": lambda v: check_int("float_bit", v, *BIT_RANGE),
+    "float_bit": lambda v: _check_float_bit(v),
     "min_bit": lambda v: check_int("min_bit", v, *BIT_RANGE),
     "max_bit": lambda v: check_int("max_bit", v, *BIT_RANGE),
     "latency_table": _optional_path("latency_table"),
@@ -153,7 +153,14 @@ def _check_pin_mode(value: Any) -> bool | str:
     try:
         return check_bool("pin_first_last", value)
     except ValueError:
-        raise ValueError(f"pin_first_last must be true, false or 'wall', got {_shown(value)}") from None
+        raise ValueError(f"pin_first_last must be True, False or 'wall', got {_shown(value)}") from None
+
+
+def _check_float_bit(value: Any) -> int:
+    """The cost model's own check (2..8: the reference policy's weights need 2 bits)."""
+    from haq_gym.cost.cost_model import check_float_bit
+
+    return check_float_bit(value)
 
 
 def _check_device(value: Any) -> str:

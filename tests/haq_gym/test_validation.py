@@ -30,7 +30,7 @@ from haq_gym.validation import check_env_kwargs, check_policy_fits, check_seed
     ("val_size", 10.5, "val_size must be an integer >= 1 or None, got 10.5"),
     ("finetune_steps", -1, "finetune_steps must be an integer >= 0"),
     ("finetune_lr", 0.0, "finetune_lr must be a finite number > 0"),
-    ("pin_first_last", "yes", "pin_first_last must be true, false or 'wall'"),
+    ("pin_first_last", "yes", "pin_first_last must be True, False or 'wall'"),
     ("finetune_epochs", -1, "finetune_epochs must be an integer >= 0"),
     ("use_top5", "maybe", "use_top5 must be true or false"),
     ("download", 1, "download must be true or false"),
