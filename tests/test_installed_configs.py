@@ -85,4 +85,4 @@ def test_wheel_install_resolves_haq_settings_from_any_folder(tmp_path: Path, tin
     config = yaml.safe_load((where / "run" / "config.yml").read_text())
     assert config["n_episodes"] == 1
     hyper = config["hyperparams"]
-    assert hyper["episode_reward_relabel"] is True and hyper["learning_starts"] == 2040 and hyper["gamma"] == 0.0
+    assert hyper["episode_reward_relabel"] is True and hyper["learning_starts"] == {"episodes": 20} and hyper["gamma"] == 0.0

@@ -217,7 +217,8 @@ def test_haq_strategy_lists_are_validated(tmp_path: Path) -> None:
 
 def test_finetune_takes_a_haq_strategy_list(tiny_checkpoint: str, tmp_path: Path, capsys) -> None:
     strategy = [[8, -1]] + [[6, 5]] * 51 + [[8, 8]]
-    common = ["--model", "mobilenetv2", "--width-mult", "0.35", "--epochs", "1", "--init-checkpoint", tiny_checkpoint,
+    common = ["--model", "mobilenetv2", "--width-mult", "0.35", "--epochs", "1", "--lr", "1e-9",
+              "--init-checkpoint", tiny_checkpoint,
               "--no-progress"]
     assert finetune_main(["--policy", str(strategy[:-1]), *common, "--output", str(tmp_path / "short")]) == 2
     assert "lists 52 [w_bit, a_bit] pairs but the model has 53" in capsys.readouterr().err
