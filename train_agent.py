@@ -227,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
                        clean_ctrl_c=True)
             return 0
         config = resolve_config(args)
+        if args.optimize:  # before the run's own checks: "nothing to tune" says more than a bad hyperparameter
+            from agents.tuning.hyperparams_sampler import get_hyperparams_sampler
+            get_hyperparams_sampler(config["algo"])
         run_config = RunConfig.from_dict(config)
         run_config.validate()
         configure_cpu_runtime()

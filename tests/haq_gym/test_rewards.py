@@ -57,5 +57,5 @@ def test_autoq_is_the_log_of_squared_accuracy_over_the_cost_geometric_mean() -> 
 def test_rewards_are_found_by_name() -> None:
     assert set(REWARDS) == {"haq", "haq_flash", "haq_inverse_cost", "releq", "autoq"}
     assert get_reward("releq") is releq_reward
-    with pytest.raises(ValueError, match="unknown reward 'nope'; expected one of haq, haq_flash, releq, autoq"):
+    with pytest.raises(ValueError, match="unknown reward 'nope'; expected one of haq, haq_inverse_cost, haq_flash, releq, autoq"):
         get_reward("nope")

@@ -126,7 +126,7 @@ def test_ctrl_c_fails_and_requeues_the_running_trial(tuning_args, load_study, tm
     (("--n-jobs", "0"), "--n-jobs must be at least 1, got 0"),
     (("--n-seeds", "0"), "--n-seeds must be at least 1, got 0"),
     (("--n-jobs", "4096"), "4096 workers need at least one CPU core each"),
-    (("--n-jobs", "2", "--device", "cuda:7"), "device 'cuda:7' is not on this machine"),
+    (("--n-jobs", "2", "--device", "cuda:7"), "--device: device 'cuda:7'"),
     (("--storage", "mysql://tuner@db/optuna"), "unsupported storage 'mysql://tuner@db/optuna': expected a journal"),
     (("--storage", "postgresql://tuner@127.0.0.1:1/optuna"), "cannot open storage 'postgresql://tuner@127.0.0.1:1"),
     (("--storage", "sqlite:///{tmp}/s.db", "--n-jobs", "2"), "SQLite storage takes one process at a time"),
