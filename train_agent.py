@@ -30,11 +30,18 @@ from typing import Any
 import yaml
 
 from haq_gym.registration import resolve_env_id
-from haq_gym.runs.run_config import (DEFAULT_ALGO, DEFAULT_ENV, RunConfig, UsageError, algo_defaults, command_line,
-                                     parse_key_values, yaml_problem)
+from haq_gym.runs.run_config import (
+    DEFAULT_ALGO,
+    DEFAULT_ENV,
+    RunConfig,
+    UsageError,
+    algo_defaults,
+    command_line,
+    parse_key_values,
+    yaml_problem,
+)
 
-__all__ = ["UsageError", "algo_defaults", "build_parser", "command_line", "main", "parse_key_values",
-           "resolve_config"]
+__all__ = ["UsageError", "algo_defaults", "build_parser", "command_line", "main", "parse_key_values", "resolve_config"]
 
 
 def _is_hyperparams_table(loaded: Any) -> bool:
@@ -64,8 +71,10 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         elif _is_hyperparams_table(loaded):
             table = loaded
         else:
-            raise UsageError(f"--config {args.config!r} is neither a haq-gym run config (no 'algo' key) nor a "
-                             "configs/<algo>.yml table (env ids mapping to hyperparameters)")
+            raise UsageError(
+                f"--config {args.config!r} is neither a haq-gym run config (no 'algo' key) nor a "
+                "configs/<algo>.yml table (env ids mapping to hyperparameters)"
+            )
     algo = args.algo or base.get("algo", DEFAULT_ALGO)
     try:
         env_id = resolve_env_id(args.env or base.get("env", DEFAULT_ENV))
@@ -73,8 +82,9 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(str(err)) from None
     if table is not None:
         if not args.algo:
-            raise UsageError(f"--config {args.config!r} is a hyperparameter table, which does not name its "
-                             "algorithm: pass --algo")
+            raise UsageError(
+                f"--config {args.config!r} is a hyperparameter table, which does not name its algorithm: pass --algo"
+            )
         if env_id not in table and "default" not in table:
             raise UsageError(f"--config {args.config!r} has no entry for {env_id} and no 'default' entry")
         hyper = dict(table.get(env_id, table.get("default")))
@@ -105,56 +115,99 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--device: {err}") from None
         env_kwargs["device"] = args.device
     seed = args.seed if args.seed is not None else base.get("seed", 0)
-    return {"algo": algo, "env": env_id, "seed": seed, "n_episodes": n_episodes,
-            "env_kwargs": env_kwargs, "hyperparams": hyper}
+    return {
+        "algo": algo,
+        "env": env_id,
+        "seed": seed,
+        "n_episodes": n_episodes,
+        "env_kwargs": env_kwargs,
+        "hyperparams": hyper,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
     from agents.registry import algo_names
 
-    p = argparse.ArgumentParser(description="Search a mixed-precision quantization policy (HAQ) with an agent.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        description="Search a mixed-precision quantization policy (HAQ) with an agent.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     p.add_argument("--algo", choices=algo_names(), help=f"search algorithm (default {DEFAULT_ALGO})")
     p.add_argument("--env", help=f"registered env id, or module:EnvId as gym.make takes it (default {DEFAULT_ENV})")
-    p.add_argument("-n", "--episodes", type=int,
-                   help="episodes = policy evaluations (default: the algorithm's config)")
+    p.add_argument("-n", "--episodes", type=int, help="episodes = policy evaluations (default: the algorithm's config)")
     p.add_argument("--seed", type=int, help="random seed (default 0); the same seed on CPU repeats the run")
     p.add_argument("--output", help="run folder (must not exist or be empty; default runs/<algo>_<env>_seed<seed>)")
-    p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="env keywords, e.g. latency_budget=0.4 (key:value also works)")
-    p.add_argument("--hyperparams", nargs="*", metavar="KEY=VALUE", help="override algorithm hyperparameters (key=value or key:value)")
-    p.add_argument("--config", help="repeat a run: its config.yml (flags given here still override); or a table "
-                                    "in the configs/<algo>.yml format, e.g. a tuning's best_hyperparams.yml "
-                                    "(needs --algo)")
-    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (CUDA when available): where the env evaluates "
-                                     "policies (default cpu; same as --env-kwargs device=...); the agents' "
-                                     "small networks stay on the CPU unless --hyperparams device=cuda "
-                                     "(haq-ddpg and the SB3 agents)")
+    p.add_argument(
+        "--env-kwargs",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="env keywords, e.g. latency_budget=0.4 (key:value also works)",
+    )
+    p.add_argument(
+        "--hyperparams",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="override algorithm hyperparameters (key=value or key:value)",
+    )
+    p.add_argument(
+        "--config",
+        help="repeat a run: its config.yml (flags given here still override); or a table "
+        "in the configs/<algo>.yml format, e.g. a tuning's best_hyperparams.yml "
+        "(needs --algo)",
+    )
+    p.add_argument(
+        "--device",
+        help="cpu, cuda, cuda:N or auto (CUDA when available): where the env evaluates "
+        "policies (default cpu; same as --env-kwargs device=...); the agents' "
+        "small networks stay on the CPU unless --hyperparams device=cuda "
+        "(haq-ddpg and the SB3 agents)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue a killed or interrupted search run from its latest checkpoint to its episode "
-                        "budget, with its own config.yml (no other run settings)")
-    p.add_argument("--checkpoint-every", type=int, metavar="K",
-                   help="checkpoint the agent every K episodes for --resume (default 10; 0: only on Ctrl-C)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a killed or interrupted search run from its latest checkpoint to its episode "
+        "budget, with its own config.yml (no other run settings)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="K",
+        help="checkpoint the agent every K episodes for --resume (default 10; 0: only on Ctrl-C)",
+    )
     tuning = p.add_argument_group(
         "hyperparameter tuning (--optimize)",
         "Tune the algorithm's own hyperparameters with Optuna: each trial runs the search with sampled "
         "hyperparameters on seeds 0..N-1 (--episodes each) and scores the mean best feasible reward. --output is "
         "the tuning folder, --seed seeds the sampler, --hyperparams KEY=VALUE are fixed and not searched. "
-        "See docs/tuning.md.")
+        "See docs/tuning.md.",
+    )
     tuning.add_argument("--optimize", action="store_true", help="tune hyperparameters instead of one search run")
-    tuning.add_argument("--n-trials", type=int, metavar="N",
-                        help="finished trials the study should hold; a resumed study continues to it (default 50)")
+    tuning.add_argument(
+        "--n-trials",
+        type=int,
+        metavar="N",
+        help="finished trials the study should hold; a resumed study continues to it (default 50)",
+    )
     tuning.add_argument("--n-jobs", type=int, metavar="J", help="worker processes on this machine (default 1)")
     tuning.add_argument("--sampler", help="tpe, random, cmaes or gp (default tpe)")
     tuning.add_argument("--pruner", help="median, halving or none (default median)")
-    tuning.add_argument("--storage", metavar="URL",
-                        help="journal file (*.log), sqlite:///PATH or postgresql://USER@HOST/DB "
-                             "(default: <output>/study.log)")
+    tuning.add_argument(
+        "--storage",
+        metavar="URL",
+        help="journal file (*.log), sqlite:///PATH or postgresql://USER@HOST/DB (default: <output>/study.log)",
+    )
     tuning.add_argument("--study-name", metavar="NAME", help="study to create or resume (default <algo>_<env>)")
-    tuning.add_argument("--n-seeds", type=int, metavar="N",
-                        help="search runs per trial, seeds 0..N-1, averaged (default 3)")
-    tuning.add_argument("--report-every", type=int, metavar="K",
-                        help="report the best-so-far reward to the pruner every K evaluations (default 10)")
+    tuning.add_argument(
+        "--n-seeds", type=int, metavar="N", help="search runs per trial, seeds 0..N-1, averaged (default 3)"
+    )
+    tuning.add_argument(
+        "--report-every",
+        type=int,
+        metavar="K",
+        help="report the best-so-far reward to the pruner every K evaluations (default 10)",
+    )
     return p
 
 
@@ -173,10 +226,17 @@ def tuning_settings(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     study_name = args.study_name or f"{config['algo']}_{config['env']}"
     given = {flag: getattr(args, flag) for flag in TUNING_FLAGS if getattr(args, flag) is not None}
     return TuningSettings(
-        algo=config["algo"], env_id=config["env"], env_kwargs=env_kwargs, n_episodes=config["n_episodes"],
+        algo=config["algo"],
+        env_id=config["env"],
+        env_kwargs=env_kwargs,
+        n_episodes=config["n_episodes"],
         base_hyperparams={k: v for k, v in config["hyperparams"].items() if k not in fixed},
-        fixed_hyperparams=fixed, output=args.output or os.path.join("runs", f"tune_{study_name}"), seed=args.seed,
-        command=command_line(), **given)
+        fixed_hyperparams=fixed,
+        output=args.output or os.path.join("runs", f"tune_{study_name}"),
+        seed=args.seed,
+        command=command_line(),
+        **given,
+    )
 
 
 def optimize(args: argparse.Namespace, config: dict[str, Any]) -> int:
@@ -187,8 +247,11 @@ def optimize(args: argparse.Namespace, config: dict[str, Any]) -> int:
     try:
         result = tune(settings, progress=not args.no_progress)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: running trials were failed and their parameters queued again; rerun the same command "
-              f"to resume study {settings.name!r}", file=sys.stderr)
+        print(
+            f"\ninterrupted: running trials were failed and their parameters queued again; rerun the same command "
+            f"to resume study {settings.name!r}",
+            file=sys.stderr,
+        )
         return 130
     except WorkerFailed as err:
         print(f"error: {err}", file=sys.stderr)
@@ -198,8 +261,18 @@ def optimize(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
 
 # Flags that set up a new run; --resume takes the run's own settings and refuses them.
-RUN_FLAGS = ("--algo", "--env", "--episodes", "--seed", "--output", "--env-kwargs", "--hyperparams", "--config",
-             "--device", "--optimize")
+RUN_FLAGS = (
+    "--algo",
+    "--env",
+    "--episodes",
+    "--seed",
+    "--output",
+    "--env-kwargs",
+    "--hyperparams",
+    "--config",
+    "--device",
+    "--optimize",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,27 +292,33 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--checkpoint-every is for search runs; tuning trials are not checkpointed")
         every = DEFAULT_CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
         if args.resume is not None:
-            given = [flag for flag in RUN_FLAGS if getattr(args, flag.lstrip("-").replace("-", "_")) not in (None, False)]
+            given = [
+                flag for flag in RUN_FLAGS if getattr(args, flag.lstrip("-").replace("-", "_")) not in (None, False)
+            ]
             if given:
                 raise UsageError(f"--resume continues the run with its own config.yml; drop {', '.join(given)}")
             configure_cpu_runtime()
-            run_search(None, progress=not args.no_progress, resume=args.resume, checkpoint_every=every,
-                       clean_ctrl_c=True)
+            run_search(
+                None, progress=not args.no_progress, resume=args.resume, checkpoint_every=every, clean_ctrl_c=True
+            )
             return 0
         config = resolve_config(args)
         if args.optimize:  # before the run's own checks: "nothing to tune" says more than a bad hyperparameter
             from agents.tuning.hyperparams_sampler import get_hyperparams_sampler
+
             get_hyperparams_sampler(config["algo"])
         run_config = RunConfig.from_dict(config)
         run_config.validate()
         configure_cpu_runtime()
         if args.optimize:
             return optimize(args, config)
-        run_search(run_config, args.output, progress=not args.no_progress, checkpoint_every=every,
-                   clean_ctrl_c=True)
+        run_search(run_config, args.output, progress=not args.no_progress, checkpoint_every=every, clean_ctrl_c=True)
     except SearchInterrupted as stop:
-        print(f"\ninterrupted at episode {stop.episodes}; resume with: python train_agent.py --resume "
-              f"{shlex.quote(str(stop.run_dir))}", file=sys.stderr)
+        print(
+            f"\ninterrupted at episode {stop.episodes}; resume with: python train_agent.py --resume "
+            f"{shlex.quote(str(stop.run_dir))}",
+            file=sys.stderr,
+        )
         return 130
     except KeyboardInterrupt:
         print("\ninterrupted before the search started; nothing was searched", file=sys.stderr)

@@ -24,8 +24,12 @@ def build_sampler(name: str, seed: int | None, options: dict[str, Any] | None = 
 
     samplers = optuna.samplers
     classes: dict[str, type[optuna.samplers.BaseSampler]] = {
-        "tpe": samplers.TPESampler, "random": samplers.RandomSampler, "cmaes": samplers.CmaEsSampler,
-        "gp": samplers.GPSampler, "nsga2": samplers.NSGAIISampler}
+        "tpe": samplers.TPESampler,
+        "random": samplers.RandomSampler,
+        "cmaes": samplers.CmaEsSampler,
+        "gp": samplers.GPSampler,
+        "nsga2": samplers.NSGAIISampler,
+    }
     if name not in classes:
         raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLER_NAMES)}")
     kwargs = dict(options or {})

@@ -27,22 +27,36 @@ from haq_gym.presets import agent_preset
 from haq_gym.util import check_known_keys
 
 
-def run_haq_ddpg(env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any], run_dir: str | os.PathLike,
-                 progress: bool = True, writer: Any = None, checkpoint: Any = None) -> None:
+def run_haq_ddpg(
+    env: gym.Env,
+    episodes: int,
+    seed: int,
+    hyperparams: dict[str, Any],
+    run_dir: str | os.PathLike,
+    progress: bool = True,
+    writer: Any = None,
+    checkpoint: Any = None,
+) -> None:
     """HAQ's DDPG search (resumable from ``checkpoint``); saves the agent to ``run_dir/agent.pt``.
 
     An env built with ``preset="haq"`` also gets HAQ's replay size (``replay_unit="layer"``).
     """
     hyperparams = agent_preset(getattr(env.unwrapped, "preset", None), "haq-ddpg", hyperparams)
     config = HAQDDPGConfig(**hyperparams)
-    agent = train_haq_ddpg(env, episodes=episodes, seed=seed, config=config, progress=progress, writer=writer,
-                           checkpoint=checkpoint)
+    agent = train_haq_ddpg(
+        env, episodes=episodes, seed=seed, config=config, progress=progress, writer=writer, checkpoint=checkpoint
+    )
     agent.save(os.path.join(run_dir, "agent.pt"))
 
 
 _ALGOS: dict[str, AlgorithmSpec] = {
-    "haq-ddpg": AlgorithmSpec(run_haq_ddpg, ("continuous",), frozenset(f.name for f in dataclasses.fields(HAQDDPGConfig)),
-                              "HAQ's DDPG (Wang et al. 2019), ported faithfully", resumable=True),
+    "haq-ddpg": AlgorithmSpec(
+        run_haq_ddpg,
+        ("continuous",),
+        frozenset(f.name for f in dataclasses.fields(HAQDDPGConfig)),
+        "HAQ's DDPG (Wang et al. 2019), ported faithfully",
+        resumable=True,
+    ),
     **SB3_ALGORITHMS,
     **BLACKBOX_ALGORITHMS,
 }

@@ -18,8 +18,16 @@ PROBLEM = "problem"
 
 
 class Runner(Protocol):
-    def __call__(self, target: gym.Env | PolicyProblem, episodes: int, seed: int, hyperparams: dict[str, Any],
-                 run_dir: str | os.PathLike, progress: bool = True, writer: Any = None) -> None:
+    def __call__(
+        self,
+        target: gym.Env | PolicyProblem,
+        episodes: int,
+        seed: int,
+        hyperparams: dict[str, Any],
+        run_dir: str | os.PathLike,
+        progress: bool = True,
+        writer: Any = None,
+    ) -> None:
         """Drive ``target`` (an env, or the problem, per :attr:`AlgorithmSpec.drives`) for ``episodes`` evaluations.
 
         A :attr:`AlgorithmSpec.resumable` runner also takes ``checkpoint``, a

@@ -37,19 +37,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="HAQ-MobileNetV2-v0")
     parser.add_argument("--episodes", type=int, default=5, help="timed episodes (each with a new random policy)")
-    parser.add_argument("--warmup-episodes", type=int, default=20,
-                        help="untimed episodes first: they choose and cache each (layer, bits) clip range")
+    parser.add_argument(
+        "--warmup-episodes",
+        type=int,
+        default=20,
+        help="untimed episodes first: they choose and cache each (layer, bits) clip range",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed float forward passes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--width-mult", type=float, default=1.0)
     parser.add_argument("--model", help="model= of the env: a built-in name, torchvision:<name> or pkg.mod:builder")
-    parser.add_argument("--generate-imagefolder", type=int, metavar="N",
-                        help="write N random training JPEGs (10 classes, plus 10 validation images each) to a "
-                             "temporary folder and search dataset=imagefolder on it")
-    parser.add_argument("--random-init", action="store_true",
-                        help="float weights: a seeded random initialisation saved to a temporary checkpoint")
-    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="more env keywords (values parsed as YAML), e.g. val_size=10000 device=cuda")
+    parser.add_argument(
+        "--generate-imagefolder",
+        type=int,
+        metavar="N",
+        help="write N random training JPEGs (10 classes, plus 10 validation images each) to a "
+        "temporary folder and search dataset=imagefolder on it",
+    )
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="float weights: a seeded random initialisation saved to a temporary checkpoint",
+    )
+    parser.add_argument(
+        "--env-kwargs",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more env keywords (values parsed as YAML), e.g. val_size=10000 device=cuda",
+    )
     args = parser.parse_args()
     configure_cpu_runtime()
     haq_gym.register_envs()
@@ -65,8 +81,14 @@ def main() -> None:
         if args.model.partition(":")[1]:
             kwargs.pop("width_mult")
     if args.generate_imagefolder:
-        write_image_tree(scratch / "images", classes=10, train_per_class=-(-args.generate_imagefolder // 10),
-                         val_per_class=10, seed=args.seed, progress=True)
+        write_image_tree(
+            scratch / "images",
+            classes=10,
+            train_per_class=-(-args.generate_imagefolder // 10),
+            val_per_class=10,
+            seed=args.seed,
+            progress=True,
+        )
         kwargs.update(dataset="imagefolder", data_root=str(scratch / "images"))
     if args.random_init:
         torch.manual_seed(args.seed)
@@ -100,16 +122,23 @@ def main() -> None:
             episodes.append(elapsed)
             evals.append(info["eval_time_s"])
     from haq_gym.quant import apply_policy
+
     apply_policy(setup.layers, [[-1, -1]] * len(setup.layers))
     float_pass()
     floats = [float_pass() for _ in range(args.repeats)]
     ep, fl = statistics.median(episodes), statistics.median(floats)
-    print(f"env {args.env} model {setup.model_name}: {len(ev.val_images)} validation images at "
-          f"{setup.bundle.image_size} px, device {ev.device}, torch threads {torch.get_num_threads()}")
+    print(
+        f"env {args.env} model {setup.model_name}: {len(ev.val_images)} validation images at "
+        f"{setup.bundle.image_size} px, device {ev.device}, torch threads {torch.get_num_threads()}"
+    )
     if cold:
-        print(f"first {len(cold)} episodes (clip ranges chosen and cached): median {statistics.median(cold):.3f} s, "
-              f"first {cold[0]:.3f} s")
-    print(f"episode (median of {len(episodes)} after those): {ep:.3f} s   of which evaluation: {statistics.median(evals):.3f} s")
+        print(
+            f"first {len(cold)} episodes (clip ranges chosen and cached): median {statistics.median(cold):.3f} s, "
+            f"first {cold[0]:.3f} s"
+        )
+    print(
+        f"episode (median of {len(episodes)} after those): {ep:.3f} s   of which evaluation: {statistics.median(evals):.3f} s"
+    )
     print(f"float forward (median of {len(floats)}): {fl:.3f} s")
     print(f"ratio episode / float forward: {ep / fl:.2f}")
     env.close()

@@ -37,8 +37,13 @@ from haq_gym.runtime import configure_cpu_runtime
 
 
 def prepare(args: argparse.Namespace, uniform: tuple[int, int] | None) -> ExportSource:
-    kwargs = dict(model=args.model, width_mult=args.width_mult, calibration_size=args.calibration_size,
-                  quantizer=args.quantizer, progress=True)
+    kwargs = dict(
+        model=args.model,
+        width_mult=args.width_mult,
+        calibration_size=args.calibration_size,
+        quantizer=args.quantizer,
+        progress=True,
+    )
     if args.policy:
         source = source_from_policy(PolicyFile.load(args.policy), **kwargs)
     else:
@@ -75,24 +80,31 @@ def onnx_report(args: argparse.Namespace, source: ExportSource, images: torch.Te
 
     proto = build_onnx_model(source.model, source.layers, tuple(images.shape[1:]))
     session = open_session(proto)
-    onnx_logits(session, images[:8], args.batch_size)                     # warm-up
+    onnx_logits(session, images[:8], args.batch_size)  # warm-up
     start = time.perf_counter()
     pred = onnx_logits(session, images, args.batch_size).argmax(dim=1)
     ort_s = time.perf_counter() - start
     cmp = compare_onnx(source.model, source.layers, images, labels, batch_size=args.batch_size, progress=True)
     n = len(images)
     top1 = 100.0 * float((pred == labels).sum()) / n
-    print(f"onnxruntime {proto.ByteSize():,} bytes: top-1 {top1:.2f}% vs fake-quant (float input) "
-          f"{cmp.fake_top1:.2f}%, identical predictions {cmp.identical_predictions}/{n}, layer-input codes equal "
-          f"(free-running) {100 * cmp.code_agreement:.4f}%, largest logit difference {cmp.max_logit_diff:.2g}; "
-          f"{1000 * ort_s / n:.2f} ms/image")
-    return {"onnx_bytes": proto.ByteSize(), "onnx_top1": top1, "fake_quant_float_input_top1": cmp.fake_top1,
-            "onnx_identical_predictions": cmp.identical_predictions, "onnx_code_agreement": cmp.code_agreement,
-            "onnx_max_logit_diff": cmp.max_logit_diff, "onnx_seconds": ort_s}
+    print(
+        f"onnxruntime {proto.ByteSize():,} bytes: top-1 {top1:.2f}% vs fake-quant (float input) "
+        f"{cmp.fake_top1:.2f}%, identical predictions {cmp.identical_predictions}/{n}, layer-input codes equal "
+        f"(free-running) {100 * cmp.code_agreement:.4f}%, largest logit difference {cmp.max_logit_diff:.2g}; "
+        f"{1000 * ort_s / n:.2f} ms/image"
+    )
+    return {
+        "onnx_bytes": proto.ByteSize(),
+        "onnx_top1": top1,
+        "fake_quant_float_input_top1": cmp.fake_top1,
+        "onnx_identical_predictions": cmp.identical_predictions,
+        "onnx_code_agreement": cmp.code_agreement,
+        "onnx_max_logit_diff": cmp.max_logit_diff,
+        "onnx_seconds": ort_s,
+    }
 
 
-def integer_report(args: argparse.Namespace, source: ExportSource, images: torch.Tensor,
-                   labels: torch.Tensor) -> dict:
+def integer_report(args: argparse.Namespace, source: ExportSource, images: torch.Tensor, labels: torch.Tensor) -> dict:
     start = time.perf_counter()
     im = export_integer_model(source.model, source.layers, source.calibration_images, bias_shift=args.bias_shift)
     export_s = time.perf_counter() - start
@@ -111,67 +123,102 @@ def integer_report(args: argparse.Namespace, source: ExportSource, images: torch
     with torch.no_grad():
         f64 = exact(fake_quant_input(im, images, torch.float64)).argmax(dim=1)
     n = len(images)
+
     def top1(p: torch.Tensor) -> float:
         return 100.0 * float((p == labels).sum()) / n
 
     result = {
-        "fake_quant_top1": top1(f32), "fake_quant_float64_top1": top1(f64), "integer_top1": top1(pred),
+        "fake_quant_top1": top1(f32),
+        "fake_quant_float64_top1": top1(f64),
+        "integer_top1": top1(pred),
         "identical_predictions_float32": int((pred == f32).sum()),
         "identical_predictions_float64": int((pred == f64).sum()),
         "float32_vs_float64_predictions": int((f32 == f64).sum()),
-        "file_bytes": len(data), "header_bytes": sizes.header, "weight_bytes": sizes.weights,
-        "weights_only_file_bytes": len(weights_only), "integer_model_bytes": sizes.integer_model,
-        "bias_bytes": sizes.bias, "requant_bytes": sizes.requant,
-        "flash_cost_model_bits": source.flash_bits, "flash_cost_model_bytes": flash_bytes,
-        "requantisations": im.meta["requants"], "shift_only_requantisations": im.meta["shift_only_requants"],
+        "file_bytes": len(data),
+        "header_bytes": sizes.header,
+        "weight_bytes": sizes.weights,
+        "weights_only_file_bytes": len(weights_only),
+        "integer_model_bytes": sizes.integer_model,
+        "bias_bytes": sizes.bias,
+        "requant_bytes": sizes.requant,
+        "flash_cost_model_bits": source.flash_bits,
+        "flash_cost_model_bytes": flash_bytes,
+        "requantisations": im.meta["requants"],
+        "shift_only_requantisations": im.meta["shift_only_requants"],
         "bias_shifts": sorted({op.bias_shift for op in im.ops if hasattr(op, "bias_shift")}),
-        "export_seconds": export_s, "integer_seconds": int_s, "fake_quant_seconds": fake_s,
+        "export_seconds": export_s,
+        "integer_seconds": int_s,
+        "fake_quant_seconds": fake_s,
     }
-    print(f"top-1 on {n} test images: fake-quant {result['fake_quant_top1']:.2f}% (float64: "
-          f"{result['fake_quant_float64_top1']:.2f}%), integer {result['integer_top1']:.2f}%")
-    print(f"identical predictions: integer vs fake-quant {result['identical_predictions_float32']}/{n}, vs its "
-          f"float64 evaluation {result['identical_predictions_float64']}/{n} (float32 vs float64: "
-          f"{result['float32_vs_float64_predictions']}/{n})")
+    print(
+        f"top-1 on {n} test images: fake-quant {result['fake_quant_top1']:.2f}% (float64: "
+        f"{result['fake_quant_float64_top1']:.2f}%), integer {result['integer_top1']:.2f}%"
+    )
+    print(
+        f"identical predictions: integer vs fake-quant {result['identical_predictions_float32']}/{n}, vs its "
+        f"float64 evaluation {result['identical_predictions_float64']}/{n} (float32 vs float64: "
+        f"{result['float32_vs_float64_predictions']}/{n})"
+    )
     count = args.layer_images or n
     for name, (model, layers) in (("float32", (source.model, source.layers)), ("float64", (exact, exact_layers))):
         c = compare_models(model, layers, im, images[:count], labels[:count], batch_size=25)
         worst = max((a.tie_distance for a in c.layers), default=-1.0)
         mismatched = [f"{a.name} ({a.elements - a.forced_equal})" for a in c.layers if a.forced_equal < a.elements]
-        print(f"per-layer codes vs {name} fake-quant on {count} images: teacher-forced "
-              f"{100 * c.forced_code_agreement:.5f}% equal ({sum(a.elements - a.forced_equal for a in c.layers)} of "
-              f"{sum(a.elements for a in c.layers):,} differ, all within {worst:.1e} of a tie"
-              f"{'' if not c.unexplained_mismatches else '; NOT ties: ' + ', '.join(c.unexplained_mismatches)}), "
-              f"free-running {100 * c.free_code_agreement:.4f}% equal")
+        print(
+            f"per-layer codes vs {name} fake-quant on {count} images: teacher-forced "
+            f"{100 * c.forced_code_agreement:.5f}% equal ({sum(a.elements - a.forced_equal for a in c.layers)} of "
+            f"{sum(a.elements for a in c.layers):,} differ, all within {worst:.1e} of a tie"
+            f"{'' if not c.unexplained_mismatches else '; NOT ties: ' + ', '.join(c.unexplained_mismatches)}), "
+            f"free-running {100 * c.free_code_agreement:.4f}% equal"
+        )
         if mismatched:
             print(f"  layers with teacher-forced differences: {', '.join(mismatched)}")
         result[f"layers_vs_{name}"] = c.to_dict()
-    print(f"packed file: {len(data):,} bytes = header {sizes.header:,} + weights {sizes.weights:,} + integer model "
-          f"{sizes.integer_model:,} (int32 biases {sizes.bias:,}, multipliers/shifts {sizes.requant:,})")
-    print(f"flash: cost model {source.flash_bits:,} bits = {flash_bytes:,} bytes; weights-only file "
-          f"{len(weights_only):,} bytes = cost model + header ({len(weights_only) - flash_bytes:+,})")
-    print(f"requantisations: {im.meta['requants']} ({im.meta['shift_only_requants']} pure shifts); "
-          f"bias fractional bits used: {result['bias_shifts']}")
-    print(f"time on {n} images: integer {int_s:.1f} s ({1000 * int_s / n:.1f} ms/image), fake-quant float32 "
-          f"{fake_s:.1f} s; export {export_s:.1f} s")
+    print(
+        f"packed file: {len(data):,} bytes = header {sizes.header:,} + weights {sizes.weights:,} + integer model "
+        f"{sizes.integer_model:,} (int32 biases {sizes.bias:,}, multipliers/shifts {sizes.requant:,})"
+    )
+    print(
+        f"flash: cost model {source.flash_bits:,} bits = {flash_bytes:,} bytes; weights-only file "
+        f"{len(weights_only):,} bytes = cost model + header ({len(weights_only) - flash_bytes:+,})"
+    )
+    print(
+        f"requantisations: {im.meta['requants']} ({im.meta['shift_only_requants']} pure shifts); "
+        f"bias fractional bits used: {result['bias_shifts']}"
+    )
+    print(
+        f"time on {n} images: integer {int_s:.1f} s ({1000 * int_s / n:.1f} ms/image), fake-quant float32 "
+        f"{fake_s:.1f} s; export {export_s:.1f} s"
+    )
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", help="policy JSON of a search (default: uniform W8A8 and W4A4)")
-    parser.add_argument("--uniform", type=int, nargs=2, action="append", metavar=("W_BIT", "A_BIT"),
-                        help="uniform policy; repeatable")
+    parser.add_argument(
+        "--uniform", type=int, nargs=2, action="append", metavar=("W_BIT", "A_BIT"), help="uniform policy; repeatable"
+    )
     parser.add_argument("--model", default="mobilenetv2", help="registered model with --uniform")
     parser.add_argument("--width-mult", type=float, default=1.0)
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX / onnxruntime part")
     parser.add_argument("--calibration-size", type=int, default=64)
-    parser.add_argument("--quantizer", choices=family_names(grid=True), default="linear",
-                        help="quantizer family (LSQ families initialised from the calibration, not trained)")
+    parser.add_argument(
+        "--quantizer",
+        choices=family_names(grid=True),
+        default="linear",
+        help="quantizer family (LSQ families initialised from the calibration, not trained)",
+    )
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs before quantizing")
-    parser.add_argument("--log8-every", type=int, default=0,
-                        help="give every Nth 8-bit middle layer seed 004's log8 weight quantizer")
-    parser.add_argument("--bias-shift", type=int, default=None,
-                        help="force the int32 biases' fractional bits (0 = TFLite's accumulator-scale bias)")
+    parser.add_argument(
+        "--log8-every", type=int, default=0, help="give every Nth 8-bit middle layer seed 004's log8 weight quantizer"
+    )
+    parser.add_argument(
+        "--bias-shift",
+        type=int,
+        default=None,
+        help="force the int32 biases' fractional bits (0 = TFLite's accumulator-scale bias)",
+    )
     parser.add_argument("--layer-images", type=int, default=0, help="images for the per-layer comparison (0 = all)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--json", help="also write the results here")

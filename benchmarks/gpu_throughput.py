@@ -66,8 +66,17 @@ def episode_seconds(device: torch.device, val: int, train: int, episodes: int, f
     train_x = torch.randn(train, 3, 32, 32, generator=gen)
     train_y = torch.randint(0, 100, (train,), generator=gen)
     settings = FinetuneSettings(steps=train // 64 if finetune else 0, batch_size=64)
-    evaluator = PolicyEvaluator(model, layers, val_x, val_y, train_x[:64], batch_size=500, finetune=settings,
-                                train_images=train_x if finetune else None, train_labels=train_y if finetune else None)
+    evaluator = PolicyEvaluator(
+        model,
+        layers,
+        val_x,
+        val_y,
+        train_x[:64],
+        batch_size=500,
+        finetune=settings,
+        train_images=train_x if finetune else None,
+        train_labels=train_y if finetune else None,
+    )
     for b in range(2, 9):  # choose every clip range once (a long search does this in its first episodes)
         evaluator.evaluate(uniform_bits(len(layers), b, b))
     rng = np.random.default_rng(seed)
@@ -122,14 +131,21 @@ def sb3_update_seconds(device: torch.device, algo: str, rounds: int, seed: int) 
         def step(self, action: np.ndarray) -> tuple:
             return self.observation_space.sample(), 0.0, True, False, {}
 
-    model = getattr(sb3, algo.upper())("MlpPolicy", Shapes(), batch_size=64, learning_starts=0, seed=seed,
-                                       device=device, verbose=0)
+    model = getattr(sb3, algo.upper())(
+        "MlpPolicy", Shapes(), batch_size=64, learning_starts=0, seed=seed, device=device, verbose=0
+    )
     model.set_logger(configure(None, []))
     rng = np.random.default_rng(seed)
     for _ in range(1024):
         obs = rng.random((1, 14), dtype=np.float32)
-        model.replay_buffer.add(obs, rng.random((1, 14), dtype=np.float32), rng.random((1, 1), dtype=np.float32),
-                                rng.random(1, dtype=np.float32), np.array([False]), [{}])
+        model.replay_buffer.add(
+            obs,
+            rng.random((1, 14), dtype=np.float32),
+            rng.random((1, 1), dtype=np.float32),
+            rng.random(1, dtype=np.float32),
+            np.array([False]),
+            [{}],
+        )
     times = []
     for _ in range(rounds + 1):
         sync(device)
@@ -182,10 +198,19 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
     p.add_argument("--train-steps", type=int, default=20, help="timed training steps per setting")
     p.add_argument("--bf16", action="store_true", help="also time float training under bfloat16 autocast")
-    p.add_argument("--train-step-modes", nargs="+", choices=TRAIN_STEP_MODES[1:], default=None,
-                   help="training-step paths to time (default: plain and graph on CUDA, plain on the CPU)")
-    p.add_argument("--sb3", nargs="*", default=["sac", "td3", "ddpg"],
-                   help="SB3 agents whose 102-step update round to time (none: skip)")
+    p.add_argument(
+        "--train-step-modes",
+        nargs="+",
+        choices=TRAIN_STEP_MODES[1:],
+        default=None,
+        help="training-step paths to time (default: plain and graph on CUDA, plain on the CPU)",
+    )
+    p.add_argument(
+        "--sb3",
+        nargs="*",
+        default=["sac", "td3", "ddpg"],
+        help="SB3 agents whose 102-step update round to time (none: skip)",
+    )
     p.add_argument("--skip-episodes", action="store_true", help="skip the search-episode timings (part 1's env work)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="JSON file for the numbers")
@@ -196,18 +221,24 @@ def main() -> None:
     else:
         torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    result: dict = {"device": name, "torch": torch.__version__, "val_images": args.val_images,
-                    "train_images": args.train_images, "seed": args.seed}
+    result: dict = {
+        "device": name,
+        "torch": torch.__version__,
+        "val_images": args.val_images,
+        "train_images": args.train_images,
+        "seed": args.seed,
+    }
     if not args.skip_episodes:
-        result["episode_s"] = episode_seconds(device, args.val_images, args.train_images, args.episodes, False,
-                                              args.seed)
+        result["episode_s"] = episode_seconds(
+            device, args.val_images, args.train_images, args.episodes, False, args.seed
+        )
         print(f"episode (evaluate {args.val_images} images): {result['episode_s']:.3f} s", flush=True)
-        result["episode_finetune_s"] = episode_seconds(device, args.val_images, args.train_images, args.episodes,
-                                                       True, args.seed)
-        print(f"episode with 1-epoch finetune on {args.train_images}: {result['episode_finetune_s']:.3f} s",
-              flush=True)
+        result["episode_finetune_s"] = episode_seconds(
+            device, args.val_images, args.train_images, args.episodes, True, args.seed
+        )
+        print(f"episode with 1-epoch finetune on {args.train_images}: {result['episode_finetune_s']:.3f} s", flush=True)
     result["ddpg_update_s"] = {}
-    for graphed in ([True, False] if device.type == "cuda" else [False]):
+    for graphed in [True, False] if device.type == "cuda" else [False]:
         label = "cuda-graph" if graphed else "plain"
         result["ddpg_update_s"][label] = ddpg_update_seconds(device, args.episodes, args.seed, graphed)
         print(f"HAQ-DDPG updates per episode ({label}): {result['ddpg_update_s'][label]:.3f} s", flush=True)
@@ -220,19 +251,27 @@ def main() -> None:
     result["train_images_per_s"] = {}
     result["qat_float_ratio"] = {}
     for batch in args.batch_sizes:
-        rates = {f"{k}/{m}": train_images_per_s(device, batch, k, args.train_steps, args.seed, m)
-                 for m in modes for k in kinds}
+        rates = {
+            f"{k}/{m}": train_images_per_s(device, batch, k, args.train_steps, args.seed, m)
+            for m in modes
+            for k in kinds
+        }
         if args.bf16:
-            rates["float-bf16/plain"] = train_images_per_s(device, batch, "float-bf16", args.train_steps, args.seed,
-                                                           "plain")
+            rates["float-bf16/plain"] = train_images_per_s(
+                device, batch, "float-bf16", args.train_steps, args.seed, "plain"
+            )
         ratios = {m: rates[f"float/{m}"] / rates[f"lsq-w4a4/{m}"] for m in modes}
-        ratios.update({f"{m} QAT vs plain float": rates["float/plain"] / rates[f"lsq-w4a4/{m}"]
-                       for m in modes if m != "plain" and "plain" in modes})
+        ratios.update(
+            {
+                f"{m} QAT vs plain float": rates["float/plain"] / rates[f"lsq-w4a4/{m}"]
+                for m in modes
+                if m != "plain" and "plain" in modes
+            }
+        )
         result["train_images_per_s"][str(batch)] = rates
         result["qat_float_ratio"][str(batch)] = ratios
         print(f"batch {batch}: " + ", ".join(f"{k} {v:.0f} img/s" for k, v in rates.items()), flush=True)
-        print(f"batch {batch}: QAT/float step time " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()),
-              flush=True)
+        print(f"batch {batch}: QAT/float step time " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()), flush=True)
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

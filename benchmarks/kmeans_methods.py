@@ -27,7 +27,9 @@ from haq_gym.quant.kmeans_quantizer import kmeans_1d
 from haq_gym.runtime import configure_cpu_runtime
 
 
-def sklearn_kmeans(x: np.ndarray, k: int, max_iter: int, seed: int, subsample: int | None) -> tuple[np.ndarray, np.ndarray]:
+def sklearn_kmeans(
+    x: np.ndarray, k: int, max_iter: int, seed: int, subsample: int | None
+) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.cluster import KMeans
 
     k = min(k, np.unique(x).size)

@@ -58,8 +58,21 @@ def summary(accs: list[float]) -> str:
 
 def finetune(folder: Path, args: argparse.Namespace, what: list[str], seed: int) -> float:
     """Run one finetune; return its last epoch's test top-1."""
-    cli = what + ["--epochs", str(args.epochs), "--seed", str(seed), "--output", str(folder),
-                  "--no-progress", "--model", args.model, "--dataset", args.dataset, "--device", args.device]
+    cli = what + [
+        "--epochs",
+        str(args.epochs),
+        "--seed",
+        str(seed),
+        "--output",
+        str(folder),
+        "--no-progress",
+        "--model",
+        args.model,
+        "--dataset",
+        args.dataset,
+        "--device",
+        args.device,
+    ]
     if args.lr is not None:
         cli += ["--lr", str(args.lr)]
     print(f"== python -m haq_gym.finetune {' '.join(cli)}", flush=True)
@@ -73,8 +86,9 @@ def last_top1(metrics_csv: Path) -> float:
         return float(list(csv.DictReader(fh))[-1]["test_top1"])
 
 
-def step_cost_ratio(model_name: str, num_classes: int, images: torch.Tensor, labels: torch.Tensor,
-                    repeats: int, device: torch.device) -> tuple[float, float]:
+def step_cost_ratio(
+    model_name: str, num_classes: int, images: torch.Tensor, labels: torch.Tensor, repeats: int, device: torch.device
+) -> tuple[float, float]:
     """Median seconds of a float and a W4A4 LSQ training step on one batch, interleaved."""
     models = {}
     for kind in ("float", "qat"):
@@ -114,7 +128,9 @@ def main() -> None:
     p.add_argument("--dataset", default="digits")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--bits", type=int, nargs="*", default=[8, 4, 3, 2], help="uniform precisions to finetune (none: skip)")
+    p.add_argument(
+        "--bits", type=int, nargs="*", default=[8, 4, 3, 2], help="uniform precisions to finetune (none: skip)"
+    )
     p.add_argument("--policy", default=None, help="searched policy JSON to compare with uniform precision")
     p.add_argument("--timing-repeats", type=int, default=10)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="finetune seeds; accuracies are averaged")
@@ -129,19 +145,30 @@ def main() -> None:
 
     bundle = load_dataset(args.dataset, None)
     model, named = build_quantized_model(args.model, 1.0, bundle.num_classes, None, "linear")
-    _, float_meta = ensure_default_checkpoint(args.model, 1.0, args.dataset, model, bundle,
-                                              recipe=default_recipe(args.model, args.dataset), min_accuracy=None,
-                                              device=torch_device(args.device))
+    _, float_meta = ensure_default_checkpoint(
+        args.model,
+        1.0,
+        args.dataset,
+        model,
+        bundle,
+        recipe=default_recipe(args.model, args.dataset),
+        min_accuracy=None,
+        device=torch_device(args.device),
+    )
     float_top1 = float(float_meta["test_top1"])
     infos = measure_layers(model, named, bundle.image_size)
     costs = CostModel(infos, BitSerialAccelerator().table(infos))
     n = len(named)
 
     seeds = " ".join(str(x) for x in args.seeds)
-    lines = [f"Model {args.model} on {args.dataset}, LSQ finetune {args.epochs} epochs, seeds {seeds}, "
-             f"device {args.device}; test top-1 of the last epoch, mean ± std over seeds (per seed).", "",
-             "| precision | test top-1 % | vs float | latency ratio |", "|---|---|---|---|",
-             f"| float | {float_top1:.2f} | - | - |"]
+    lines = [
+        f"Model {args.model} on {args.dataset}, LSQ finetune {args.epochs} epochs, seeds {seeds}, "
+        f"device {args.device}; test top-1 of the last epoch, mean ± std over seeds (per seed).",
+        "",
+        "| precision | test top-1 % | vs float | latency ratio |",
+        "|---|---|---|---|",
+        f"| float | {float_top1:.2f} | - | - |",
+    ]
     for b in args.bits:
         accs = finetune_seeds(out, f"w{b}a{b}", args, ["--w-bits", str(b), "--a-bits", str(b)])
         lat = costs.costs(uniform_bits(n, b, b)).latency_ratio
@@ -151,28 +178,41 @@ def main() -> None:
     if args.policy is not None:
         policy = PolicyFile.load(args.policy)
         lat_policy = costs.costs(policy.bits).latency_ratio
-        pairs = [(w, a) for w in range(2, 9) for a in range(2, 9)
-                 if costs.costs(uniform_bits(n, w, a)).latency_ratio >= lat_policy - 1e-9]
+        pairs = [
+            (w, a)
+            for w in range(2, 9)
+            for a in range(2, 9)
+            if costs.costs(uniform_bits(n, w, a)).latency_ratio >= lat_policy - 1e-9
+        ]
         w, a = min(pairs, key=lambda p: costs.costs(uniform_bits(n, *p)).latency_ratio)
         uniform = costs.costs(uniform_bits(n, w, a))
         acc_policy = finetune_seeds(out, "searched_policy", args, ["--policy", args.policy])
         acc_uniform = finetune_seeds(out, f"w{w}a{a}", args, ["--w-bits", str(w), "--a-bits", str(a)])
         wins = sum(p > u for p, u in zip(acc_policy, acc_uniform))
-        lines += ["", "| searched policy vs uniform | latency ratio | flash ratio | test top-1 % |", "|---|---|---|---|",
-                  f"| searched ({args.policy}) | {lat_policy:.3f} | {costs.costs(policy.bits).flash_ratio:.3f} | "
-                  f"{summary(acc_policy)} |",
-                  f"| uniform W{w}A{a} (cheapest uniform at >= the policy's latency) | {uniform.latency_ratio:.3f} | "
-                  f"{uniform.flash_ratio:.3f} | {summary(acc_uniform)} |",
-                  "", f"Searched policy minus uniform: {statistics.mean(acc_policy) - statistics.mean(acc_uniform):+.2f} "
-                  f"points on average; ahead on {wins} of {len(args.seeds)} seeds."]
+        lines += [
+            "",
+            "| searched policy vs uniform | latency ratio | flash ratio | test top-1 % |",
+            "|---|---|---|---|",
+            f"| searched ({args.policy}) | {lat_policy:.3f} | {costs.costs(policy.bits).flash_ratio:.3f} | "
+            f"{summary(acc_policy)} |",
+            f"| uniform W{w}A{a} (cheapest uniform at >= the policy's latency) | {uniform.latency_ratio:.3f} | "
+            f"{uniform.flash_ratio:.3f} | {summary(acc_uniform)} |",
+            "",
+            f"Searched policy minus uniform: {statistics.mean(acc_policy) - statistics.mean(acc_uniform):+.2f} "
+            f"points on average; ahead on {wins} of {len(args.seeds)} seeds.",
+        ]
 
     images, labels = materialize(bundle.train)
     device = torch_device(args.device)
     batch = images[:64].to(device).contiguous(memory_format=torch.channels_last)
-    t_float, t_qat = step_cost_ratio(args.model, bundle.num_classes, batch, labels[:64].to(device),
-                                     args.timing_repeats, device)
-    lines += ["", f"Training step, batch 64, median of {args.timing_repeats} interleaved repeats: float {t_float:.3f} s, "
-              f"LSQ W4A4 {t_qat:.3f} s, ratio QAT/float {t_qat / t_float:.2f} (target <= 1.5)"]
+    t_float, t_qat = step_cost_ratio(
+        args.model, bundle.num_classes, batch, labels[:64].to(device), args.timing_repeats, device
+    )
+    lines += [
+        "",
+        f"Training step, batch 64, median of {args.timing_repeats} interleaved repeats: float {t_float:.3f} s, "
+        f"LSQ W4A4 {t_qat:.3f} s, ratio QAT/float {t_qat / t_float:.2f} (target <= 1.5)",
+    ]
     report = "\n".join(lines) + "\n"
     (out / "report.md").write_text(report)
     print(report)

@@ -80,12 +80,19 @@ def run_settings(strategy: Strategy, env: str, seed: int, episodes: int, env_kwa
     hyperparams.update(parse_key_values(list(strategy.overrides), "--hyperparams"))
     kwargs = parse_key_values(env_kwargs, "--env-kwargs")
     kwargs.setdefault("action_mode", get_spec(strategy.algo).action_modes[0])
-    return {"algo": strategy.algo, "env": env, "seed": seed, "n_episodes": episodes, "env_kwargs": kwargs,
-            "hyperparams": hyperparams}
+    return {
+        "algo": strategy.algo,
+        "env": env,
+        "seed": seed,
+        "n_episodes": episodes,
+        "env_kwargs": kwargs,
+        "hyperparams": hyperparams,
+    }
 
 
-def grid_jobs(out: Path, env: str, strategies: list[str], seeds: list[int], episodes: int,
-              env_kwargs: list[str]) -> list[Job]:
+def grid_jobs(
+    out: Path, env: str, strategies: list[str], seeds: list[int], episodes: int, env_kwargs: list[str]
+) -> list[Job]:
     """One ``train_agent`` run per (strategy, seed), in ``out/runs/<strategy>_seed<k>/``; checks every strategy first."""
     from agents.registry import check_hyperparams
 
@@ -97,29 +104,61 @@ def grid_jobs(out: Path, env: str, strategies: list[str], seeds: list[int], epis
         check_hyperparams(strategy.algo, {o.partition("=")[0].replace("-", "_") for o in strategy.overrides})
         for seed in seeds:
             run_dir = out / "runs" / f"{strategy.label}_seed{seed}"
-            args = ["-m", "train_agent", "--algo", strategy.algo, "--env", env, "--seed", str(seed), "--episodes",
-                    str(episodes), "--output", str(run_dir), "--no-progress", "--env-kwargs", *env_kwargs]
+            args = [
+                "-m",
+                "train_agent",
+                "--algo",
+                strategy.algo,
+                "--env",
+                env,
+                "--seed",
+                str(seed),
+                "--episodes",
+                str(episodes),
+                "--output",
+                str(run_dir),
+                "--no-progress",
+                "--env-kwargs",
+                *env_kwargs,
+            ]
             if strategy.overrides:
                 args += ["--hyperparams", *strategy.overrides]
             settings = run_settings(strategy, env, seed, episodes, env_kwargs)
-            jobs.append(Job(f"{text} seed {seed}", run_dir, tuple(args),
-                            {"strategy": text, "seed": seed, "settings": settings}, device_flag="--device"))
+            jobs.append(
+                Job(
+                    f"{text} seed {seed}",
+                    run_dir,
+                    tuple(args),
+                    {"strategy": text, "seed": seed, "settings": settings},
+                    device_flag="--device",
+                )
+            )
     return jobs
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--env", default=DEFAULT_ENV)
-    parser.add_argument("--strategies", nargs="+", required=True,
-                        help="--algo names, optionally with hyperparameter overrides: sac:episode_reward_relabel=false")
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        required=True,
+        help="--algo names, optionally with hyperparameter overrides: sac:episode_reward_relabel=false",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--budgets", nargs="+", type=int, default=[25, 50, 100], help="evaluation budgets to report")
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--output", default="benchmark_results", help="folder for runs and reports (must be new)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted benchmark in --output: finished runs are reused, "
-                             "an unfinished one is moved aside (renamed, not deleted) and run again")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted benchmark in --output: finished runs are reused, "
+        "an unfinished one is moved aside (renamed, not deleted) and run again",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (one line per run remains)")
     add_grid_arguments(parser)
     return parser
@@ -149,8 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     if finished:
         write_report(out, args, budgets, finished)
     if failed:
-        print(f"error: {len(failed)} of {len(results)} runs failed (" + "; ".join(f"{r.job.name}: {r.log}" for r in failed)
-              + "); the report covers the others; rerun with --resume to run the failed ones again", file=sys.stderr)
+        print(
+            f"error: {len(failed)} of {len(results)} runs failed ("
+            + "; ".join(f"{r.job.name}: {r.log}" for r in failed)
+            + "); the report covers the others; rerun with --resume to run the failed ones again",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -164,22 +207,36 @@ def write_report(out: Path, args: argparse.Namespace, budgets: list[int], result
         curves[(strategy, seed)] = curve
         for b in budgets:
             reward, acc = at_budget(curve, b)
-            rows.append({"strategy": strategy, "seed": seed, "budget": b, "evaluations_used": min(b, len(curve)),
-                         "best_reward": reward, "best_accuracy": acc, "run_seconds": round(r.seconds, 2)})
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "seed": seed,
+                    "budget": b,
+                    "evaluations_used": min(b, len(curve)),
+                    "best_reward": reward,
+                    "best_accuracy": acc,
+                    "run_seconds": round(r.seconds, 2),
+                }
+            )
     with open(out / "results.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = [f"Env {args.env}, env kwargs {' '.join(args.env_kwargs) or '(defaults)'}, seeds {args.seeds}.",
-             "Best reward (and its validation top-1 %) among policies meeting the budget, mean ± std over seeds.", "",
-             "| strategy | " + " | ".join(f"{b} evals" for b in budgets) + " |",
-             "|---|" + "---|" * len(budgets)]
+    lines = [
+        f"Env {args.env}, env kwargs {' '.join(args.env_kwargs) or '(defaults)'}, seeds {args.seeds}.",
+        "Best reward (and its validation top-1 %) among policies meeting the budget, mean ± std over seeds.",
+        "",
+        "| strategy | " + " | ".join(f"{b} evals" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
     for strategy in dict.fromkeys(r.job.meta["strategy"] for r in results):
         cells = []
         for b in budgets:
             sel = [r for r in rows if r["strategy"] == strategy and r["budget"] == b]
             reached = [r for r in sel if r["evaluations_used"] == b]
-            cell = f"{mean_std([r['best_reward'] for r in reached])} ({mean_std([r['best_accuracy'] for r in reached])}%)"
+            cell = (
+                f"{mean_std([r['best_reward'] for r in reached])} ({mean_std([r['best_accuracy'] for r in reached])}%)"
+            )
             cells.append(cell if len(reached) == len(sel) else f"{cell}, {len(reached)} of {len(sel)} runs reached it")
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")

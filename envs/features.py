@@ -8,8 +8,16 @@ import numpy as np
 
 from haq_gym.cost import LayerInfo
 
-STATIC_FEATURES = ("is_depthwise", "in_channels", "out_channels", "stride", "kernel_size", "weight_count",
-                   "input_feature_size", "layer_index")
+STATIC_FEATURES = (
+    "is_depthwise",
+    "in_channels",
+    "out_channels",
+    "stride",
+    "kernel_size",
+    "weight_count",
+    "input_feature_size",
+    "layer_index",
+)
 
 
 FC_FEATURE_MAPS = ("one", "in_features")
@@ -31,8 +39,22 @@ def static_layer_features(layers: Sequence[LayerInfo], fc_feature_map: str = "on
             return float(l.in_channels)
         return float(l.in_h * l.in_w)
 
-    raw = np.array([[1.0 if l.kind == "depthwise" else 0.0, l.in_channels, l.out_channels, l.stride, l.kernel_size,
-                     l.weight_count, feature_map(l), l.index] for l in layers], dtype=np.float64)
+    raw = np.array(
+        [
+            [
+                1.0 if l.kind == "depthwise" else 0.0,
+                l.in_channels,
+                l.out_channels,
+                l.stride,
+                l.kernel_size,
+                l.weight_count,
+                feature_map(l),
+                l.index,
+            ]
+            for l in layers
+        ],
+        dtype=np.float64,
+    )
     lo, hi = raw.min(axis=0), raw.max(axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
     return ((raw - lo) / span).astype(np.float32)

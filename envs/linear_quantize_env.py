@@ -12,8 +12,14 @@ from haq_gym.problem import PolicyProblem, ProblemConfig
 from haq_gym.problem.config import KMEANS
 from haq_gym.search_setup import SearchSetup
 
-OBSERVATION_FEATURES = STATIC_FEATURES + ("previous_bits", "is_activation", "latency_spent", "flash_spent",
-                                          "latency_slack", "flash_slack")
+OBSERVATION_FEATURES = STATIC_FEATURES + (
+    "previous_bits",
+    "is_activation",
+    "latency_spent",
+    "flash_spent",
+    "latency_slack",
+    "flash_slack",
+)
 
 
 class LinearQuantizeEnv(PolicyDecisionEnv):
@@ -162,34 +168,93 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
       overrides these defaults; v0 keeps its behaviour.
     """
 
-    def __init__(self, *, model: str = "mobilenetv2", width_mult: float = 1.0, dataset: str = "digits",
-                 data_root: str | None = None, download: bool = False, checkpoint: str | None = None,
-                 pretrain_epochs: int | None = None, val_size: int | None = None, train_size: int | None = None,
-                 calibration_size: int = 64, latency_budget: float | None = 0.5, flash_budget: float | None = None,
-                 float_bit: int = 8, min_bit: int = 2, max_bit: int = 8, latency_table: str | None = None,
-                 hardware: str | None = None, action_mode: str = "continuous", enforcement: str = "greedy",
-                 reward: str = "haq", finetune_steps: int = 0, finetune_lr: float = 1e-3,
-                 pin_first_last: bool | str = True, eval_batch_size: int = 256, device: str = "cpu",
-                 quantizer: str = "linear", progress: bool = True, render_mode: str | None = None,
-                 setup: SearchSetup | None = None, preset: str | None = None, unquantized_cost: str = "float_bit",
-                 calibration: str = "once", finetune_epochs: int = 0, finetune_batch_size: int = 64,
-                 reward_accuracy: str = "val", use_top5: bool = False, fc_feature_map: str = "one",
-                 model_kwargs: dict | None = None, weights: str | None = None, image_size: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model: str = "mobilenetv2",
+        width_mult: float = 1.0,
+        dataset: str = "digits",
+        data_root: str | None = None,
+        download: bool = False,
+        checkpoint: str | None = None,
+        pretrain_epochs: int | None = None,
+        val_size: int | None = None,
+        train_size: int | None = None,
+        calibration_size: int = 64,
+        latency_budget: float | None = 0.5,
+        flash_budget: float | None = None,
+        float_bit: int = 8,
+        min_bit: int = 2,
+        max_bit: int = 8,
+        latency_table: str | None = None,
+        hardware: str | None = None,
+        action_mode: str = "continuous",
+        enforcement: str = "greedy",
+        reward: str = "haq",
+        finetune_steps: int = 0,
+        finetune_lr: float = 1e-3,
+        pin_first_last: bool | str = True,
+        eval_batch_size: int = 256,
+        device: str = "cpu",
+        quantizer: str = "linear",
+        progress: bool = True,
+        render_mode: str | None = None,
+        setup: SearchSetup | None = None,
+        preset: str | None = None,
+        unquantized_cost: str = "float_bit",
+        calibration: str = "once",
+        finetune_epochs: int = 0,
+        finetune_batch_size: int = 64,
+        reward_accuracy: str = "val",
+        use_top5: bool = False,
+        fc_feature_map: str = "one",
+        model_kwargs: dict | None = None,
+        weights: str | None = None,
+        image_size: int | None = None,
+    ) -> None:
         if quantizer == KMEANS:
             raise ValueError("quantizer='kmeans' is the k-means flow: use a HAQ-KMeans-* env")
         config = ProblemConfig(
-            model=model, width_mult=width_mult, dataset=dataset, data_root=data_root, download=download,
-            checkpoint=checkpoint, pretrain_epochs=pretrain_epochs, val_size=val_size, train_size=train_size,
-            calibration_size=calibration_size, latency_budget=latency_budget, flash_budget=flash_budget,
-            float_bit=float_bit, min_bit=min_bit, max_bit=max_bit, latency_table=latency_table, hardware=hardware,
-            enforcement=enforcement, reward=reward, finetune_steps=finetune_steps, finetune_lr=finetune_lr,
-            pin_first_last=pin_first_last, eval_batch_size=eval_batch_size, device=device, quantizer=quantizer,
-            progress=progress, model_kwargs=model_kwargs, weights=weights, image_size=image_size,
-            unquantized_cost=unquantized_cost, calibration=calibration, finetune_epochs=finetune_epochs,
-            finetune_batch_size=finetune_batch_size, reward_accuracy=reward_accuracy, use_top5=bool(use_top5),
-            preset=preset)
+            model=model,
+            width_mult=width_mult,
+            dataset=dataset,
+            data_root=data_root,
+            download=download,
+            checkpoint=checkpoint,
+            pretrain_epochs=pretrain_epochs,
+            val_size=val_size,
+            train_size=train_size,
+            calibration_size=calibration_size,
+            latency_budget=latency_budget,
+            flash_budget=flash_budget,
+            float_bit=float_bit,
+            min_bit=min_bit,
+            max_bit=max_bit,
+            latency_table=latency_table,
+            hardware=hardware,
+            enforcement=enforcement,
+            reward=reward,
+            finetune_steps=finetune_steps,
+            finetune_lr=finetune_lr,
+            pin_first_last=pin_first_last,
+            eval_batch_size=eval_batch_size,
+            device=device,
+            quantizer=quantizer,
+            progress=progress,
+            model_kwargs=model_kwargs,
+            weights=weights,
+            image_size=image_size,
+            unquantized_cost=unquantized_cost,
+            calibration=calibration,
+            finetune_epochs=finetune_epochs,
+            finetune_batch_size=finetune_batch_size,
+            reward_accuracy=reward_accuracy,
+            use_top5=bool(use_top5),
+            preset=preset,
+        )
         fc_feature_map = apply_preset(preset, {"fc_feature_map": fc_feature_map}, {"fc_feature_map": "one"})[
-            "fc_feature_map"]
+            "fc_feature_map"
+        ]
         if fc_feature_map not in FC_FEATURE_MAPS:
             raise ValueError(f"unknown fc_feature_map {fc_feature_map!r}; expected one of {', '.join(FC_FEATURE_MAPS)}")
         if action_mode not in ACTION_MODES:
@@ -224,7 +289,13 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
         costs = self.problem.costs(self._fill(self._policy, self.min_bit))
         lat_slack = 1.0 if self.budget.latency is None else self.budget.latency - costs.latency_ratio
         flash_slack = 1.0 if self.budget.flash is None else self.budget.flash - costs.flash_ratio
-        dynamic = [1.0 if previous_bits is None else previous_bits / self.max_bit, float(j),
-                   costs.latency_ratio, costs.flash_ratio, lat_slack, flash_slack]
+        dynamic = [
+            1.0 if previous_bits is None else previous_bits / self.max_bit,
+            float(j),
+            costs.latency_ratio,
+            costs.flash_ratio,
+            lat_slack,
+            flash_slack,
+        ]
         obs = np.concatenate([self.static[layer], np.asarray(dynamic, dtype=np.float32)])
         return np.clip(obs, 0.0, 1.0).astype(np.float32)

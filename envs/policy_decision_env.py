@@ -36,8 +36,9 @@ def _single_element(action: Any) -> Any:
     if isinstance(action, np.ndarray):
         return action.reshape(-1)[0].item() if action.size == 1 and action.dtype.kind in "iuf" else None
     if isinstance(action, (list, tuple)):
-        return _single_element(np.asarray(action)) if len(action) == 1 and not isinstance(action[0], (str, bool)) \
-            else None
+        return (
+            _single_element(np.asarray(action)) if len(action) == 1 and not isinstance(action[0], (str, bool)) else None
+        )
     return action
 
 
@@ -101,7 +102,9 @@ class PolicyDecisionEnv(gym.Env):
 
     def _check_render_mode(self, render_mode: str | None) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"unsupported render_mode {render_mode!r}; expected one of {self.metadata['render_modes']}")
+            raise ValueError(
+                f"unsupported render_mode {render_mode!r}; expected one of {self.metadata['render_modes']}"
+            )
 
     # ----- Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -147,10 +150,14 @@ class PolicyDecisionEnv(gym.Env):
                 raise ValueError(f"discrete action must be one integer in 0..{n - 1}, got {action!r}")
             return self.min_bit + int(k)
         a = _single_element(action)
-        if not (isinstance(a, (int, float, np.integer, np.floating)) and not isinstance(a, (bool, np.bool_))
-                and np.isfinite(a)):
-            raise ValueError(f"continuous action must be one finite number in [0, 1] (a float or a 1-element array), "
-                             f"got {action!r}")
+        if not (
+            isinstance(a, (int, float, np.integer, np.floating))
+            and not isinstance(a, (bool, np.bool_))
+            and np.isfinite(a)
+        ):
+            raise ValueError(
+                f"continuous action must be one finite number in [0, 1] (a float or a 1-element array), got {action!r}"
+            )
         a = min(max(float(a), 0.0), 1.0)
         b = int(np.round((self.max_bit - self.min_bit + 1) * a + self.min_bit - 0.5))
         return min(max(b, self.min_bit), self.max_bit)

@@ -12,5 +12,13 @@ __version__ = "0.1.0"
 
 register_envs()
 
-__all__ = ["ENV_IDS", "ExportResult", "FinetuneResult", "__version__", "export_policy",
-           "finetune_policy", "register_envs", "search"]
+__all__ = [
+    "ENV_IDS",
+    "ExportResult",
+    "FinetuneResult",
+    "__version__",
+    "export_policy",
+    "finetune_policy",
+    "register_envs",
+    "search",
+]

@@ -26,8 +26,10 @@ def config_dir() -> Path:
     for candidate in (_PACKAGE_DIR / "configs", _PACKAGE_DIR.parent / "configs"):
         if candidate.is_dir():
             return candidate
-    raise ConfigError(f"haq-gym's configs folder is missing (looked for {_PACKAGE_DIR / 'configs'} and "
-                      f"{_PACKAGE_DIR.parent / 'configs'}); reinstall haq-gym")
+    raise ConfigError(
+        f"haq-gym's configs folder is missing (looked for {_PACKAGE_DIR / 'configs'} and "
+        f"{_PACKAGE_DIR.parent / 'configs'}); reinstall haq-gym"
+    )
 
 
 def algo_config_path(algo: str) -> Path:

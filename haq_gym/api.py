@@ -55,9 +55,17 @@ class ExportResult:
     fake_quant_top1: float | None
 
 
-def search(algo: str = "haq-ddpg", env: str = "HAQ-MobileNetV2-v0", *, episodes: int | None = None, seed: int = 0,
-           env_kwargs: dict[str, Any] | None = None, hyperparams: dict[str, Any] | None = None,
-           output: str | os.PathLike[str] | None = None, progress: bool = True) -> "RunResult":
+def search(
+    algo: str = "haq-ddpg",
+    env: str = "HAQ-MobileNetV2-v0",
+    *,
+    episodes: int | None = None,
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+    hyperparams: dict[str, Any] | None = None,
+    output: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> "RunResult":
     """Search a policy with ``algo`` on the registered ``env``, as ``train_agent.py`` does; returns the run's result.
 
     Hyperparameters are the algorithm's installed ``configs/<algo>.yml`` entry for ``env``
@@ -75,20 +83,39 @@ def search(algo: str = "haq-ddpg", env: str = "HAQ-MobileNetV2-v0", *, episodes:
         raise ValueError(f"no episode budget: pass episodes= (configs/{algo}.yml has no n_episodes for {env})")
     if int(n_episodes) < 1:
         raise ValueError(f"episodes must be at least 1, got {n_episodes}")
-    config = RunConfig(algo=algo, env=env, seed=int(seed), n_episodes=int(n_episodes),
-                       env_kwargs=dict(env_kwargs or {}), hyperparams=hyper)
+    config = RunConfig(
+        algo=algo,
+        env=env,
+        seed=int(seed),
+        n_episodes=int(n_episodes),
+        env_kwargs=dict(env_kwargs or {}),
+        hyperparams=hyper,
+    )
     out = None if output is None else os.fspath(output)
     return run_search(config, out, progress, command=f"haq_gym.search(algo={algo!r}, env={env!r}, seed={seed})")
 
 
-def finetune_policy(policy: str | os.PathLike[str] | PolicyFile | Sequence[Sequence[int]] | None = None, *,
-                    uniform: tuple[int, int] | None = None, model: str = "mobilenetv2", width_mult: float = 1.0,
-                    model_kwargs: dict[str, Any] | None = None, weights: str | None = None,
-                    dataset: str = "digits", data_root: str | None = None, image_size: int | None = None,
-                    quantizer: str = "lsq", init_checkpoint: str | os.PathLike[str] | None = None,
-                    epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
-                    output: str | os.PathLike[str] | None = None, seed: int = 0, device: str = "cpu",
-                    progress: bool = True) -> FinetuneResult:
+def finetune_policy(
+    policy: str | os.PathLike[str] | PolicyFile | Sequence[Sequence[int]] | None = None,
+    *,
+    uniform: tuple[int, int] | None = None,
+    model: str = "mobilenetv2",
+    width_mult: float = 1.0,
+    model_kwargs: dict[str, Any] | None = None,
+    weights: str | None = None,
+    dataset: str = "digits",
+    data_root: str | None = None,
+    image_size: int | None = None,
+    quantizer: str = "lsq",
+    init_checkpoint: str | os.PathLike[str] | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    output: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> FinetuneResult:
     """LSQ finetune of a policy (a policy file or :class:`PolicyFile`, or a HAQ strategy list for ``model``), or of
     a uniform ``(w_bit, a_bit)`` precision; the model, dataset and width of a policy file win over the keywords."""
     from haq_gym.finetune.command import build_parser, run_finetune
@@ -107,15 +134,30 @@ def finetune_policy(policy: str | os.PathLike[str] | PolicyFile | Sequence[Seque
         else:
             assert uniform is not None
             argv += ["--w-bits", str(uniform[0]), "--a-bits", str(uniform[1])]
-        options: dict[str, Any] = {"model": model, "width_mult": width_mult, "weights": weights, "dataset": dataset,
-                                   "data_root": data_root, "image_size": image_size, "quantizer": quantizer,
-                                   "init_checkpoint": init_checkpoint, "epochs": epochs, "batch_size": batch_size,
-                                   "lr": lr, "output": output, "seed": seed, "device": device}
+        options: dict[str, Any] = {
+            "model": model,
+            "width_mult": width_mult,
+            "weights": weights,
+            "dataset": dataset,
+            "data_root": data_root,
+            "image_size": image_size,
+            "quantizer": quantizer,
+            "init_checkpoint": init_checkpoint,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "output": output,
+            "seed": seed,
+            "device": device,
+        }
         if model_kwargs:
             options["model_kwargs"] = yaml.safe_dump(model_kwargs, default_flow_style=True).strip()
         for key, value in options.items():
             if value is not None:
-                argv += [f"--{key.replace('_', '-')}", os.fspath(value) if isinstance(value, os.PathLike) else str(value)]
+                argv += [
+                    f"--{key.replace('_', '-')}",
+                    os.fspath(value) if isinstance(value, os.PathLike) else str(value),
+                ]
         if not progress:
             argv.append("--no-progress")
         try:
@@ -123,16 +165,31 @@ def finetune_policy(policy: str | os.PathLike[str] | PolicyFile | Sequence[Seque
         except SystemExit:
             raise ValueError(f"invalid finetune options: {argv}") from None
         run_dir, result = run_finetune(args)
-    return FinetuneResult(Path(run_dir), Path(run_dir) / "best.pt", result.best_epoch, result.best_val_top1,
-                          result.best_test_top1, result.last_top1)
+    return FinetuneResult(
+        Path(run_dir),
+        Path(run_dir) / "best.pt",
+        result.best_epoch,
+        result.best_val_top1,
+        result.best_test_top1,
+        result.last_top1,
+    )
 
 
-def export_policy(policy: str | os.PathLike[str] | PolicyFile | Sequence[Sequence[int]] | None = None, *,
-                  out: str | os.PathLike[str], checkpoint: str | os.PathLike[str] | None = None,
-                  uniform: tuple[int, int] | None = None, model: str = "mobilenetv2", width_mult: float = 1.0,
-                  dataset: str = "digits", data_root: str | None = None,
-                  float_checkpoint: str | None = None, calibration_size: int = 64,
-                  evaluate: bool = True, batch_size: int = 128) -> ExportResult:
+def export_policy(
+    policy: str | os.PathLike[str] | PolicyFile | Sequence[Sequence[int]] | None = None,
+    *,
+    out: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | None = None,
+    uniform: tuple[int, int] | None = None,
+    model: str = "mobilenetv2",
+    width_mult: float = 1.0,
+    dataset: str = "digits",
+    data_root: str | None = None,
+    float_checkpoint: str | None = None,
+    calibration_size: int = 64,
+    evaluate: bool = True,
+    batch_size: int = 128,
+) -> ExportResult:
     """Write the packed integer model of a QAT ``checkpoint``, a policy, or a uniform precision; then (unless
     ``evaluate=False``) load it back and compare integer and fake-quant top-1 on the test split."""
     from haq_gym.export.build import export_integer_model
@@ -146,9 +203,16 @@ def export_policy(policy: str | os.PathLike[str] | PolicyFile | Sequence[Sequenc
         source = source_from_checkpoint(checkpoint, data_root=data_root, calibration_size=calibration_size)
     else:
         bits = PolicyFile.load(policy) if isinstance(policy, (str, os.PathLike)) else policy
-        source = source_from_policy(bits, uniform=uniform, model=model, width_mult=width_mult, dataset=dataset,
-                                    data_root=data_root, float_checkpoint=float_checkpoint,
-                                    calibration_size=calibration_size)
+        source = source_from_policy(
+            bits,
+            uniform=uniform,
+            model=model,
+            width_mult=width_mult,
+            dataset=dataset,
+            data_root=data_root,
+            float_checkpoint=float_checkpoint,
+            calibration_size=calibration_size,
+        )
     integer = export_integer_model(source.model, source.layers, source.calibration_images, meta=source.meta)
     sizes = write_packed_file(out, integer, include_integer_model=True)
     integer_top1 = fake_top1 = None

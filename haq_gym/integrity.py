@@ -71,7 +71,11 @@ def verify(payload: Any, path: str | os.PathLike) -> bool:
     record = payload.get(CHECKSUM_KEY) if isinstance(payload, dict) else None
     if record is None:
         return False
-    if not isinstance(record, dict) or record.get("algorithm") != ALGORITHM or not isinstance(record.get("tensors"), str):
+    if (
+        not isinstance(record, dict)
+        or record.get("algorithm") != ALGORITHM
+        or not isinstance(record.get("tensors"), str)
+    ):
         raise CheckpointCorrupt(path, f"unreadable checksum record {record!r}")
     if tensor_checksum(payload) != record["tensors"]:
         raise CheckpointCorrupt(path, "the tensors do not match the checksum written with them")

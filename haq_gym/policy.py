@@ -37,17 +37,22 @@ class PolicyFile:
 
     def __post_init__(self) -> None:
         if len(self.layer_names) != len(self.bits):
-            raise ValueError(f"policy lists {len(self.layer_names)} layer names but {len(self.bits)} [w_bit, a_bit] entries")
+            raise ValueError(
+                f"policy lists {len(self.layer_names)} layer names but {len(self.bits)} [w_bit, a_bit] entries"
+            )
         for name, pair in zip(self.layer_names, self.bits):
-            if len(pair) != 2 or not all(isinstance(b, int) and not isinstance(b, bool) and (b == -1 or 1 <= b <= 32)
-                                        for b in pair):
+            if len(pair) != 2 or not all(
+                isinstance(b, int) and not isinstance(b, bool) and (b == -1 or 1 <= b <= 32) for b in pair
+            ):
                 raise ValueError(f"layer {name!r}: expected [w_bit, a_bit] with integers in 1..32 or -1, got {pair!r}")
 
     def check_layers(self, layer_names: Sequence[str], min_bit: int = 1, max_bit: int = 32) -> None:
         """Raise ``ValueError`` unless this policy fits a model with ``layer_names`` and the bit range."""
         names = list(layer_names)
         if len(names) != len(self.layer_names):
-            raise ValueError(f"policy has {len(self.layer_names)} layers but the model has {len(names)} quantizable layers")
+            raise ValueError(
+                f"policy has {len(self.layer_names)} layers but the model has {len(names)} quantizable layers"
+            )
         for i, (mine, theirs) in enumerate(zip(self.layer_names, names)):
             if mine != theirs:
                 raise ValueError(f"policy layer {i} is {mine!r} but the model's layer {i} is {theirs!r}")
@@ -68,9 +73,11 @@ class PolicyFile:
         if not isinstance(data, dict):
             raise ValueError(f"{source} is not a haq-gym policy: expected a JSON object, got {type(data).__name__}")
         if data.get("format") != FORMAT:
-            raise ValueError(f"{source} is not a haq-gym policy (missing \"format\": \"{FORMAT}\")")
+            raise ValueError(f'{source} is not a haq-gym policy (missing "format": "{FORMAT}")')
         if data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{source} has policy format version {data.get('version')}; this haq-gym reads version {FORMAT_VERSION}")
+            raise ValueError(
+                f"{source} has policy format version {data.get('version')}; this haq-gym reads version {FORMAT_VERSION}"
+            )
         for key in ("costs", "accuracy", "budget", "found_by", "model_kwargs"):
             if not isinstance(data.get(key, {}), dict):
                 raise ValueError(f"{source} is malformed: {key} must be a JSON object, got {data[key]!r}")
@@ -79,11 +86,17 @@ class PolicyFile:
                 raise ValueError(f"{source} is malformed: {key} must be a string, got {data.get(key)!r}")
         try:
             layers = data["layers"]
-            return cls(model=data["model"], dataset=data["dataset"],
-                       layer_names=[entry["name"] for entry in layers],
-                       bits=[[entry["w_bit"], entry["a_bit"]] for entry in layers],
-                       costs=data.get("costs", {}), accuracy=data.get("accuracy", {}), budget=data.get("budget", {}),
-                       found_by=data.get("found_by", {}), model_kwargs=data.get("model_kwargs", {}))
+            return cls(
+                model=data["model"],
+                dataset=data["dataset"],
+                layer_names=[entry["name"] for entry in layers],
+                bits=[[entry["w_bit"], entry["a_bit"]] for entry in layers],
+                costs=data.get("costs", {}),
+                accuracy=data.get("accuracy", {}),
+                budget=data.get("budget", {}),
+                found_by=data.get("found_by", {}),
+                model_kwargs=data.get("model_kwargs", {}),
+            )
         except (KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{source} is malformed: missing or wrong field {err}") from None
 

@@ -25,16 +25,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 HAQ_ENV_PRESET: dict[str, Any] = {
-    "unquantized_cost": "haq",          # a_bit=-1 costed at the table's column -2 (7 bits)
-    "quantizer": "haq",                 # KL-J / max clip, 6.0 cap, trainable activation range
-    "calibration": "per_episode",       # a fresh augmented train batch before every evaluation
-    "finetune_epochs": 1,               # HAQ's finetune_flag (on by default): one epoch per episode
-    "finetune_steps": 0,                # (the epoch sets the steps)
+    "unquantized_cost": "haq",  # a_bit=-1 costed at the table's column -2 (7 bits)
+    "quantizer": "haq",  # KL-J / max clip, 6.0 cap, trainable activation range
+    "calibration": "per_episode",  # a fresh augmented train batch before every evaluation
+    "finetune_epochs": 1,  # HAQ's finetune_flag (on by default): one epoch per episode
+    "finetune_steps": 0,  # (the epoch sets the steps)
     "finetune_lr": 1e-3,
     "reward_accuracy": "finetune_running",  # running train-mode top-1 vs the float model on train images
-    "enforcement": "haq",               # the round-robin wall
-    "pin_first_last": "wall",           # first/last pinned only when the wall runs
-    "fc_feature_map": "in_features",    # an FC layer's feature-map feature is in_features
+    "enforcement": "haq",  # the round-robin wall
+    "pin_first_last": "wall",  # first/last pinned only when the wall runs
+    "fc_feature_map": "in_features",  # an FC layer's feature-map feature is in_features
 }
 
 HAQ_AGENT_PRESET: dict[str, dict[str, Any]] = {
@@ -57,7 +57,9 @@ def check_preset(name: str | None) -> str | None:
 
 def keyword_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
     """The keyword defaults of ``fn`` (an env's ``__init__``)."""
-    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
+    return {
+        k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty
+    }
 
 
 def apply_preset(name: str | None, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,8 +78,10 @@ def apply_preset(name: str | None, given: Mapping[str, Any], defaults: Mapping[s
         if current == value:
             continue
         if current != defaults.get(key):
-            raise PresetConflict(f"preset={name!r} sets {key}={value!r}, but {key}={current!r} was given: drop the "
-                                 f"keyword, or drop the preset and pass the behaviours you want one by one")
+            raise PresetConflict(
+                f"preset={name!r} sets {key}={value!r}, but {key}={current!r} was given: drop the "
+                f"keyword, or drop the preset and pass the behaviours you want one by one"
+            )
         settings[key] = value
     return settings
 
@@ -89,7 +93,9 @@ def agent_preset(name: str | None, algo: str, hyperparams: Mapping[str, Any]) ->
         return merged
     for key, value in AGENT_PRESETS[name].get(algo, {}).items():
         if key in merged and merged[key] != value:
-            raise PresetConflict(f"preset={name!r} sets the {algo} hyperparameter {key}={value!r}, but "
-                                 f"{key}={merged[key]!r} was given: drop one of them")
+            raise PresetConflict(
+                f"preset={name!r} sets the {algo} hyperparameter {key}={value!r}, but "
+                f"{key}={merged[key]!r} was given: drop one of them"
+            )
         merged[key] = value
     return merged

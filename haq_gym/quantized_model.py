@@ -51,10 +51,21 @@ class QuantizedModel:
         return [m for _, m in self.layers]
 
     @classmethod
-    def from_float(cls, spec: ModelSpec, num_classes: int, image_size: int, *, checkpoint: str | None = None,
-                   dataset: str | None = None, bundle: Any = None, family: str = "linear",
-                   pretrain_epochs: int | None = None, min_accuracy: float | None = None, progress: bool = True,
-                   device: str | torch.device = "cpu") -> "QuantizedModel":
+    def from_float(
+        cls,
+        spec: ModelSpec,
+        num_classes: int,
+        image_size: int,
+        *,
+        checkpoint: str | None = None,
+        dataset: str | None = None,
+        bundle: Any = None,
+        family: str = "linear",
+        pretrain_epochs: int | None = None,
+        min_accuracy: float | None = None,
+        progress: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> "QuantizedModel":
         """The float network with ``family`` quantizers switched off (every layer at ``[-1, -1]``).
 
         Float weights: ``checkpoint`` if given; else torchvision's ``spec.weights``; else, for a
@@ -77,21 +88,41 @@ class QuantizedModel:
             recipe = default_recipe(spec.name, dataset)
             if pretrain_epochs is not None:
                 recipe = replace(recipe, epochs=pretrain_epochs)
-            path, meta = ensure_default_checkpoint(spec.name, spec.width_mult, dataset, net, bundle, recipe=recipe,
-                                                   progress=progress, min_accuracy=min_accuracy, device=device)
+            path, meta = ensure_default_checkpoint(
+                spec.name,
+                spec.width_mult,
+                dataset,
+                net,
+                bundle,
+                recipe=recipe,
+                progress=progress,
+                min_accuracy=min_accuracy,
+                device=device,
+            )
             source = os.fspath(path)
         else:
-            raise ValueError(f"model {spec.name!r} needs float weights: pass checkpoint= (a state dict saved with "
-                             "torch.save) or, for torchvision models, weights= (e.g. DEFAULT); haq-gym trains "
-                             "default float models only for its built-in networks")
+            raise ValueError(
+                f"model {spec.name!r} needs float weights: pass checkpoint= (a state dict saved with "
+                "torch.save) or, for torchvision models, weights= (e.g. DEFAULT); haq-gym trains "
+                "default float models only for its built-in networks"
+            )
         net.to(torch.device(device))
         named = wrap_model(net)
         set_quantizer_family([m for _, m in named], family)
         return cls(net, named, spec, num_classes, family, source, dict(meta))
 
     @classmethod
-    def from_policy(cls, policy: PolicyFile | Sequence[Sequence[int]] | None, spec: ModelSpec, num_classes: int,
-                    image_size: int, *, min_bit: int = 2, max_bit: int = 8, **float_kwargs: Any) -> "QuantizedModel":
+    def from_policy(
+        cls,
+        policy: PolicyFile | Sequence[Sequence[int]] | None,
+        spec: ModelSpec,
+        num_classes: int,
+        image_size: int,
+        *,
+        min_bit: int = 2,
+        max_bit: int = 8,
+        **float_kwargs: Any,
+    ) -> "QuantizedModel":
         """:meth:`from_float` with the policy's bits applied (``None`` keeps it float).
 
         A :class:`PolicyFile` is checked against the model's layer names, a plain HAQ strategy
@@ -127,23 +158,28 @@ class QuantizedModel:
         own, theirs = set(model.state_dict()), set(data["state_dict"])
         if own != theirs:
             missing, extra = sorted(own - theirs), sorted(theirs - own)
-            raise ValueError(f"checkpoint {path!r} does not fit {spec.name} with {family} quantizers: "
-                             f"{len(missing)} missing keys {missing[:2]}, {len(extra)} unexpected keys {extra[:2]}")
+            raise ValueError(
+                f"checkpoint {path!r} does not fit {spec.name} with {family} quantizers: "
+                f"{len(missing)} missing keys {missing[:2]}, {len(extra)} unexpected keys {extra[:2]}"
+            )
         load_fitting_state(model, data["state_dict"], path)
         model.to(device).eval()
         return cls(model, named, spec, classes, family, path, meta, policy, data.get("training"))
 
 
-def check_policy(policy: PolicyFile | Sequence[Sequence[int]], layer_names: Sequence[str], min_bit: int,
-                 max_bit: int) -> list[list[int]]:
+def check_policy(
+    policy: PolicyFile | Sequence[Sequence[int]], layer_names: Sequence[str], min_bit: int, max_bit: int
+) -> list[list[int]]:
     """The ``[[w_bit, a_bit], ...]`` of a policy file or HAQ strategy list, after checking it fits the model."""
     if isinstance(policy, PolicyFile):
         policy.check_layers(layer_names, min_bit=min_bit, max_bit=max_bit)
         return [list(b) for b in policy.bits]
     bits = [list(b) for b in policy]
     if len(bits) != len(layer_names):
-        raise ValueError(f"the strategy lists {len(bits)} [w_bit, a_bit] pairs but the model has "
-                         f"{len(layer_names)} quantizable layers")
+        raise ValueError(
+            f"the strategy lists {len(bits)} [w_bit, a_bit] pairs but the model has "
+            f"{len(layer_names)} quantizable layers"
+        )
     for name, pair in zip(layer_names, bits):
         if len(pair) != 2 or not all(isinstance(b, int) and not isinstance(b, bool) for b in pair):
             raise ValueError(f"layer {name!r}: expected [w_bit, a_bit] integers, got {pair!r}")

@@ -75,6 +75,8 @@ def resolve_env_id(name: str) -> str:
     entry = gym.registry[env_id].entry_point
     creator = load_env_creator(entry) if isinstance(entry, str) else entry
     if not (isinstance(creator, type) and issubclass(creator, (LinearQuantizeEnv, KMeansQuantizeEnv))):
-        raise ValueError(f"{env_id!r} is not a haq-gym env (its entry point is {entry!r}); a search needs one of "
-                         f"{', '.join(sorted(ENV_IDS))} or an env subclassing LinearQuantizeEnv or KMeansQuantizeEnv")
+        raise ValueError(
+            f"{env_id!r} is not a haq-gym env (its entry point is {entry!r}); a search needs one of "
+            f"{', '.join(sorted(ENV_IDS))} or an env subclassing LinearQuantizeEnv or KMeansQuantizeEnv"
+        )
     return env_id

@@ -40,7 +40,8 @@ def haq_flash_reward(acc: float, reference: float, costs: Costs, cost_model: Cos
 def releq_reward(acc: float, reference: float, costs: Costs, cost_model: CostModel) -> float:
     memory_weight = 120.0
     q = (costs.latency + memory_weight * costs.flash_bits) / (
-        cost_model.reference_latency + memory_weight * cost_model.reference_flash)
+        cost_model.reference_latency + memory_weight * cost_model.reference_flash
+    )
     s = acc / reference if reference > 0 else 0.0
     if s < 0.4:
         return 0.1 * (acc - reference)

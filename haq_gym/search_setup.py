@@ -52,16 +52,37 @@ class SearchSetup:
         return out
 
 
-def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, dataset: str = "digits",
-                       data_root: str | None = None, download: bool = False, checkpoint: str | None = None,
-                       val_size: int | None = None, train_size: int | None = None, calibration_size: int = 64,
-                       latency_table: str | np.ndarray | None = None, hardware: str | BitSerialAccelerator | None = None,
-                       float_bit: int = 8, finetune_steps: int = 0, finetune_lr: float = 1e-3,
-                       eval_batch_size: int = 256, pretrain_epochs: int | None = None, device: str = "cpu",
-                       quantizer: str = "linear", progress: bool = True, model_kwargs: dict | None = None,
-                       weights: str | None = None, image_size: int | None = None, unquantized_cost: str = "float_bit",
-                       calibration: str = "once", finetune_epochs: int = 0, finetune_batch_size: int = 64,
-                       reward_accuracy: str = "val", use_top5: bool = False) -> SearchSetup:
+def build_search_setup(
+    *,
+    model: str = "mobilenetv2",
+    width_mult: float = 1.0,
+    dataset: str = "digits",
+    data_root: str | None = None,
+    download: bool = False,
+    checkpoint: str | None = None,
+    val_size: int | None = None,
+    train_size: int | None = None,
+    calibration_size: int = 64,
+    latency_table: str | np.ndarray | None = None,
+    hardware: str | BitSerialAccelerator | None = None,
+    float_bit: int = 8,
+    finetune_steps: int = 0,
+    finetune_lr: float = 1e-3,
+    eval_batch_size: int = 256,
+    pretrain_epochs: int | None = None,
+    device: str = "cpu",
+    quantizer: str = "linear",
+    progress: bool = True,
+    model_kwargs: dict | None = None,
+    weights: str | None = None,
+    image_size: int | None = None,
+    unquantized_cost: str = "float_bit",
+    calibration: str = "once",
+    finetune_epochs: int = 0,
+    finetune_batch_size: int = 64,
+    reward_accuracy: str = "val",
+    use_top5: bool = False,
+) -> SearchSetup:
     """Build a :class:`SearchSetup`.
 
     ``checkpoint=None`` uses the cached default float model (trained on first use, see
@@ -86,21 +107,41 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
     if calibration_size < 1:
         raise ValueError(f"calibration_size must be at least 1, got {calibration_size}")
     if finetune_steps < 0 or finetune_epochs < 0 or finetune_batch_size < 1:
-        raise ValueError(f"need finetune_steps >= 0, finetune_epochs >= 0 and finetune_batch_size >= 1, got "
-                         f"{finetune_steps}, {finetune_epochs}, {finetune_batch_size}")
+        raise ValueError(
+            f"need finetune_steps >= 0, finetune_epochs >= 0 and finetune_batch_size >= 1, got "
+            f"{finetune_steps}, {finetune_epochs}, {finetune_batch_size}"
+        )
     if finetune_steps and finetune_epochs:
-        raise ValueError(f"give finetune_steps or finetune_epochs, not both (got {finetune_steps} and {finetune_epochs})")
+        raise ValueError(
+            f"give finetune_steps or finetune_epochs, not both (got {finetune_steps} and {finetune_epochs})"
+        )
     accuracy = AccuracySettings(source=reward_accuracy, top5=bool(use_top5), calibration=calibration)
-    stages = tqdm(total=5, desc="search setup: reading the data", unit="stage", disable=not progress,
-                  bar_format="{desc} [{n_fmt}/{total_fmt} stages, {elapsed}]")
-    bundle = load_dataset(dataset, data_root, val_size=val_size, train_size=train_size, download=download,
-                          image_size=image_size)
+    stages = tqdm(
+        total=5,
+        desc="search setup: reading the data",
+        unit="stage",
+        disable=not progress,
+        bar_format="{desc} [{n_fmt}/{total_fmt} stages, {elapsed}]",
+    )
+    bundle = load_dataset(
+        dataset, data_root, val_size=val_size, train_size=train_size, download=download, image_size=image_size
+    )
     _next_stage(stages, "loading the float model (trained on first use)")
     spec = ModelSpec(model, width_mult=width_mult, kwargs=dict(model_kwargs or {}), weights=weights)
     min_acc = None if pretrain_epochs is not None else 95.0 if dataset == "digits" else None
-    qm = QuantizedModel.from_float(spec, bundle.num_classes, bundle.image_size, checkpoint=checkpoint, dataset=dataset,
-                                   bundle=bundle, family=quantizer, pretrain_epochs=pretrain_epochs,
-                                   min_accuracy=min_acc, progress=progress, device=torch_device(device))
+    qm = QuantizedModel.from_float(
+        spec,
+        bundle.num_classes,
+        bundle.image_size,
+        checkpoint=checkpoint,
+        dataset=dataset,
+        bundle=bundle,
+        family=quantizer,
+        pretrain_epochs=pretrain_epochs,
+        min_accuracy=min_acc,
+        progress=progress,
+        device=torch_device(device),
+    )
     net, named, meta = qm.model, qm.layers, qm.meta
     checkpoint = qm.checkpoint or ""
     names = qm.layer_names
@@ -114,8 +155,11 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
     elif isinstance(latency_table, np.ndarray):
         table, source = latency_table, "array"
     elif latency_table is None:
-        accel = hardware if isinstance(hardware, BitSerialAccelerator) else (
-            BitSerialAccelerator.from_yaml(hardware) if hardware is not None else BitSerialAccelerator())
+        accel = (
+            hardware
+            if isinstance(hardware, BitSerialAccelerator)
+            else (BitSerialAccelerator.from_yaml(hardware) if hardware is not None else BitSerialAccelerator())
+        )
         table = accel.table(infos)
         source = f"analytic bit-serial accelerator {accel.to_dict()}"
     else:
@@ -131,17 +175,41 @@ def build_search_setup(*, model: str = "mobilenetv2", width_mult: float = 1.0, d
         finetune_steps = finetune_epochs * max(len(train_x) // finetune_batch_size, 1)
     finetune = FinetuneSettings(steps=finetune_steps, lr=finetune_lr, batch_size=finetune_batch_size)
     needs_train = finetune_steps > 0 or accuracy.source != "val" or accuracy.calibration != "once"
-    evaluator = PolicyEvaluator(net, layers, val_x, val_y, train_x[:calibration_size], batch_size=eval_batch_size,
-                                finetune=finetune, train_images=train_x if needs_train else None,
-                                train_labels=train_y if needs_train else None, augment=bundle.augment,
-                                accuracy=accuracy)
+    evaluator = PolicyEvaluator(
+        net,
+        layers,
+        val_x,
+        val_y,
+        train_x[:calibration_size],
+        batch_size=eval_batch_size,
+        finetune=finetune,
+        train_images=train_x if needs_train else None,
+        train_labels=train_y if needs_train else None,
+        augment=bundle.augment,
+        accuracy=accuracy,
+    )
     _next_stage(stages, "the float model's validation accuracy")
     reference = evaluator.float_accuracy()
     stages.set_description("search setup: done")
     stages.update(1)
     stages.close()
-    return SearchSetup(model, width_mult, dataset, bundle, net, names, layers, infos, cost_model, evaluator,
-                       reference, checkpoint, meta, source, spec)
+    return SearchSetup(
+        model,
+        width_mult,
+        dataset,
+        bundle,
+        net,
+        names,
+        layers,
+        infos,
+        cost_model,
+        evaluator,
+        reference,
+        checkpoint,
+        meta,
+        source,
+        spec,
+    )
 
 
 def _next_stage(bar: tqdm, description: str) -> None:

@@ -94,8 +94,13 @@ class TrainStep:
     the next call: read them before.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 mode: str | None = None, warmup: int = 1) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        mode: str | None = None,
+        warmup: int = 1,
+    ) -> None:
         self.model = model
         self.loss_fn = loss_fn
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -129,8 +134,9 @@ class TrainStep:
     def configuration(self, x: torch.Tensor, y: torch.Tensor) -> tuple:
         """What a captured graph depends on besides tensor contents: shapes, modes, quantizer scalars."""
         modes = tuple(m.training for m in self.model.modules())
-        quant = tuple(tuple((k, b) for k, v in vars(m).items() if (b := _baked(v)) is not None)
-                      for m in self._quantizers)
+        quant = tuple(
+            tuple((k, b) for k, v in vars(m).items() if (b := _baked(v)) is not None) for m in self._quantizers
+        )
         return (tuple(x.shape), x.dtype, x.stride(), tuple(y.shape), y.dtype, torch.is_grad_enabled(), modes, quant)
 
     def _graph_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,8 +159,10 @@ class TrainStep:
                 captured = self._capture(x, y)
             except Exception as err:  # noqa: BLE001 - any capture failure means: run plainly
                 first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                _warn(f"CUDA graph capture of the training step failed ({type(err).__name__}: {first}); "
-                      "using the plain path")
+                _warn(
+                    f"CUDA graph capture of the training step failed ({type(err).__name__}: {first}); "
+                    "using the plain path"
+                )
                 self.mode = "plain"
                 self._graphs.clear()
                 torch.cuda.synchronize(self.device)
@@ -193,8 +201,9 @@ class TrainStep:
             self._plain_calls += 1
             return self._plain(x, y)
         if self._compiled is None:
-            self._compiled = torch.compile(self._forward_loss, dynamic=False,
-                                           mode="reduce-overhead" if self.device.type == "cuda" else None)
+            self._compiled = torch.compile(
+                self._forward_loss, dynamic=False, mode="reduce-overhead" if self.device.type == "cuda" else None
+            )
         for p in self.params:
             p.grad = None
         try:

@@ -24,8 +24,9 @@ def _shown(value: Any) -> str:
     return repr(value) if not isinstance(value, str) else f"{value!r} (a string)"
 
 
-def check_int(name: str, value: Any, low: int | None = None, high: int | None = None,
-              allow_none: bool = False) -> int | None:
+def check_int(
+    name: str, value: Any, low: int | None = None, high: int | None = None, allow_none: bool = False
+) -> int | None:
     """``value`` as an int in ``[low, high]`` (bools and floats such as 2.5 are refused)."""
     if value is None and allow_none:
         return None
@@ -37,8 +38,14 @@ def check_int(name: str, value: Any, low: int | None = None, high: int | None = 
     return int(value)
 
 
-def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, allow_none: bool = False) -> float | None:
+def check_number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    allow_none: bool = False,
+) -> float | None:
     """``value`` as a finite float in ``[low, high]`` (``(low, high]`` with ``low_open``); bools and strings refused."""
     if value is None and allow_none:
         return None
@@ -50,8 +57,9 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
         ok = float(value) <= high
     if not ok:
         bounds = _bounds(low, high, closed=not low_open)
-        raise ValueError(f"{name} must be a finite number{bounds}{' or None' if allow_none else ''}, "
-                         f"got {_shown(value)}")
+        raise ValueError(
+            f"{name} must be a finite number{bounds}{' or None' if allow_none else ''}, got {_shown(value)}"
+        )
     return float(value)
 
 
@@ -98,10 +106,12 @@ def _budget(name: str) -> Callable[[Any], Any]:
 
 def _optional_path(name: str) -> Callable[[Any], Any]:
     """A path keyword (``str``), or an already-built object passed from Python (arrays, accelerator models)."""
+
     def check(v: Any) -> Any:
         if isinstance(v, (bool, numbers.Number)) or (isinstance(v, str) and not v):
             raise ValueError(f"{name} must be a path (a string) or None, got {_shown(v)}")
         return v
+
     return check
 
 
@@ -206,8 +216,10 @@ def check_env_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
         taken = {name for name, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL}
         unknown = sorted(set(kwargs) - taken)
         if unknown:
-            raise ValueError(f"{env_id} does not take keyword(s) {', '.join(unknown)}; "
-                             f"it takes {', '.join(sorted(taken - {'setup'}))}")
+            raise ValueError(
+                f"{env_id} does not take keyword(s) {', '.join(unknown)}; "
+                f"it takes {', '.join(sorted(taken - {'setup'}))}"
+            )
     check_env_keywords({**spec.kwargs, **kwargs})
 
 
@@ -231,10 +243,9 @@ def check_like_defaults(owner: str, values: Mapping[str, Any], defaults: Mapping
         # A string default is often one choice of a union (SB3's ``ent_coef="auto"`` also takes a float): not checked.
 
 
-
-
-def check_policy_fits(policy: Any, model_name: str, width_mult: float, num_classes: int | None = None,
-                      min_bit: int = 2, max_bit: int = 8) -> None:
+def check_policy_fits(
+    policy: Any, model_name: str, width_mult: float, num_classes: int | None = None, min_bit: int = 2, max_bit: int = 8
+) -> None:
     """Refuse a policy that does not fit ``model_name`` at ``width_mult`` before any model is trained or loaded.
 
     Builds the untrained network (a fraction of a second), compares its quantizable layers
@@ -247,12 +258,26 @@ def check_policy_fits(policy: Any, model_name: str, width_mult: float, num_class
     check_width_mult(width_mult, "width_mult")
     declared = policy.model_kwargs.get("num_classes")
     if num_classes is not None and declared is not None and declared != num_classes:
-        raise ValueError(f"the policy's model_kwargs.num_classes is {declared!r}, but dataset {policy.dataset!r} "
-                         f"has {num_classes} classes")
-    names = [name for name, _ in wrap_model(build_model(model_name, num_classes=num_classes or 10,
-                                                        width_mult=width_mult))]
+        raise ValueError(
+            f"the policy's model_kwargs.num_classes is {declared!r}, but dataset {policy.dataset!r} "
+            f"has {num_classes} classes"
+        )
+    names = [
+        name for name, _ in wrap_model(build_model(model_name, num_classes=num_classes or 10, width_mult=width_mult))
+    ]
     policy.check_layers(names, min_bit=min_bit, max_bit=max_bit)
 
 
-__all__ = ["ENV_KEYWORD_CHECKS", "check_bool", "check_env_keywords", "check_env_kwargs", "check_int",
-           "check_like_defaults", "check_number", "check_policy_fits", "check_seed", "check_str", "check_width_mult"]
+__all__ = [
+    "ENV_KEYWORD_CHECKS",
+    "check_bool",
+    "check_env_keywords",
+    "check_env_kwargs",
+    "check_int",
+    "check_like_defaults",
+    "check_number",
+    "check_policy_fits",
+    "check_seed",
+    "check_str",
+    "check_width_mult",
+]

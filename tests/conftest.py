@@ -39,5 +39,10 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def tiny_env_kwargs(tiny_checkpoint: str) -> dict:
     """``gym.make`` keywords of a small, fast problem (random-init model, 64 validation images)."""
-    return {"width_mult": 0.35, "checkpoint": tiny_checkpoint, "val_size": 64, "calibration_size": 16,
-            "progress": False}
+    return {
+        "width_mult": 0.35,
+        "checkpoint": tiny_checkpoint,
+        "val_size": 64,
+        "calibration_size": 16,
+        "progress": False,
+    }

@@ -57,32 +57,91 @@ def test_wheel_install_resolves_haq_settings_from_any_folder(tmp_path: Path, tin
     for name in ("haq_gym", "envs", "agents", "configs"):
         shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                    str(source)], check=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        check=True,
+        cwd=tmp_path,
+    )
     (wheel,) = wheels.glob("haq_gym-*.whl")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     # Borrow the dependencies (torch, SB3, ...) as a plain path: its .pth files (this checkout's editable
     # install among them) are not run, so haq_gym can only come from the wheel.
     Path(site, "borrowed_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
-                    str(wheel)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--ignore-installed",
+            str(wheel),
+        ],
+        check=True,
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = tmp_path / "elsewhere"
     where.mkdir()
-    found = subprocess.run([str(python), "-c", "from haq_gym.algo_configs import config_dir; print(config_dir())"],
-                           check=True, capture_output=True, text=True, cwd=where, env=env).stdout.strip()
+    found = subprocess.run(
+        [str(python), "-c", "from haq_gym.algo_configs import config_dir; print(config_dir())"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=where,
+        env=env,
+    ).stdout.strip()
     assert Path(found).is_relative_to(venv) and Path(found, "sac.yml").is_file()
 
-    result = subprocess.run([str(venv / "bin" / "haq-train"), "--algo", "sac", "--episodes", "1", "--no-progress",
-                             "--output", str(where / "run"), "--env-kwargs", "width_mult=0.35",
-                             f"checkpoint={tiny_checkpoint}", "val_size=32", "calibration_size=8"],
-                            capture_output=True, text=True, cwd=where, env=env)
+    result = subprocess.run(
+        [
+            str(venv / "bin" / "haq-train"),
+            "--algo",
+            "sac",
+            "--episodes",
+            "1",
+            "--no-progress",
+            "--output",
+            str(where / "run"),
+            "--env-kwargs",
+            "width_mult=0.35",
+            f"checkpoint={tiny_checkpoint}",
+            "val_size=32",
+            "calibration_size=8",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=where,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     config = yaml.safe_load((where / "run" / "config.yml").read_text())
     assert config["n_episodes"] == 1
     hyper = config["hyperparams"]
-    assert hyper["episode_reward_relabel"] is True and hyper["learning_starts"] == {"episodes": 20} and hyper["gamma"] == 0.0
+    assert (
+        hyper["episode_reward_relabel"] is True
+        and hyper["learning_starts"] == {"episodes": 20}
+        and hyper["gamma"] == 0.0
+    )

@@ -16,15 +16,26 @@ def env_args(kw: dict) -> list[str]:
 
 
 def tiny_cmd(tiny_env_kwargs: dict, out, episodes: int = 4, seed: int = 0) -> list[str]:
-    return (["--episodes", str(episodes), "--seed", str(seed), "--output", str(out), "--no-progress"]
-            + env_args(tiny_env_kwargs) + ["--hyperparams", "warmup=1", "batch_size=16", "hidden1=32", "hidden2=32"])
+    return (
+        ["--episodes", str(episodes), "--seed", str(seed), "--output", str(out), "--no-progress"]
+        + env_args(tiny_env_kwargs)
+        + ["--hyperparams", "warmup=1", "batch_size=16", "hidden1=32", "hidden2=32"]
+    )
 
 
 def test_run_folder_has_every_artifact(tiny_env_kwargs, tmp_path) -> None:
     out = tmp_path / "run"
     assert train_agent.main(tiny_cmd(tiny_env_kwargs, out)) == 0
-    for name in ("config.yml", "episodes.csv", "best_policy.json", "best_policy.png", "search_progress.png",
-                 "latency_table.npy", "latency_table.png", "agent.pt"):
+    for name in (
+        "config.yml",
+        "episodes.csv",
+        "best_policy.json",
+        "best_policy.png",
+        "search_progress.png",
+        "latency_table.npy",
+        "latency_table.png",
+        "agent.pt",
+    ):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     rows = list(csv.DictReader(open(out / "episodes.csv")))
@@ -47,7 +58,7 @@ def test_same_seed_same_run_and_config_replays_it(tiny_env_kwargs, tmp_path) -> 
     def strip_times(text: str) -> list[list[str]]:
         rows = list(csv.reader(text.splitlines()))
         col = rows[0].index("eval_time_s")
-        return [r[:col] + r[col + 1:] for r in rows]
+        return [r[:col] + r[col + 1 :] for r in rows]
 
     assert strip_times(csv_a) == strip_times((b / "episodes.csv").read_text())
     assert strip_times(csv_a) == strip_times((c / "episodes.csv").read_text())
@@ -68,7 +79,8 @@ def test_bad_arguments_give_clear_errors(tiny_env_kwargs, tmp_path, capsys) -> N
     assert train_agent.main(cmd + ["--hyperparams", "learning_rate=3"]) == 2
     assert "does not take hyperparameter(s) learning_rate" in capsys.readouterr().err
     impossible = ["--episodes", "1", "--output", str(tmp_path / "x"), "--no-progress"] + env_args(
-        {**tiny_env_kwargs, "latency_budget": 0.01})
+        {**tiny_env_kwargs, "latency_budget": 0.01}
+    )
     assert train_agent.main(impossible) == 2
     assert "impossible" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
@@ -82,7 +94,8 @@ def test_bad_arguments_give_clear_errors(tiny_env_kwargs, tmp_path, capsys) -> N
 
 def test_algorithm_action_mode_mismatch_lists_what_is_allowed(tiny_env_kwargs, tmp_path, capsys) -> None:
     cmd = ["--algo", "dqn", "--episodes", "1", "--output", str(tmp_path / "dqn"), "--no-progress"] + env_args(
-        {**tiny_env_kwargs, "action_mode": "continuous"})
+        {**tiny_env_kwargs, "action_mode": "continuous"}
+    )
     assert train_agent.main(cmd) == 2
     assert "dqn cannot drive action_mode='continuous'; it supports discrete" in capsys.readouterr().err
     assert not (tmp_path / "dqn").exists()
@@ -92,8 +105,14 @@ def test_algorithm_action_mode_mismatch_lists_what_is_allowed(tiny_env_kwargs, t
 def test_other_algorithms_write_the_same_run_folder(algo: str, tiny_env_kwargs, tmp_path) -> None:
     out = tmp_path / algo
     hyper = ["--hyperparams", "n_steps=64", "batch_size=32"] if algo == "ppo" else []
-    assert train_agent.main(["--algo", algo, "--episodes", "2", "--output", str(out), "--no-progress"]
-                            + env_args(tiny_env_kwargs) + hyper) == 0
+    assert (
+        train_agent.main(
+            ["--algo", algo, "--episodes", "2", "--output", str(out), "--no-progress"]
+            + env_args(tiny_env_kwargs)
+            + hyper
+        )
+        == 0
+    )
     assert len((out / "episodes.csv").read_text().splitlines()) == 3
     best = PolicyFile.load(out / "best_policy.json")
     assert best.found_by["algo"] == algo and best.budget["budget_met"]

@@ -15,29 +15,47 @@ MISSING_CHECKPOINT = "/nonexistent/float.pt"
 
 
 def command(out, *extra: str, env_kwargs: tuple[str, ...] = ()) -> list[str]:
-    return ["--episodes", "2", "--output", str(out), "--no-progress", "--env-kwargs", "width_mult=0.35",
-            f"checkpoint={MISSING_CHECKPOINT}", *env_kwargs, *extra]
+    return [
+        "--episodes",
+        "2",
+        "--output",
+        str(out),
+        "--no-progress",
+        "--env-kwargs",
+        "width_mult=0.35",
+        f"checkpoint={MISSING_CHECKPOINT}",
+        *env_kwargs,
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("extra,env_kwargs,expected", [
-    ((), ("latency_budget=abc",), "latency_budget must be a finite number in (0, 1] or None, got 'abc' (a string)"),
-    ((), ("latency_budget=1.5",), "latency_budget must be a finite number in (0, 1] or None, got 1.5"),
-    ((), ("flash_budget=.inf",), "flash_budget must be a finite number in (0, 1] or None, got inf"),
-    ((), ("min_bit=four",), "min_bit must be an integer in [1, 8], got 'four' (a string)"),
-    ((), ("min_bit=2.5",), "min_bit must be an integer in [1, 8], got 2.5"),
-    ((), ("min_bit=6", "max_bit=4"), "min_bit must not exceed max_bit"),
-    ((), ("width_mult=0",), "width_mult must be a finite number in (0, 4], got 0"),
-    ((), ("latency_budgt=0.5",), "does not take keyword(s) latency_budgt"),
-    (("--hyperparams", "warmup=abc"), (), "haq-ddpg hyperparameter warmup must be an integer, got 'abc' (a string)"),
-    (("--hyperparams", "warmup=-1"), (), "warmup and n_update must be >= 0"),
-    (("--algo", "ppo", "--hyperparams", "n_steps=many"), (), "ppo hyperparameter n_steps must be an integer"),
-    (("--seed", "-1"), (), "--seed must be an integer in [0, 4294967295], got -1"),
-    (("--seed", "4294967296"), (), "--seed must be an integer in [0, 4294967295]"),
-    (("--episodes", "0"), (), "--episodes must be an integer >= 1, got 0"),
-    (("--optimize", "--seed", "-1"), (), "--seed must be an integer in [0, 4294967295], got -1"),
-])
-def test_bad_flag_or_env_keyword_is_one_line_and_leaves_no_folder(extra, env_kwargs, expected, tmp_path,
-                                                                    capsys) -> None:
+@pytest.mark.parametrize(
+    "extra,env_kwargs,expected",
+    [
+        ((), ("latency_budget=abc",), "latency_budget must be a finite number in (0, 1] or None, got 'abc' (a string)"),
+        ((), ("latency_budget=1.5",), "latency_budget must be a finite number in (0, 1] or None, got 1.5"),
+        ((), ("flash_budget=.inf",), "flash_budget must be a finite number in (0, 1] or None, got inf"),
+        ((), ("min_bit=four",), "min_bit must be an integer in [1, 8], got 'four' (a string)"),
+        ((), ("min_bit=2.5",), "min_bit must be an integer in [1, 8], got 2.5"),
+        ((), ("min_bit=6", "max_bit=4"), "min_bit must not exceed max_bit"),
+        ((), ("width_mult=0",), "width_mult must be a finite number in (0, 4], got 0"),
+        ((), ("latency_budgt=0.5",), "does not take keyword(s) latency_budgt"),
+        (
+            ("--hyperparams", "warmup=abc"),
+            (),
+            "haq-ddpg hyperparameter warmup must be an integer, got 'abc' (a string)",
+        ),
+        (("--hyperparams", "warmup=-1"), (), "warmup and n_update must be >= 0"),
+        (("--algo", "ppo", "--hyperparams", "n_steps=many"), (), "ppo hyperparameter n_steps must be an integer"),
+        (("--seed", "-1"), (), "--seed must be an integer in [0, 4294967295], got -1"),
+        (("--seed", "4294967296"), (), "--seed must be an integer in [0, 4294967295]"),
+        (("--episodes", "0"), (), "--episodes must be an integer >= 1, got 0"),
+        (("--optimize", "--seed", "-1"), (), "--seed must be an integer in [0, 4294967295], got -1"),
+    ],
+)
+def test_bad_flag_or_env_keyword_is_one_line_and_leaves_no_folder(
+    extra, env_kwargs, expected, tmp_path, capsys
+) -> None:
     out = tmp_path / "run"
     assert train_agent.main(command(out, *extra, env_kwargs=env_kwargs)) == 2
     err = capsys.readouterr().err
@@ -66,8 +84,9 @@ def test_invalid_yaml_in_config_is_one_line(tmp_path, capsys) -> None:
 
 def test_bad_value_in_a_config_file_is_refused_like_the_flag(tmp_path, capsys) -> None:
     config = tmp_path / "config.yml"
-    config.write_text("algo: haq-ddpg\nenv: HAQ-MobileNetV2-v0\nseed: abc\nn_episodes: 2\nenv_kwargs: {}\n"
-                      "hyperparams: {}\n")
+    config.write_text(
+        "algo: haq-ddpg\nenv: HAQ-MobileNetV2-v0\nseed: abc\nn_episodes: 2\nenv_kwargs: {}\nhyperparams: {}\n"
+    )
     assert train_agent.main(["--config", str(config), "--output", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "--seed must be an integer in [0, 4294967295], got 'abc' (a string)" in err and err.count("\n") == 1

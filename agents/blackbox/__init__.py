@@ -26,20 +26,56 @@ from agents.spec import PROBLEM, AlgorithmSpec
 ACTION_MODES = ("discrete", "continuous")
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
-    "random": AlgorithmSpec(run_random_search, ACTION_MODES, frozenset(),
-                            "uniform-random bits per decision (numpy, seeded)", PROBLEM, resumable=True),
-    "uniform": AlgorithmSpec(run_uniform, ACTION_MODES, frozenset(),
-                             "every decision at one bit width: the feasible widths, highest first (stops early)", PROBLEM),
-    "optuna-tpe": AlgorithmSpec(partial(run_optuna, sampler="tpe"), ACTION_MODES, sampler_hyperparams("tpe"),
-                                "Optuna TPESampler over per-decision bits, maximising the reward", PROBLEM),
-    "optuna-cmaes": AlgorithmSpec(partial(run_optuna, sampler="cmaes"), ACTION_MODES, sampler_hyperparams("cmaes"),
-                                  "Optuna CmaEsSampler over per-decision bits, maximising the reward (needs cmaes)", PROBLEM),
-    "optuna-gp": AlgorithmSpec(partial(run_optuna, sampler="gp"), ACTION_MODES, sampler_hyperparams("gp"),
-                               "Optuna GPSampler (Bayesian optimisation) over per-decision bits, maximising reward", PROBLEM),
-    "optuna-nsga2": AlgorithmSpec(partial(run_optuna, sampler="nsga2"), ACTION_MODES, sampler_hyperparams("nsga2"),
-                                  "Optuna NSGAIISampler on (accuracy, latency, flash); writes pareto_front.csv/.png", PROBLEM),
-    "greedy-sensitivity": AlgorithmSpec(run_greedy_sensitivity, ACTION_MODES, GREEDY_HYPERPARAMS,
-                                        "AIMET/HAWQ-style probe-then-lower greedy (stops early)", PROBLEM),
+    "random": AlgorithmSpec(
+        run_random_search,
+        ACTION_MODES,
+        frozenset(),
+        "uniform-random bits per decision (numpy, seeded)",
+        PROBLEM,
+        resumable=True,
+    ),
+    "uniform": AlgorithmSpec(
+        run_uniform,
+        ACTION_MODES,
+        frozenset(),
+        "every decision at one bit width: the feasible widths, highest first (stops early)",
+        PROBLEM,
+    ),
+    "optuna-tpe": AlgorithmSpec(
+        partial(run_optuna, sampler="tpe"),
+        ACTION_MODES,
+        sampler_hyperparams("tpe"),
+        "Optuna TPESampler over per-decision bits, maximising the reward",
+        PROBLEM,
+    ),
+    "optuna-cmaes": AlgorithmSpec(
+        partial(run_optuna, sampler="cmaes"),
+        ACTION_MODES,
+        sampler_hyperparams("cmaes"),
+        "Optuna CmaEsSampler over per-decision bits, maximising the reward (needs cmaes)",
+        PROBLEM,
+    ),
+    "optuna-gp": AlgorithmSpec(
+        partial(run_optuna, sampler="gp"),
+        ACTION_MODES,
+        sampler_hyperparams("gp"),
+        "Optuna GPSampler (Bayesian optimisation) over per-decision bits, maximising reward",
+        PROBLEM,
+    ),
+    "optuna-nsga2": AlgorithmSpec(
+        partial(run_optuna, sampler="nsga2"),
+        ACTION_MODES,
+        sampler_hyperparams("nsga2"),
+        "Optuna NSGAIISampler on (accuracy, latency, flash); writes pareto_front.csv/.png",
+        PROBLEM,
+    ),
+    "greedy-sensitivity": AlgorithmSpec(
+        run_greedy_sensitivity,
+        ACTION_MODES,
+        GREEDY_HYPERPARAMS,
+        "AIMET/HAWQ-style probe-then-lower greedy (stops early)",
+        PROBLEM,
+    ),
 }
 
 __all__ = ["ALGORITHMS", "EvaluationBudget", "feasible_uniform_bits", "meets_budget", "policy_costs"]

@@ -49,8 +49,19 @@ from haq_gym.problem import Outcome, PolicyProblem
 from haq_gym.util import check_known_keys
 
 HYPERPARAMS = frozenset({"probe_bits"})
-SENSITIVITY_COLUMNS = ("decision", "layer", "layer_name", "kind", "cost_saving", "probed", "probe_bits",
-                       "probe_accuracy", "probe_enforced", "lowering_order", "final_bits")
+SENSITIVITY_COLUMNS = (
+    "decision",
+    "layer",
+    "layer_name",
+    "kind",
+    "cost_saving",
+    "probed",
+    "probe_bits",
+    "probe_accuracy",
+    "probe_enforced",
+    "lowering_order",
+    "final_bits",
+)
 
 
 def default_probe_bits(min_bit: int, max_bit: int) -> int:
@@ -94,8 +105,15 @@ def lower_to_budget(problem: PolicyProblem, order: list[int]) -> list[int]:
     return bits
 
 
-def run_greedy_sensitivity(problem: PolicyProblem, episodes: int, seed: int, hyperparams: dict[str, Any],
-                           run_dir: str | os.PathLike, progress: bool = True, writer: Any = None) -> None:
+def run_greedy_sensitivity(
+    problem: PolicyProblem,
+    episodes: int,
+    seed: int,
+    hyperparams: dict[str, Any],
+    run_dir: str | os.PathLike,
+    progress: bool = True,
+    writer: Any = None,
+) -> None:
     """Probe per-decision sensitivity, lower the least sensitive decisions until the budget holds, evaluate.
 
     Hyperparameter ``probe_bits`` (default ``min_bit + 2`` clipped to ``min_bit..max_bit-1``).
@@ -120,7 +138,7 @@ def run_greedy_sensitivity(problem: PolicyProblem, episodes: int, seed: int, hyp
     can_probe = probe_width >= lo
     savings = cost_savings(problem, max(probe_width, lo))
     by_saving = sorted(range(n), key=lambda d: (-savings[d], d))
-    probed = by_saving[:min(n, episodes - 1)] if can_probe else []
+    probed = by_saving[: min(n, episodes - 1)] if can_probe else []
     with EvaluationBudget(problem, len(probed) + 1, "greedy-sensitivity", progress) as evaluate:
         results: dict[int, Outcome] = {}
         for d in probed:
@@ -129,15 +147,23 @@ def run_greedy_sensitivity(problem: PolicyProblem, episodes: int, seed: int, hyp
             results[d] = evaluate(bits)
         # Least sensitive first: probed decisions by descending probe accuracy, then the unprobed
         # ones (most sensitive); ties go to the larger cost saving.
-        order = sorted(range(n), key=lambda d: (d not in results, -results[d].accuracy if d in results else 0.0,
-                                                -savings[d], d))
+        order = sorted(
+            range(n), key=lambda d: (d not in results, -results[d].accuracy if d in results else 0.0, -savings[d], d)
+        )
         final = lower_to_budget(problem, order)
         _write_sensitivity(Path(run_dir) / "sensitivity.csv", problem, savings, probe_width, results, order, final)
         evaluate(final)
 
 
-def _write_sensitivity(path: Path, problem: PolicyProblem, savings: list[float], probe_width: int,
-                       results: dict[int, Outcome], order: list[int], final: list[int]) -> None:
+def _write_sensitivity(
+    path: Path,
+    problem: PolicyProblem,
+    savings: list[float],
+    probe_width: int,
+    results: dict[int, Outcome],
+    order: list[int],
+    final: list[int],
+) -> None:
     """One row per decision: what was probed, what it scored, where it went in the lowering order."""
     position = {d: k for k, d in enumerate(order)}
     with open(path, "w", newline="") as fh:
@@ -145,7 +171,18 @@ def _write_sensitivity(path: Path, problem: PolicyProblem, savings: list[float],
         out.writerow(SENSITIVITY_COLUMNS)
         for d, (layer, j) in enumerate(problem.decisions):
             r = results.get(d)
-            out.writerow([d, layer, problem.layer_names[layer], "activation" if j else "weight",
-                          f"{savings[d]:.6f}", int(r is not None), probe_width if r else "",
-                          f"{r.accuracy:.4f}" if r else "", int(r.enforced) if r else "",
-                          position[d], final[d]])
+            out.writerow(
+                [
+                    d,
+                    layer,
+                    problem.layer_names[layer],
+                    "activation" if j else "weight",
+                    f"{savings[d]:.6f}",
+                    int(r is not None),
+                    probe_width if r else "",
+                    f"{r.accuracy:.4f}" if r else "",
+                    int(r.enforced) if r else "",
+                    position[d],
+                    final[d],
+                ]
+            )

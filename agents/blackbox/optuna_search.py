@@ -58,8 +58,17 @@ def sampler_hyperparams(sampler: str) -> frozenset[str]:
     return SAMPLER_HYPERPARAMS[sampler] | COMMON_HYPERPARAMS
 
 
-def run_optuna(problem: PolicyProblem, episodes: int, seed: int, hyperparams: dict[str, Any], run_dir: str | os.PathLike,
-               progress: bool = True, writer: Any = None, *, sampler: str) -> None:
+def run_optuna(
+    problem: PolicyProblem,
+    episodes: int,
+    seed: int,
+    hyperparams: dict[str, Any],
+    run_dir: str | os.PathLike,
+    progress: bool = True,
+    writer: Any = None,
+    *,
+    sampler: str,
+) -> None:
     """Search with Optuna's ``sampler`` for exactly ``episodes`` trials (= episodes).
 
     ``hyperparams`` are the sampler's (see :data:`SAMPLER_HYPERPARAMS`) plus
@@ -80,8 +89,11 @@ def run_optuna(problem: PolicyProblem, episodes: int, seed: int, hyperparams: di
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = (optuna.create_study(sampler=built, directions=list(DIRECTIONS)) if multi
-                 else optuna.create_study(sampler=built, direction="maximize"))
+        study = (
+            optuna.create_study(sampler=built, directions=list(DIRECTIONS))
+            if multi
+            else optuna.create_study(sampler=built, direction="maximize")
+        )
         if start_from_uniform:
             uniform = feasible_uniform_bits(problem)[0]
             study.enqueue_trial({f"d{i}": uniform for i in range(n)})

@@ -16,9 +16,16 @@ from haq_gym.util import check_known_keys
 RNG_FILE = "rng.pt"
 
 
-def run_random_search(problem: PolicyProblem, episodes: int, seed: int, hyperparams: dict[str, Any],
-                      run_dir: str | os.PathLike, progress: bool = True, writer: Any = None,
-                      checkpoint: Any = None) -> None:
+def run_random_search(
+    problem: PolicyProblem,
+    episodes: int,
+    seed: int,
+    hyperparams: dict[str, Any],
+    run_dir: str | os.PathLike,
+    progress: bool = True,
+    writer: Any = None,
+    checkpoint: Any = None,
+) -> None:
     """Evaluate ``episodes`` policies with every decision's bits drawn uniformly from ``min_bit..max_bit``.
 
     Draws come from ``numpy.random.default_rng(seed)``, so a seed repeats the run. The
@@ -31,6 +38,7 @@ def run_random_search(problem: PolicyProblem, episodes: int, seed: int, hyperpar
     rng = np.random.default_rng(seed)
     done = 0
     if checkpoint is not None and checkpoint.episodes:
+
         def load(folder: Path) -> None:
             rng.bit_generator.state = torch.load(folder / RNG_FILE, weights_only=True)
 

@@ -19,8 +19,15 @@ def feasible_uniform_bits(problem: PolicyProblem) -> list[int]:
     return [b for b in range(problem.max_bit, problem.min_bit - 1, -1) if meets_budget(problem, [b] * n)]
 
 
-def run_uniform(problem: PolicyProblem, episodes: int, seed: int, hyperparams: dict[str, Any],
-                run_dir: str | os.PathLike, progress: bool = True, writer: Any = None) -> None:
+def run_uniform(
+    problem: PolicyProblem,
+    episodes: int,
+    seed: int,
+    hyperparams: dict[str, Any],
+    run_dir: str | os.PathLike,
+    progress: bool = True,
+    writer: Any = None,
+) -> None:
     """Evaluate the feasible uniform policies, highest bit width first; may use fewer than ``episodes``.
 
     The first evaluation is the best feasible uniform precision (the highest ``b`` whose

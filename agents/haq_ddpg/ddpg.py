@@ -100,7 +100,9 @@ class HAQDDPGConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"HAQDDPGConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.replay_unit not in REPLAY_UNITS:
-            raise ValueError(f"HAQDDPGConfig.replay_unit must be one of {', '.join(REPLAY_UNITS)}, got {self.replay_unit!r}")
+            raise ValueError(
+                f"HAQDDPGConfig.replay_unit must be one of {', '.join(REPLAY_UNITS)}, got {self.replay_unit!r}"
+            )
         if self.warmup < 0 or self.n_update < 0:
             raise ValueError("HAQDDPGConfig.warmup and n_update must be >= 0")
         if self.init_delta <= 0 or not 0 < self.delta_decay <= 1:
@@ -231,7 +233,7 @@ class GraphedUpdate:
         start = 0
         for k in BATCH_FIELDS:
             n = b * self.widths[k]
-            self.inputs[k] = self.device_buffer[start:start + n].view(b, self.widths[k])
+            self.inputs[k] = self.device_buffer[start : start + n].view(b, self.widths[k])
             start += n
         self.baseline = self.device_buffer[start]
         self.steps = 0
@@ -245,7 +247,7 @@ class GraphedUpdate:
         start = 0
         for k in BATCH_FIELDS:
             n = batch[k].size
-            host[start:start + n] = batch[k].reshape(-1)
+            host[start : start + n] = batch[k].reshape(-1)
             start += n
         host[start] = baseline
         self.device_buffer.copy_(self.host[slot], non_blocking=True)
@@ -272,9 +274,12 @@ class GraphedUpdate:
                     self.outputs = learn(*args)
                 self.graph = graph
             except Exception as err:  # noqa: BLE001 - any capture failure means: run plainly
-                warnings.warn(f"HAQ-DDPG: CUDA graph capture of the update failed ({type(err).__name__}: "
-                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); using the plain path",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"HAQ-DDPG: CUDA graph capture of the update failed ({type(err).__name__}: "
+                    f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); using the plain path",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 self.agent._graphed = False
                 torch.cuda.synchronize(self.agent.device)
                 critic, actor = learn(*args)
@@ -328,9 +333,7 @@ def _check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None
             f"got {observation_space!r}"
         )
     if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
-        raise ValueError(
-            f"HAQDDPG expects a 1-D gymnasium.spaces.Box action space, got {action_space!r}"
-        )
+        raise ValueError(f"HAQDDPG expects a 1-D gymnasium.spaces.Box action space, got {action_space!r}")
     low, high = action_space.low, action_space.high
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high > low)):
         raise ValueError(
@@ -425,8 +428,15 @@ class HAQDDPG:
         """Deterministic actor action (no noise), in action-space units."""
         return self._to_env(self._actor_unit(obs))
 
-    def _learn(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, next_obs: torch.Tensor,
-               terminated: torch.Tensor, baseline: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _learn(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+        baseline: float | torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One DDPG gradient step on a batch; returns the (critic, actor) losses as 0-d tensors."""
         cfg = self.config
         with torch.no_grad():
@@ -510,17 +520,19 @@ class HAQDDPG:
     def save(self, path: str | os.PathLike) -> None:
         """Write networks, targets, optimisers, baseline, RNG state and replay memory to one file."""
         torch.save(
-            seal({
-                "actor": self.actor.state_dict(),
-                "critic": self.critic.state_dict(),
-                "actor_target": self.actor_target.state_dict(),
-                "critic_target": self.critic_target.state_dict(),
-                "actor_optim": self.actor_optim.state_dict(),
-                "critic_optim": self.critic_optim.state_dict(),
-                "baseline": self.baseline,
-                "rng": self.rng.bit_generator.state,
-                "memory": None if self.memory is None else self.memory.state_dict(),
-            }),
+            seal(
+                {
+                    "actor": self.actor.state_dict(),
+                    "critic": self.critic.state_dict(),
+                    "actor_target": self.actor_target.state_dict(),
+                    "critic_target": self.critic_target.state_dict(),
+                    "actor_optim": self.actor_optim.state_dict(),
+                    "critic_optim": self.critic_optim.state_dict(),
+                    "baseline": self.baseline,
+                    "rng": self.rng.bit_generator.state,
+                    "memory": None if self.memory is None else self.memory.state_dict(),
+                }
+            ),
             path,
         )
 
@@ -574,8 +586,14 @@ def train_haq_ddpg(
     n_layers = getattr(env.unwrapped, "n_layers", None)
     if config.replay_unit == "layer" and n_layers is None:
         raise ValueError("replay_unit='layer' (HAQ's replay size) needs an env that reports n_layers")
-    agent = HAQDDPG(env.observation_space, env.action_space, config, seed, device=torch_device(str(config.device)),
-                    n_layers=n_layers)
+    agent = HAQDDPG(
+        env.observation_space,
+        env.action_space,
+        config,
+        seed,
+        device=torch_device(str(config.device)),
+        n_layers=n_layers,
+    )
     start = 0
     if checkpoint is not None and checkpoint.episodes:
         checkpoint.restore(lambda folder: agent.load(folder / AGENT_FILE))

@@ -36,15 +36,29 @@ _TABLE: dict[str, tuple[type[BaseAlgorithm], tuple[str, ...], str]] = {
     "tqc": (TQC, _CONTINUOUS, "sb3-contrib TQC"),
     "trpo": (TRPO, _BOTH, "sb3-contrib TRPO"),
     "ars": (ARS, ("continuous", "discrete"), "sb3-contrib ARS (augmented random search)"),
-    "maskable-ppo": (MaskablePPO, _DISCRETE, "sb3-contrib MaskablePPO, only picks bit widths that keep the budget "
-                                             "reachable (the env's action_masks())"),
+    "maskable-ppo": (
+        MaskablePPO,
+        _DISCRETE,
+        "sb3-contrib MaskablePPO, only picks bit widths that keep the budget reachable (the env's action_masks())",
+    ),
 }
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
-    name: AlgorithmSpec(SB3Runner(name, cls), modes, allowed_hyperparams(cls), description,
-                        resumable=issubclass(cls, OffPolicyAlgorithm))
+    name: AlgorithmSpec(
+        SB3Runner(name, cls),
+        modes,
+        allowed_hyperparams(cls),
+        description,
+        resumable=issubclass(cls, OffPolicyAlgorithm),
+    )
     for name, (cls, modes, description) in _TABLE.items()
 }
 
-__all__ = ["ALGORITHMS", "EpisodeRewardReplayBuffer", "SB3Runner", "allowed_hyperparams", "check_hyperparams",
-           "train_sb3"]
+__all__ = [
+    "ALGORITHMS",
+    "EpisodeRewardReplayBuffer",
+    "SB3Runner",
+    "allowed_hyperparams",
+    "check_hyperparams",
+    "train_sb3",
+]

@@ -42,8 +42,9 @@ DEFAULT_POLICY = "MlpPolicy"
 # Constructor keywords the runner sets itself; the buffer classes cannot be written in YAML
 # (``episode_reward_relabel`` selects the replay buffer). ``device`` is a hyperparameter whose
 # default here is cpu, not SB3's auto: SB3's MLP policies are faster on the CPU.
-RUNNER_KWARGS = frozenset({"env", "seed", "verbose", "tensorboard_log", "_init_setup_model",
-                           "replay_buffer_class", "rollout_buffer_class"})
+RUNNER_KWARGS = frozenset(
+    {"env", "seed", "verbose", "tensorboard_log", "_init_setup_model", "replay_buffer_class", "rollout_buffer_class"}
+)
 
 
 def allowed_hyperparams(algo_class: type[BaseAlgorithm]) -> frozenset[str]:
@@ -76,8 +77,10 @@ def steps_from_episodes(hyperparams: dict[str, Any], length: int) -> dict[str, A
             continue
         n = value["episodes"]
         if set(value) != {"episodes"} or isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"hyperparameter {key}: a step count in episodes is written {{episodes: N}} with N a "
-                             f"non-negative integer, got {value!r}")
+            raise ValueError(
+                f"hyperparameter {key}: a step count in episodes is written {{episodes: N}} with N a "
+                f"non-negative integer, got {value!r}"
+            )
         out[key] = n * length
     return out
 
@@ -94,8 +97,9 @@ def _policy_kwargs(value: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def constructor_kwargs(algo_class: type[BaseAlgorithm], hyperparams: dict[str, Any], action_space: gym.Space,
-                       length: int) -> dict[str, Any]:
+def constructor_kwargs(
+    algo_class: type[BaseAlgorithm], hyperparams: dict[str, Any], action_space: gym.Space, length: int
+) -> dict[str, Any]:
     """SB3 constructor keywords from config hyperparameters (YAML lists, numbers and names made into SB3's types).
 
     Step counts written ``{episodes: N}`` become ``N * length`` (:func:`steps_from_episodes`);
@@ -109,9 +113,11 @@ def constructor_kwargs(algo_class: type[BaseAlgorithm], hyperparams: dict[str, A
     if kwargs.pop(RELABEL_KEY, False):
         starts = kwargs.get("learning_starts", inspect.signature(algo_class).parameters["learning_starts"].default)
         if starts < length - 1:
-            raise ValueError(f"{RELABEL_KEY} stores transitions only when their episode ends, so the first gradient "
-                             f"step must come after the first episode: learning_starts must be >= {length - 1} "
-                             f"(episode length {length} minus 1), got {starts}")
+            raise ValueError(
+                f"{RELABEL_KEY} stores transitions only when their episode ends, so the first gradient "
+                f"step must come after the first episode: learning_starts must be >= {length - 1} "
+                f"(episode length {length} minus 1), got {starts}"
+            )
         kwargs["replay_buffer_class"] = EpisodeRewardReplayBuffer
     if isinstance(kwargs.get("train_freq"), list):
         kwargs["train_freq"] = tuple(kwargs["train_freq"])
@@ -219,9 +225,17 @@ def _finish_with_predict(model: BaseAlgorithm, vec_env: VecEnv, budget: EpisodeB
         obs, _, _, _ = vec_env.step(action)
 
 
-def train_sb3(name: str, algo_class: type[BaseAlgorithm], env: gym.Env, episodes: int, seed: int,
-              hyperparams: dict[str, Any], tensorboard_log: str | None = None,
-              progress: bool = True, checkpoint: Any = None) -> BaseAlgorithm:
+def train_sb3(
+    name: str,
+    algo_class: type[BaseAlgorithm],
+    env: gym.Env,
+    episodes: int,
+    seed: int,
+    hyperparams: dict[str, Any],
+    tensorboard_log: str | None = None,
+    progress: bool = True,
+    checkpoint: Any = None,
+) -> BaseAlgorithm:
     """Train ``algo_class`` on ``env`` for exactly ``episodes`` episodes and return the model.
 
     With ``checkpoint`` (a :class:`~haq_gym.runs.checkpoint.SearchCheckpoint`, off-policy
@@ -253,15 +267,21 @@ def train_sb3(name: str, algo_class: type[BaseAlgorithm], env: gym.Env, episodes
         model = algo_class(env=vec_env, seed=seed, verbose=0, device=device, **kwargs)
     # SB3's scalars go into the run's own TensorBoard folder (one run there, not an extra <algo>_1);
     # without a folder SB3 would create an empty SB3-<time> folder in the temp dir on every learn().
-    model.set_logger(configure(tensorboard_log, ["tensorboard"]) if tensorboard_log is not None
-                     else Logger(folder=None, output_formats=[]))
+    model.set_logger(
+        configure(tensorboard_log, ["tensorboard"])
+        if tensorboard_log is not None
+        else Logger(folder=None, output_formats=[])
+    )
     budget = EpisodeBudget(monitor, episodes - done, progress, name)
     callback: BaseCallback = budget
     if checkpoint is not None:
         callback = CallbackList([budget, EpisodeCheckpoint(monitor, checkpoint, done)])
     try:
-        model.learn(total_timesteps=learn_timesteps(model, episodes - done, length), callback=callback,
-                    reset_num_timesteps=not done)
+        model.learn(
+            total_timesteps=learn_timesteps(model, episodes - done, length),
+            callback=callback,
+            reset_num_timesteps=not done,
+        )
         model.logger.dump(model.num_timesteps)  # the values since the last log interval, which short runs never reach
         _finish_with_predict(model, vec_env, budget)
     finally:
@@ -277,11 +297,28 @@ class SB3Runner:
     name: str
     algo_class: type[BaseAlgorithm]
 
-    def __call__(self, env: gym.Env, episodes: int, seed: int, hyperparams: dict[str, Any],
-                 run_dir: str | os.PathLike, progress: bool = True, writer: Any = None,
-                 checkpoint: Any = None) -> None:
+    def __call__(
+        self,
+        env: gym.Env,
+        episodes: int,
+        seed: int,
+        hyperparams: dict[str, Any],
+        run_dir: str | os.PathLike,
+        progress: bool = True,
+        writer: Any = None,
+        checkpoint: Any = None,
+    ) -> None:
         """Run the search; SB3's own scalars go to ``run_dir/tensorboard`` beside the run's when ``writer`` is given."""
         tensorboard_log = os.fspath(Path(run_dir) / "tensorboard") if writer is not None else None
-        model = train_sb3(self.name, self.algo_class, env, episodes, seed, hyperparams, tensorboard_log, progress,
-                          checkpoint=checkpoint)
+        model = train_sb3(
+            self.name,
+            self.algo_class,
+            env,
+            episodes,
+            seed,
+            hyperparams,
+            tensorboard_log,
+            progress,
+            checkpoint=checkpoint,
+        )
         model.save(Path(run_dir) / AGENT_FILE)

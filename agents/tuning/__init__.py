@@ -10,5 +10,17 @@ from agents.tuning.hyperparams_sampler import HYPERPARAMS_SAMPLER, SearchProblem
 from agents.tuning.optimize import PRUNERS, SAMPLERS, TuningResult, TuningSettings, WorkerFailed, summary, tune
 from agents.tuning.storage import StorageError, open_storage
 
-__all__ = ["HYPERPARAMS_SAMPLER", "PRUNERS", "SAMPLERS", "SearchProblem", "StorageError", "TuningResult",
-           "TuningSettings", "WorkerFailed", "get_hyperparams_sampler", "open_storage", "summary", "tune"]
+__all__ = [
+    "HYPERPARAMS_SAMPLER",
+    "PRUNERS",
+    "SAMPLERS",
+    "SearchProblem",
+    "StorageError",
+    "TuningResult",
+    "TuningSettings",
+    "WorkerFailed",
+    "get_hyperparams_sampler",
+    "open_storage",
+    "summary",
+    "tune",
+]

@@ -28,8 +28,9 @@ from typing import Any, Protocol
 class Suggester(Protocol):
     """The part of :class:`optuna.trial.Trial` the sampling functions use."""
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float: ...
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
 
@@ -40,7 +41,7 @@ class Suggester(Protocol):
 class SearchProblem:
     """What a search space depends on: the per-run evaluation budget and the env's shape."""
 
-    episodes: int        # evaluation budget of one search run (episodes = policy evaluations)
+    episodes: int  # evaluation budget of one search run (episodes = policy evaluations)
     episode_length: int  # env steps (decisions) per episode
     min_bit: int
     max_bit: int
@@ -57,8 +58,9 @@ class FixedParams:
         self.trial = trial
         self.fixed = dict(fixed)
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
         if name in self.fixed:
             return self.fixed[name]
         return self.trial.suggest_float(name, low, high, step=step, log=log)
@@ -117,8 +119,9 @@ def _off_policy(trial: Suggester, problem: SearchProblem) -> dict[str, Any]:
         # Replay capacity: 16 to 256 episodes of transitions, as for HAQ's rmsize.
         "buffer_size": trial.suggest_int("buffer_size", 16 * length, 256 * length, log=True),
         # Random-action warm-up in whole episodes (relabelling needs at least one), up to a quarter of the budget.
-        "learning_starts": trial.suggest_int("learning_starts", length, _warmup_episodes_max(problem) * length,
-                                             step=length),
+        "learning_starts": trial.suggest_int(
+            "learning_starts", length, _warmup_episodes_max(problem) * length, step=length
+        ),
     }
 
 
@@ -129,16 +132,20 @@ def sample_sac(trial: Suggester, problem: SearchProblem) -> dict[str, Any]:
 
 def sample_tqc(trial: Suggester, problem: SearchProblem) -> dict[str, Any]:
     """TQC: SAC's knobs plus how many of each critic's 25 quantiles to drop (sb3-contrib's default 2)."""
-    return {**_off_policy(trial, problem),
-            "top_quantiles_to_drop_per_net": trial.suggest_int("top_quantiles_to_drop_per_net", 0, 5)}
+    return {
+        **_off_policy(trial, problem),
+        "top_quantiles_to_drop_per_net": trial.suggest_int("top_quantiles_to_drop_per_net", 0, 5),
+    }
 
 
 def sample_td3(trial: Suggester, problem: SearchProblem) -> dict[str, Any]:
     """TD3 and DDPG: the off-policy knobs plus the Gaussian exploration noise."""
-    return {**_off_policy(trial, problem),
-            # Std on SB3's [-1, 1] action scale (half of it on the env's [0, 1]): 0.05 is a third of a
-            # bit-width bin, 0.6 several bins (the configs use 0.3, about one bin).
-            "action_noise": trial.suggest_float("action_noise", 0.05, 0.6, log=True)}
+    return {
+        **_off_policy(trial, problem),
+        # Std on SB3's [-1, 1] action scale (half of it on the env's [0, 1]): 0.05 is a third of a
+        # bit-width bin, 0.6 several bins (the configs use 0.3, about one bin).
+        "action_noise": trial.suggest_float("action_noise", 0.05, 0.6, log=True),
+    }
 
 
 def _on_policy_common(trial: Suggester) -> dict[str, Any]:
@@ -193,8 +200,9 @@ def sample_dqn(trial: Suggester, problem: SearchProblem) -> dict[str, Any]:
         "learning_rate": trial.suggest_float("learning_rate", 1e-5, 3e-3, log=True),
         "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128, 256]),
         "buffer_size": trial.suggest_int("buffer_size", 16 * length, 256 * length, log=True),
-        "learning_starts": trial.suggest_int("learning_starts", length, _warmup_episodes_max(problem) * length,
-                                             step=length),
+        "learning_starts": trial.suggest_int(
+            "learning_starts", length, _warmup_episodes_max(problem) * length, step=length
+        ),
         # Share of the budget over which epsilon falls to its final value (the config: half of it).
         "exploration_fraction": trial.suggest_float("exploration_fraction", 0.1, 0.8),
         # Final epsilon: from 1 random decision in 100 to 1 in 5 (the config: 0.05).
@@ -221,8 +229,10 @@ def _startup_trials(trial: Suggester, problem: SearchProblem) -> int:
 
 def sample_optuna_tpe(trial: Suggester, problem: SearchProblem) -> dict[str, Any]:
     """TPE over the bits: its random start and how many candidates it scores per proposal (Optuna's 24)."""
-    return {"n_startup_trials": _startup_trials(trial, problem),
-            "n_ei_candidates": trial.suggest_int("n_ei_candidates", 8, 128, log=True)}
+    return {
+        "n_startup_trials": _startup_trials(trial, problem),
+        "n_ei_candidates": trial.suggest_int("n_ei_candidates", 8, 128, log=True),
+    }
 
 
 def sample_optuna_gp(trial: Suggester, problem: SearchProblem) -> dict[str, Any]:

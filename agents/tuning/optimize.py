@@ -72,8 +72,10 @@ MEDIAN_STARTUP_TRIALS = 5
 TPE_STARTUP_TRIALS = 10
 # The tuner's sampler settings. CMA-ES samples categorical knobs (batch sizes, rollout
 # lengths) at random; the docs say so once, so its per-trial warning is off.
-SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {"tpe": {"n_startup_trials": TPE_STARTUP_TRIALS},
-                                              "cmaes": {"warn_independent_sampling": False}}
+SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {
+    "tpe": {"n_startup_trials": TPE_STARTUP_TRIALS},
+    "cmaes": {"warn_independent_sampling": False},
+}
 STUDY_RECORD_KEY = "haq_gym_tuning"
 MARKER_NAME = "tuning.yml"
 POLL_S = 2.0
@@ -91,18 +93,18 @@ class TuningSettings:
     env_id: str
     env_kwargs: dict[str, Any]
     n_episodes: int
-    base_hyperparams: dict[str, Any]   # the algorithm's config, under the sampled values
+    base_hyperparams: dict[str, Any]  # the algorithm's config, under the sampled values
     fixed_hyperparams: dict[str, Any]  # --hyperparams: set on every trial, left out of the search
     output: str
-    n_trials: int = 50                 # finished (complete or pruned) trials the study should hold
-    storage: str | None = None         # None: a journal file in ``output``
-    study_name: str | None = None      # None: "<algo>_<env_id>"
+    n_trials: int = 50  # finished (complete or pruned) trials the study should hold
+    storage: str | None = None  # None: a journal file in ``output``
+    study_name: str | None = None  # None: "<algo>_<env_id>"
     n_seeds: int = 3
     report_every: int = 10
     sampler: str = "tpe"
     pruner: str = "median"
     n_jobs: int = 1
-    seed: int | None = None            # sampler seed; None: unseeded
+    seed: int | None = None  # sampler seed; None: unseeded
     command: str = ""
 
     @property
@@ -119,10 +121,16 @@ class TuningSettings:
 
     def study_record(self) -> dict[str, Any]:
         """What defines the objective; a study can only be resumed with the same record."""
-        record = {"algo": self.algo, "env": self.env_id, "env_kwargs": self.env_kwargs,
-                  "n_episodes": self.n_episodes, "search_seeds": self.search_seeds,
-                  "report_every": self.report_every, "base_hyperparams": self.base_hyperparams,
-                  "fixed_hyperparams": self.fixed_hyperparams}
+        record = {
+            "algo": self.algo,
+            "env": self.env_id,
+            "env_kwargs": self.env_kwargs,
+            "n_episodes": self.n_episodes,
+            "search_seeds": self.search_seeds,
+            "report_every": self.report_every,
+            "base_hyperparams": self.base_hyperparams,
+            "fixed_hyperparams": self.fixed_hyperparams,
+        }
         return json.loads(json.dumps(record))
 
 
@@ -155,9 +163,13 @@ def check_settings(settings: TuningSettings) -> None:
     """Raise a ValueError for anything that would fail later: counts, names, storage, algorithm, output folder."""
     from haq_gym.validation import check_env_kwargs, check_int, check_seed
 
-    for flag, value in (("--n-trials", settings.n_trials), ("--n-jobs", settings.n_jobs),
-                        ("--n-seeds", settings.n_seeds), ("--report-every", settings.report_every),
-                        ("--episodes", settings.n_episodes)):
+    for flag, value in (
+        ("--n-trials", settings.n_trials),
+        ("--n-jobs", settings.n_jobs),
+        ("--n-seeds", settings.n_seeds),
+        ("--report-every", settings.report_every),
+        ("--episodes", settings.n_episodes),
+    ):
         check_int(flag, value)
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
@@ -170,8 +182,10 @@ def check_settings(settings: TuningSettings) -> None:
     if settings.n_jobs > 1:
         worker_slots(settings)  # more workers than the machine holds, or an unknown device
     if settings.storage_url.startswith("sqlite:") and settings.n_jobs > 1:
-        raise ValueError("SQLite storage takes one process at a time; with --n-jobs > 1 use the default journal "
-                         "file or a postgresql:// storage")
+        raise ValueError(
+            "SQLite storage takes one process at a time; with --n-jobs > 1 use the default journal "
+            "file or a postgresql:// storage"
+        )
     get_hyperparams_sampler(settings.algo)
     from agents.registry import check_action_mode, check_hyperparam_values, get_spec
 
@@ -208,14 +222,18 @@ def _check_output_folder(settings: TuningSettings) -> None:
         return
     marker_path = out / MARKER_NAME
     if not marker_path.is_file():
-        raise FileExistsError(f"output folder {settings.output!r} exists and is not a tuning folder; "
-                              "choose another --output (nothing was written)")
+        raise FileExistsError(
+            f"output folder {settings.output!r} exists and is not a tuning folder; "
+            "choose another --output (nothing was written)"
+        )
     with open(marker_path) as fh:
         found = yaml.safe_load(fh) or {}
     if found != _marker(settings):
-        raise FileExistsError(f"output folder {settings.output!r} belongs to study {found.get('study_name')!r} in "
-                              f"{found.get('storage')!r}; resume it with the same --study-name and --storage, "
-                              "or choose another --output")
+        raise FileExistsError(
+            f"output folder {settings.output!r} belongs to study {found.get('study_name')!r} in "
+            f"{found.get('storage')!r}; resume it with the same --study-name and --storage, "
+            "or choose another --output"
+        )
 
 
 def _write_marker(settings: TuningSettings) -> None:
@@ -226,31 +244,49 @@ def _write_marker(settings: TuningSettings) -> None:
         write_atomic(marker_path, yaml.safe_dump(_marker(settings), sort_keys=False))
 
 
-def open_study(settings: TuningSettings, sampler: optuna.samplers.BaseSampler | None = None,
-               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+def open_study(
+    settings: TuningSettings,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> optuna.Study:
     """Create the study or load it; a loaded study must have been created for the same objective."""
     storage = open_storage(settings.storage_url)
-    study = optuna.create_study(study_name=settings.name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction="maximize", load_if_exists=True)
+    study = optuna.create_study(
+        study_name=settings.name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        direction="maximize",
+        load_if_exists=True,
+    )
     if study.directions != [optuna.study.StudyDirection.MAXIMIZE]:
-        raise ValueError(f"study {settings.name!r} in {redact(settings.storage_url)} is not a single-objective "
-                         "maximisation; choose another --study-name")
+        raise ValueError(
+            f"study {settings.name!r} in {redact(settings.storage_url)} is not a single-objective "
+            "maximisation; choose another --study-name"
+        )
     record = settings.study_record()
     found = study.user_attrs.get(STUDY_RECORD_KEY)
     if found is None:
         if study.get_trials(deepcopy=False):
-            raise ValueError(f"study {settings.name!r} in {redact(settings.storage_url)} was not created by "
-                             "train_agent.py --optimize; choose another --study-name")
+            raise ValueError(
+                f"study {settings.name!r} in {redact(settings.storage_url)} was not created by "
+                "train_agent.py --optimize; choose another --study-name"
+            )
         study.set_user_attr(STUDY_RECORD_KEY, record)
         study.set_user_attr("command", settings.command)
         import haq_gym
 
         study.set_user_attr("haq_gym_version", haq_gym.__version__)
     elif found != record:
-        differ = ", ".join(f"{key} (study: {found.get(key)!r}, now: {record.get(key)!r})"
-                           for key in sorted(set(found) | set(record)) if found.get(key) != record.get(key))
-        raise ValueError(f"study {settings.name!r} in {redact(settings.storage_url)} was created for another "
-                         f"objective: {differ}; resume it with the same settings or choose another --study-name")
+        differ = ", ".join(
+            f"{key} (study: {found.get(key)!r}, now: {record.get(key)!r})"
+            for key in sorted(set(found) | set(record))
+            if found.get(key) != record.get(key)
+        )
+        raise ValueError(
+            f"study {settings.name!r} in {redact(settings.storage_url)} was created for another "
+            f"objective: {differ}; resume it with the same settings or choose another --study-name"
+        )
     return study
 
 
@@ -335,11 +371,24 @@ class Objective:
         s = self.settings
         progress = TrialProgress(trial, s.n_seeds, s.n_episodes, s.report_every)
         for seed in s.search_seeds:
-            config = RunConfig(algo=s.algo, env=s.env_id, seed=seed, n_episodes=s.n_episodes,
-                               env_kwargs=dict(s.env_kwargs), hyperparams=dict(hyper))
+            config = RunConfig(
+                algo=s.algo,
+                env=s.env_id,
+                seed=seed,
+                n_episodes=s.n_episodes,
+                env_kwargs=dict(s.env_kwargs),
+                hyperparams=dict(hyper),
+            )
             run_dir = Path(s.output) / f"trial_{trial.number}" / f"seed_{seed}"
-            run_search(config, os.fspath(run_dir), progress=False, setup=self.setup, watch=progress.watch,
-                       baseline=False, checkpoint_every=0)
+            run_search(
+                config,
+                os.fspath(run_dir),
+                progress=False,
+                setup=self.setup,
+                watch=progress.watch,
+                baseline=False,
+                checkpoint_every=0,
+            )
             progress.seed_done()
         trial.set_user_attr("seed_best_rewards", progress.seed_bests)
         return statistics.fmean(progress.seed_bests)
@@ -354,8 +403,9 @@ def _problem_and_setup(settings: TuningSettings) -> tuple[SearchProblem, Any]:
     """
     env = gym.make(settings.env_id, **{**settings.env_kwargs, "progress": False})
     base = env.unwrapped
-    problem = SearchProblem(episodes=settings.n_episodes, episode_length=len(base.decisions),
-                            min_bit=base.min_bit, max_bit=base.max_bit)
+    problem = SearchProblem(
+        episodes=settings.n_episodes, episode_length=len(base.decisions), min_bit=base.min_bit, max_bit=base.max_bit
+    )
     takes_setup = "setup" in inspect.signature(type(base)).parameters
     setup = base.setup if takes_setup else None
     env.close()
@@ -380,8 +430,12 @@ def trial_sampler_seed(seed: int | None, trials_in_study: int, worker_index: int
     return int(numpy.random.SeedSequence([seed, trials_in_study, worker_index]).generate_state(1)[0])
 
 
-def run_worker(settings: TuningSettings, worker_index: int = 0, device: str | None = None,
-               on_trial: Callable[[optuna.Study], None] | None = None) -> None:
+def run_worker(
+    settings: TuningSettings,
+    worker_index: int = 0,
+    device: str | None = None,
+    on_trial: Callable[[optuna.Study], None] | None = None,
+) -> None:
     """Run trials of the study until it holds ``n_trials`` finished ones (see the module docstring).
 
     The sampler is seeded again before each trial with :func:`trial_sampler_seed`.
@@ -390,13 +444,18 @@ def run_worker(settings: TuningSettings, worker_index: int = 0, device: str | No
     study's record keeps the device as given, e.g. ``auto``, so every worker resumes it).
     ``on_trial(study)`` is called after each trial this worker ran (the trials bar).
     """
-    run_settings = settings if device is None else dataclasses.replace(
-        settings, env_kwargs={**settings.env_kwargs, "device": device})
+    run_settings = (
+        settings
+        if device is None
+        else dataclasses.replace(settings, env_kwargs={**settings.env_kwargs, "device": device})
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        study = open_study(settings, build_sampler(settings.sampler, settings.seed,
-                                                   SAMPLER_OPTIONS.get(settings.sampler)),
-                           build_pruner(settings.pruner, settings.n_episodes))
+        study = open_study(
+            settings,
+            build_sampler(settings.sampler, settings.seed, SAMPLER_OPTIONS.get(settings.sampler)),
+            build_pruner(settings.pruner, settings.n_episodes),
+        )
         objective: Objective | None = None  # built on first need: a complete study needs no env
         while True:
             optuna.storages.fail_stale_trials(study)
@@ -410,8 +469,11 @@ def run_worker(settings: TuningSettings, worker_index: int = 0, device: str | No
             if objective is None:
                 objective = Objective(run_settings, *_problem_and_setup(run_settings))
             trials = len(study.get_trials(deepcopy=False))
-            study.sampler = build_sampler(settings.sampler, trial_sampler_seed(settings.seed, trials, worker_index),
-                                          SAMPLER_OPTIONS.get(settings.sampler))
+            study.sampler = build_sampler(
+                settings.sampler,
+                trial_sampler_seed(settings.seed, trials, worker_index),
+                SAMPLER_OPTIONS.get(settings.sampler),
+            )
             study.optimize(objective, n_trials=1, gc_after_trial=True)
             if on_trial is not None:
                 on_trial(study)
@@ -440,8 +502,14 @@ def run_workers(settings: TuningSettings, on_poll: Callable[[], None] | None = N
     slots = worker_slots(settings)
     given = settings.env_kwargs.get("device")
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker_process, args=(settings, slot, None if given is None else slot.device),
-                               name=f"tuning-worker-{slot.index}") for slot in slots]
+    workers = [
+        context.Process(
+            target=_worker_process,
+            args=(settings, slot, None if given is None else slot.device),
+            name=f"tuning-worker-{slot.index}",
+        )
+        for slot in slots
+    ]
     for w in workers:
         w.start()
     try:
@@ -459,8 +527,10 @@ def run_workers(settings: TuningSettings, on_poll: Callable[[], None] | None = N
         raise
     failed = [w.name for w in workers if w.exitcode != 0]
     if failed:
-        raise WorkerFailed(f"tuning worker(s) {', '.join(failed)} failed (see their errors above); "
-                           "rerun the same command to resume the study")
+        raise WorkerFailed(
+            f"tuning worker(s) {', '.join(failed)} failed (see their errors above); "
+            "rerun the same command to resume the study"
+        )
 
 
 class TrialsBar:
@@ -524,6 +594,7 @@ def tune(settings: TuningSettings, progress: bool = True) -> TuningResult:
 
 # ----- outputs
 
+
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per trial: number, state, value, timings, parameters, retry origin, worker, per-seed bests."""
     trials = study.get_trials(deepcopy=False)
@@ -532,12 +603,17 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     for t in trials:
         ended = t.datetime_complete and t.datetime_start
         duration = (t.datetime_complete - t.datetime_start).total_seconds() if ended else None
-        row = {"number": t.number, "state": t.state.name, "value": t.value,
-               "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
-               "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
-               "duration_s": None if duration is None else round(duration, 3),
-               "retry_of": t.system_attrs.get("failed_trial"), "worker": t.user_attrs.get("worker"),
-               "seed_best_rewards": " ".join(f"{v:.6f}" for v in t.user_attrs.get("seed_best_rewards", []))}
+        row = {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
+            "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
+            "duration_s": None if duration is None else round(duration, 3),
+            "retry_of": t.system_attrs.get("failed_trial"),
+            "worker": t.user_attrs.get("worker"),
+            "seed_best_rewards": " ".join(f"{v:.6f}" for v in t.user_attrs.get("seed_best_rewards", [])),
+        }
         row.update({f"params_{name}": t.params.get(name) for name in param_names})
         rows.append(row)
     return rows
@@ -548,13 +624,15 @@ def best_hyperparams_yaml(study: optuna.Study, settings: TuningSettings) -> str:
     best = study.best_trial
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
     entry = dict(best.user_attrs["hyperparams"])  # the tuning's episode budget is not a search budget
-    header = (f"# {settings.algo}: best of Optuna study {settings.name!r} ({finished} finished trials): trial "
-              f"{best.number}, mean best feasible reward {best.value:.6f} over seeds {settings.search_seeds}.\n"
-              f"# Each trial searched {settings.n_episodes} episodes; n_episodes is left out on purpose, so a search "
-              f"run with this file takes configs/{settings.algo}.yml's budget (or --episodes).\n"
-              f"# Tuned: {', '.join(sorted(best.params)) or 'nothing'}. "
-              f"Paste into configs/{settings.algo}.yml, or run\n"
-              f"#   python train_agent.py --algo {settings.algo} --env {settings.env_id} --config <this file>\n")
+    header = (
+        f"# {settings.algo}: best of Optuna study {settings.name!r} ({finished} finished trials): trial "
+        f"{best.number}, mean best feasible reward {best.value:.6f} over seeds {settings.search_seeds}.\n"
+        f"# Each trial searched {settings.n_episodes} episodes; n_episodes is left out on purpose, so a search "
+        f"run with this file takes configs/{settings.algo}.yml's budget (or --episodes).\n"
+        f"# Tuned: {', '.join(sorted(best.params)) or 'nothing'}. "
+        f"Paste into configs/{settings.algo}.yml, or run\n"
+        f"#   python train_agent.py --algo {settings.algo} --env {settings.env_id} --config <this file>\n"
+    )
     return header + yaml.safe_dump({settings.env_id: entry}, sort_keys=False)
 
 
@@ -604,8 +682,10 @@ def write_outputs(study: optuna.Study, settings: TuningSettings) -> list[Path]:
     path = out / "best_hyperparams.yml"
     write_atomic(path, best_hyperparams_yaml(study, settings))
     written.append(path)
-    for name, plot in (("optimization_history.png", optuna_plots.plot_optimization_history),
-                       ("param_importances.png", optuna_plots.plot_param_importances)):
+    for name, plot in (
+        ("optimization_history.png", optuna_plots.plot_optimization_history),
+        ("param_importances.png", optuna_plots.plot_param_importances),
+    ):
         path = out / name
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
@@ -621,8 +701,10 @@ def summary(result: TuningResult) -> str:
     """A few lines on the study for the terminal."""
     study = result.study
     counts = _trial_counts(study)
-    lines = [f"study {study.study_name!r}: {counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} "
-             f"pruned, {counts[TrialState.FAIL]} failed, {counts[TrialState.WAITING]} queued trials"]
+    lines = [
+        f"study {study.study_name!r}: {counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} "
+        f"pruned, {counts[TrialState.FAIL]} failed, {counts[TrialState.WAITING]} queued trials"
+    ]
     if counts[TrialState.COMPLETE]:
         best = study.best_trial
         lines.append(f"best: trial {best.number}, value {best.value:.6f}, params {best.params}")
@@ -630,6 +712,22 @@ def summary(result: TuningResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PRUNERS", "SAMPLERS", "Objective", "TrialProgress", "TuningResult", "TuningSettings", "WorkerFailed",
-           "build_pruner", "check_settings", "open_study", "run_worker", "run_workers", "summary", "trial_rows",
-           "trial_sampler_seed", "tune", "write_outputs"]
+__all__ = [
+    "PRUNERS",
+    "SAMPLERS",
+    "Objective",
+    "TrialProgress",
+    "TuningResult",
+    "TuningSettings",
+    "WorkerFailed",
+    "build_pruner",
+    "check_settings",
+    "open_study",
+    "run_worker",
+    "run_workers",
+    "summary",
+    "trial_rows",
+    "trial_sampler_seed",
+    "tune",
+    "write_outputs",
+]

@@ -45,9 +45,11 @@ MAX_RETRY = 3
 HEARTBEAT_KEY = "haq_gym:heartbeat"
 SCHEMA_RACE_ATTEMPTS = 5
 POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg", "postgresql+psycopg2")
-ACCEPTED_FORMS = (f"a journal file path ending in {' or '.join(JOURNAL_SUFFIXES)} (the default: "
-                  f"<output>/{DEFAULT_JOURNAL_NAME}), sqlite:///PATH (one process at a time), or "
-                  "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (several machines)")
+ACCEPTED_FORMS = (
+    f"a journal file path ending in {' or '.join(JOURNAL_SUFFIXES)} (the default: "
+    f"<output>/{DEFAULT_JOURNAL_NAME}), sqlite:///PATH (one process at a time), or "
+    "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (several machines)"
+)
 
 
 class StorageError(ValueError):
@@ -144,8 +146,9 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     process that no longer exists (a worker killed with ``kill -9`` is noticed immediately).
     """
 
-    def __init__(self, path: str | os.PathLike, heartbeat_interval: int, grace_period: int,
-                 stale_trial_callback: Any) -> None:
+    def __init__(
+        self, path: str | os.PathLike, heartbeat_interval: int, grace_period: int, stale_trial_callback: Any
+    ) -> None:
         super().__init__(JournalFileBackend(os.fspath(path)))
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
@@ -153,9 +156,17 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         self.namespace = _this_process_namespace()
 
     def record_heartbeat(self, trial_id: int) -> None:
-        self.set_trial_system_attr(trial_id, HEARTBEAT_KEY, {
-            "trial_id": trial_id, "time": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
-            "namespace": self.namespace})
+        self.set_trial_system_attr(
+            trial_id,
+            HEARTBEAT_KEY,
+            {
+                "trial_id": trial_id,
+                "time": time.time(),
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "namespace": self.namespace,
+            },
+        )
 
     def _is_stale(self, trial: FrozenTrial, now: float) -> bool:
         beat = trial.system_attrs.get(HEARTBEAT_KEY)
@@ -191,8 +202,9 @@ def is_journal_path(url: str) -> bool:
     return "://" not in url and url.endswith(JOURNAL_SUFFIXES)
 
 
-def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
-                 grace_period: int = GRACE_PERIOD_S) -> BaseStorage:
+def open_storage(
+    url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S, grace_period: int = GRACE_PERIOD_S
+) -> BaseStorage:
     """The Optuna storage for ``url`` (see the module docstring), with heartbeats and re-queuing of stale trials.
 
     Raises :class:`StorageError` naming the accepted forms for anything else, the missing
@@ -219,14 +231,16 @@ def _check_driver(url: str, shown: str) -> None:
     try:
         dialect = make_url(url).get_dialect()
     except (ArgumentError, ValueError) as err:
-        raise StorageError(f"malformed storage URL {shown!r} ({scrub(str(err), url)}); expected {ACCEPTED_FORMS}"
-                           ) from None
+        raise StorageError(
+            f"malformed storage URL {shown!r} ({scrub(str(err), url)}); expected {ACCEPTED_FORMS}"
+        ) from None
     try:
         dialect.import_dbapi()
     except ImportError as err:
-        raise StorageError(f"storage {shown!r} needs the PostgreSQL driver {err.name or 'psycopg'}, which is "
-                           "not installed: pip install -e \".[distributed]\" (psycopg 3, for postgresql:// URLs)"
-                           ) from None
+        raise StorageError(
+            f"storage {shown!r} needs the PostgreSQL driver {err.name or 'psycopg'}, which is "
+            'not installed: pip install -e ".[distributed]" (psycopg 3, for postgresql:// URLs)'
+        ) from None
 
 
 def _open_rdb(url: str, shown: str, heartbeat_interval: int, grace_period: int) -> RDBStorage:
@@ -243,8 +257,13 @@ def _open_rdb(url: str, shown: str, heartbeat_interval: int, grace_period: int) 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
-                return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat_interval,
-                                  grace_period=grace_period, heartbeat_stale_trial_callback=retry_callback())
+                return RDBStorage(
+                    url,
+                    engine_kwargs={"pool_pre_ping": True},
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=retry_callback(),
+                )
         except (IntegrityError, ProgrammingError) as err:
             attempts += 1
             if attempts == SCHEMA_RACE_ATTEMPTS:
@@ -258,5 +277,14 @@ def _first_line(err: Exception) -> str:
     return str(getattr(err, "orig", None) or err).strip().splitlines()[0]
 
 
-__all__ = ["DEFAULT_JOURNAL_NAME", "HeartbeatJournalStorage", "StorageError", "is_journal_path", "open_storage",
-           "redact", "retry_callback", "scrub", "url_secrets"]
+__all__ = [
+    "DEFAULT_JOURNAL_NAME",
+    "HeartbeatJournalStorage",
+    "StorageError",
+    "is_journal_path",
+    "open_storage",
+    "redact",
+    "retry_callback",
+    "scrub",
+    "url_secrets",
+]

@@ -48,7 +48,9 @@ class BitSerialAccelerator:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"{os.fspath(path)}: unknown accelerator parameters {sorted(unknown)}; expected {sorted(known)}")
+            raise ValueError(
+                f"{os.fspath(path)}: unknown accelerator parameters {sorted(unknown)}; expected {sorted(known)}"
+            )
         return cls(**data)
 
     def to_dict(self) -> dict:

@@ -23,15 +23,21 @@ class Budget:
 
     def satisfied(self, costs: Costs, tol: float = 1e-9) -> bool:
         return (self.latency is None or costs.latency_ratio <= self.latency + tol) and (
-            self.flash is None or costs.flash_ratio <= self.flash + tol)
+            self.flash is None or costs.flash_ratio <= self.flash + tol
+        )
 
     def check_feasible(self, cost_model: CostModel, cheapest_policy: list[list[int]]) -> None:
         """Raise if even ``cheapest_policy`` (every free decision at the minimum bit width) breaks the budget."""
         costs = cost_model.costs(cheapest_policy)
-        for name, limit, achieved in (("latency", self.latency, costs.latency_ratio), ("flash", self.flash, costs.flash_ratio)):
+        for name, limit, achieved in (
+            ("latency", self.latency, costs.latency_ratio),
+            ("flash", self.flash, costs.flash_ratio),
+        ):
             if limit is not None and achieved > limit:
-                raise ValueError(f"{name} budget {limit:g} is impossible: the cheapest policy (every searched layer at "
-                                 f"its minimum bit width) has a {name} ratio of {achieved:.4f}; choose a budget of at least that")
+                raise ValueError(
+                    f"{name} budget {limit:g} is impossible: the cheapest policy (every searched layer at "
+                    f"its minimum bit width) has a {name} ratio of {achieved:.4f}; choose a budget of at least that"
+                )
 
     def to_dict(self) -> dict:
         return {"latency": self.latency, "flash": self.flash}

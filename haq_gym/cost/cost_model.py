@@ -35,9 +35,15 @@ def check_float_bit(float_bit: object) -> int:
     The reference policy is every layer at ``float_bit`` weights and activations, read at
     table column ``float_bit - 1``; 1 is excluded because weights need 2 bits.
     """
-    if isinstance(float_bit, bool) or not isinstance(float_bit, (int, np.integer)) or not 2 <= float_bit <= MAX_TABLE_BIT:
-        raise ValueError(f"float_bit must be an integer in 2..{MAX_TABLE_BIT} (the latency table indexes 1..{MAX_TABLE_BIT} "
-                         f"bits; weights need at least 2), got {float_bit!r}")
+    if (
+        isinstance(float_bit, bool)
+        or not isinstance(float_bit, (int, np.integer))
+        or not 2 <= float_bit <= MAX_TABLE_BIT
+    ):
+        raise ValueError(
+            f"float_bit must be an integer in 2..{MAX_TABLE_BIT} (the latency table indexes 1..{MAX_TABLE_BIT} "
+            f"bits; weights need at least 2), got {float_bit!r}"
+        )
     return int(float_bit)
 
 
@@ -53,8 +59,14 @@ class CostModel:
     32-bit float model.
     """
 
-    def __init__(self, layers: Sequence[LayerInfo], latency_table: np.ndarray, float_bit: int = 8,
-                 flash_reference_bit: int | None = None, unquantized_cost: str = "float_bit") -> None:
+    def __init__(
+        self,
+        layers: Sequence[LayerInfo],
+        latency_table: np.ndarray,
+        float_bit: int = 8,
+        flash_reference_bit: int | None = None,
+        unquantized_cost: str = "float_bit",
+    ) -> None:
         check_float_bit(float_bit)
         if flash_reference_bit is not None and not 1 <= flash_reference_bit <= 32:
             raise ValueError(f"flash_reference_bit must be in 1..32, got {flash_reference_bit}")
@@ -66,8 +78,9 @@ class CostModel:
         self.flash_reference_bit = float_bit if flash_reference_bit is None else flash_reference_bit
         reference = [[float_bit, float_bit]] * len(self.layers)
         self.reference_latency = policy_latency(self.table, reference, float_bit)
-        self.reference_flash = flash_bits(self.layers, [[self.flash_reference_bit, float_bit]] * len(self.layers),
-                                          float_bit)
+        self.reference_flash = flash_bits(
+            self.layers, [[self.flash_reference_bit, float_bit]] * len(self.layers), float_bit
+        )
         self.reference_bitops = bitops(self.layers, reference, float_bit)
         if self.reference_latency <= 0:
             raise ValueError("latency table gives zero latency for the reference policy")

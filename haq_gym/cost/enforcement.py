@@ -38,8 +38,9 @@ def _holds(cost_model: CostModel, budget: Budget, policy: list[list[int]]) -> bo
     return budget.satisfied(cost_model.costs(policy))
 
 
-def haq_wall(policy: list[list[int]], free: Sequence[tuple[bool, bool]], cost_model: CostModel, budget: Budget,
-             min_bit: int) -> list[list[int]]:
+def haq_wall(
+    policy: list[list[int]], free: Sequence[tuple[bool, bool]], cost_model: CostModel, budget: Budget, min_bit: int
+) -> list[list[int]]:
     """HAQ's round-robin decrement from the last layer (activation before weight)."""
     policy = [list(p) for p in policy]
     while not _holds(cost_model, budget, policy):
@@ -61,8 +62,9 @@ def apply_pins(policy: list[list[int]], pins: Sequence[Sequence[int | None]]) ->
     return [[p if p is not None else b for b, p in zip(pair, pin)] for pair, pin in zip(policy, pins)]
 
 
-def haq_wall_pinning_inside(policy: list[list[int]], pins: Sequence[Sequence[int | None]], cost_model: CostModel,
-                            budget: Budget, min_bit: int) -> list[list[int]]:
+def haq_wall_pinning_inside(
+    policy: list[list[int]], pins: Sequence[Sequence[int | None]], cost_model: CostModel, budget: Budget, min_bit: int
+) -> list[list[int]]:
     """HAQ's wall as its code runs it, pins included.
 
     While the budget is broken: for each layer from the last to the first, if its
@@ -87,8 +89,9 @@ def haq_wall_pinning_inside(policy: list[list[int]], pins: Sequence[Sequence[int
     return policy
 
 
-def greedy_wall(policy: list[list[int]], free: Sequence[tuple[bool, bool]], cost_model: CostModel, budget: Budget,
-                min_bit: int) -> list[list[int]]:
+def greedy_wall(
+    policy: list[list[int]], free: Sequence[tuple[bool, bool]], cost_model: CostModel, budget: Budget, min_bit: int
+) -> list[list[int]]:
     """Lower the decision with the best (normalised cost saved) / (noise added) ratio, one bit at a time."""
     policy = [list(p) for p in policy]
     ref_lat, ref_flash = cost_model.reference_latency, cost_model.reference_flash
@@ -119,9 +122,15 @@ def greedy_wall(policy: list[list[int]], free: Sequence[tuple[bool, bool]], cost
         policy[best[0]][best[1]] -= 1
 
 
-def enforce_budget(name: str, policy: list[list[int]], free: Sequence[tuple[bool, bool]], cost_model: CostModel,
-                   budget: Budget, min_bit: int,
-                   pins: Sequence[Sequence[int | None]] | None = None) -> list[list[int]]:
+def enforce_budget(
+    name: str,
+    policy: list[list[int]],
+    free: Sequence[tuple[bool, bool]],
+    cost_model: CostModel,
+    budget: Budget,
+    min_bit: int,
+    pins: Sequence[Sequence[int | None]] | None = None,
+) -> list[list[int]]:
     """Apply the enforcement strategy ``name`` (one of :data:`ENFORCEMENTS`).
 
     ``pins``: pin inside the wall, as HAQ does (see the module docstring); ``None`` means the

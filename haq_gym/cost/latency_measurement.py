@@ -40,14 +40,16 @@ from tqdm.auto import tqdm
 from haq_gym.cost.latency_table import MAX_TABLE_BIT, save_table
 from haq_gym.cost.layer_info import LayerInfo, measure_layers
 
-HOW = ("Each quantizable layer runs as PyTorch's quantized CPU kernel (torch.ao.nn.quantized Conv2d or Linear) on a "
-       "quint8 input of the layer's measured input shape (channels-last for convs), with a qint8 weight, float bias "
-       "and quint8 output. Bit widths below 8 are emulated by restricting the integer codes: weights to the signed "
-       "w_bit range [-2^(w-1), 2^(w-1)-1], input activations to [0, 2^a-1]. The kernels compute in 8-bit integers "
-       "(int32 accumulation) whatever the codes, so on a CPU the latency barely depends on the bit widths. Each entry "
-       "is the median wall time, in microseconds, of `repeats` single calls after `warmup` untimed ones; the calls of "
-       "a layer's bit-width variants are interleaved (one call of each per round), so a burst of load from other "
-       "processes slows a round of all variants rather than one entry.")
+HOW = (
+    "Each quantizable layer runs as PyTorch's quantized CPU kernel (torch.ao.nn.quantized Conv2d or Linear) on a "
+    "quint8 input of the layer's measured input shape (channels-last for convs), with a qint8 weight, float bias "
+    "and quint8 output. Bit widths below 8 are emulated by restricting the integer codes: weights to the signed "
+    "w_bit range [-2^(w-1), 2^(w-1)-1], input activations to [0, 2^a-1]. The kernels compute in 8-bit integers "
+    "(int32 accumulation) whatever the codes, so on a CPU the latency barely depends on the bit widths. Each entry "
+    "is the median wall time, in microseconds, of `repeats` single calls after `warmup` untimed ones; the calls of "
+    "a layer's bit-width variants are interleaved (one call of each per round), so a burst of load from other "
+    "processes slows a round of all variants rather than one entry."
+)
 
 
 @contextmanager
@@ -82,14 +84,23 @@ def _activation_codes(shape: tuple[int, ...], a_bit: int, gen: torch.Generator) 
     return torch.randint(0, 1 << a_bit, shape, generator=gen).float()
 
 
-def quantized_layer(module: nn.Module, info: LayerInfo, w_bit: int, a_bit: int, batch_size: int,
-                    gen: torch.Generator) -> tuple[nn.Module, torch.Tensor]:
+def quantized_layer(
+    module: nn.Module, info: LayerInfo, w_bit: int, a_bit: int, batch_size: int, gen: torch.Generator
+) -> tuple[nn.Module, torch.Tensor]:
     """A PyTorch quantized module with ``module``'s geometry and ``w_bit`` weight codes, and its ``a_bit`` input."""
     import torch.ao.nn.quantized as nnq
 
     if isinstance(module, nn.Conv2d):
-        q = nnq.Conv2d(module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
-                       padding=module.padding, dilation=module.dilation, groups=module.groups, bias=True)
+        q = nnq.Conv2d(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            stride=module.stride,
+            padding=module.padding,
+            dilation=module.dilation,
+            groups=module.groups,
+            bias=True,
+        )
         shape = (batch_size, info.in_channels, info.in_h, info.in_w)
     elif isinstance(module, nn.Linear):
         q = nnq.Linear(module.in_features, module.out_features)
@@ -100,7 +111,7 @@ def quantized_layer(module: nn.Module, info: LayerInfo, w_bit: int, a_bit: int, 
     q.set_weight_bias(weight, torch.zeros(module.weight.shape[0]))
     # An output scale that keeps typical outputs inside the quint8 range rather than saturated.
     fan_in = module.weight[0].numel()
-    q.scale = float(max(1.0, (fan_in ** 0.5) * (1 << max(w_bit - 1, 0)) * ((1 << a_bit) - 1) / 64.0))
+    q.scale = float(max(1.0, (fan_in**0.5) * (1 << max(w_bit - 1, 0)) * ((1 << a_bit) - 1) / 64.0))
     q.zero_point = 128
     x = torch.quantize_per_tensor(_activation_codes(shape, a_bit, gen), 1.0, 0, torch.quint8)
     if x.dim() == 4:
@@ -108,8 +119,9 @@ def quantized_layer(module: nn.Module, info: LayerInfo, w_bit: int, a_bit: int, 
     return q, x
 
 
-def time_interleaved(calls: Sequence[tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]], repeats: int,
-                     warmup: int) -> list[float]:
+def time_interleaved(
+    calls: Sequence[tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]], repeats: int, warmup: int
+) -> list[float]:
     """Median wall time in microseconds of each ``fn(x)`` of ``calls``.
 
     After ``warmup`` untimed calls of each, ``repeats`` rounds call every one once: a burst
@@ -129,10 +141,20 @@ def time_interleaved(calls: Sequence[tuple[Callable[[torch.Tensor], torch.Tensor
     return [float(v) for v in np.median(times, axis=1)]
 
 
-def measure_latency_table(model: nn.Module, layers: Sequence[tuple[str, nn.Module]], image_size: int, *,
-                          bit_pairs: Sequence[tuple[int, int]] | None = None, layer_indices: Sequence[int] | None = None,
-                          batch_size: int = 1, repeats: int = 20, warmup: int = 5, seed: int = 0,
-                          engine: str | None = None, progress: bool = False) -> np.ndarray:
+def measure_latency_table(
+    model: nn.Module,
+    layers: Sequence[tuple[str, nn.Module]],
+    image_size: int,
+    *,
+    bit_pairs: Sequence[tuple[int, int]] | None = None,
+    layer_indices: Sequence[int] | None = None,
+    batch_size: int = 1,
+    repeats: int = 20,
+    warmup: int = 5,
+    seed: int = 0,
+    engine: str | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """``[n_layers, 8, 8]`` microseconds for the selected layers and ``(w_bit, a_bit)`` pairs; NaN elsewhere.
 
     ``layers`` are the ``(name, module)`` pairs in env order (``wrap_model``'s result);
@@ -178,9 +200,15 @@ def machine_description() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "machine": platform.machine(), "system": platform.platform(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "python": platform.python_version()}
+    return {
+        "cpu": cpu,
+        "machine": platform.machine(),
+        "system": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "python": platform.python_version(),
+    }
 
 
 def bit_sensitivity(table: np.ndarray) -> dict:
@@ -198,17 +226,28 @@ def bit_sensitivity(table: np.ndarray) -> dict:
             lo, mid, hi = np.percentile(values, [10, 50, 90])
             spreads.append(float((hi - lo) / mid))
     both = np.isfinite(table[:, 1, 1]).all() and np.isfinite(table[:, 7, 7]).all()
-    return {"total_2bit_over_8bit": float(table[:, 1, 1].sum() / table[:, 7, 7].sum()) if both else None,
-            "median_layer_spread": float(np.median(spreads)) if spreads else None}
+    return {
+        "total_2bit_over_8bit": float(table[:, 1, 1].sum() / table[:, 7, 7].sum()) if both else None,
+        "median_layer_spread": float(np.median(spreads)) if spreads else None,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m haq_gym.cost.latency_measurement",
-                                description="Measure a HAQ-format latency table with PyTorch's quantized CPU kernels.")
-    p.add_argument("--model", default="mobilenetv2",
-                   help="built-in name, torchvision:<name> or package.module:builder (docs/models_and_data.md)")
-    p.add_argument("--model-kwargs", default=None, metavar="YAML",
-                   help="keywords of a torchvision or import-path model, e.g. \"{width_mult: 0.5}\"")
+    p = argparse.ArgumentParser(
+        prog="python -m haq_gym.cost.latency_measurement",
+        description="Measure a HAQ-format latency table with PyTorch's quantized CPU kernels.",
+    )
+    p.add_argument(
+        "--model",
+        default="mobilenetv2",
+        help="built-in name, torchvision:<name> or package.module:builder (docs/models_and_data.md)",
+    )
+    p.add_argument(
+        "--model-kwargs",
+        default=None,
+        metavar="YAML",
+        help='keywords of a torchvision or import-path model, e.g. "{width_mult: 0.5}"',
+    )
     p.add_argument("--width-mult", type=float, default=1.0)
     p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (10 for digits and CIFAR-10)")
     p.add_argument("--image-size", type=int, default=32)
@@ -217,10 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20, help="timed calls per entry (the median is kept)")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls before the timed ones")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weight and input codes")
-    p.add_argument("--bits", type=int, nargs="+", default=list(range(1, MAX_TABLE_BIT + 1)),
-                   help="bit widths measured for weights and activations; other entries copy the nearest measured one")
-    p.add_argument("--engine", choices=torch.backends.quantized.supported_engines,
-                   help=f"PyTorch quantized engine (default: {torch.backends.quantized.engine})")
+    p.add_argument(
+        "--bits",
+        type=int,
+        nargs="+",
+        default=list(range(1, MAX_TABLE_BIT + 1)),
+        help="bit widths measured for weights and activations; other entries copy the nearest measured one",
+    )
+    p.add_argument(
+        "--engine",
+        choices=torch.backends.quantized.supported_engines,
+        help=f"PyTorch quantized engine (default: {torch.backends.quantized.engine})",
+    )
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's current setting)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -248,9 +295,18 @@ def main(argv: list[str] | None = None) -> int:
         layers = wrap_model(model)
         bits = sorted(set(args.bits))
         start = time.perf_counter()
-        raw = measure_latency_table(model, layers, args.image_size, bit_pairs=[(w, a) for w in bits for a in bits],
-                                    batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup,
-                                    seed=args.seed, engine=args.engine, progress=not args.no_progress)
+        raw = measure_latency_table(
+            model,
+            layers,
+            args.image_size,
+            bit_pairs=[(w, a) for w in bits for a in bits],
+            batch_size=args.batch_size,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            seed=args.seed,
+            engine=args.engine,
+            progress=not args.no_progress,
+        )
         elapsed = time.perf_counter() - start
     except (ValueError, TypeError, yaml.YAMLError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -258,28 +314,47 @@ def main(argv: list[str] | None = None) -> int:
     table = fill_from_nearest(raw, bits)
     save_table(table, args.output)
     description = {
-        "format": "HAQ latency table [layer, w_bit-1, a_bit-1]", "unit": "microseconds", "statistic": "median",
-        "model": args.model, "width_mult": args.width_mult, "model_kwargs": kwargs, "num_classes": args.num_classes,
-        "image_size": args.image_size, "layers": [name for name, _ in layers], "batch_size": args.batch_size,
-        "repeats": args.repeats, "warmup": args.warmup, "seed": args.seed, "measured_bits": bits,
+        "format": "HAQ latency table [layer, w_bit-1, a_bit-1]",
+        "unit": "microseconds",
+        "statistic": "median",
+        "model": args.model,
+        "width_mult": args.width_mult,
+        "model_kwargs": kwargs,
+        "num_classes": args.num_classes,
+        "image_size": args.image_size,
+        "layers": [name for name, _ in layers],
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "seed": args.seed,
+        "measured_bits": bits,
         "unmeasured_entries": "copied from the nearest measured bit widths (ties to the larger)",
-        "engine": args.engine or torch.backends.quantized.engine, "torch": torch.__version__,
-        "machine": machine_description(), "how": HOW, "build_time_s": round(elapsed, 2),
+        "engine": args.engine or torch.backends.quantized.engine,
+        "torch": torch.__version__,
+        "machine": machine_description(),
+        "how": HOW,
+        "build_time_s": round(elapsed, 2),
         "bit_sensitivity": bit_sensitivity(raw),
     }
     json_path = args.output[:-4] + ".json"
     png_path = args.output[:-4] + ".png"
-    plot_latency_table(table, png_path, [name for name, _ in layers],
-                       title=f"{args.model} latency table ({description['engine']}, batch {args.batch_size}), "
-                             "each layer relative to its W8A8 latency")
+    plot_latency_table(
+        table,
+        png_path,
+        [name for name, _ in layers],
+        title=f"{args.model} latency table ({description['engine']}, batch {args.batch_size}), "
+        "each layer relative to its W8A8 latency",
+    )
     with open(json_path, "w") as fh:
         json.dump(description, fh, indent=1)
         fh.write("\n")
     s = description["bit_sensitivity"]
     ratio = "n/a" if s["total_2bit_over_8bit"] is None else f"{s['total_2bit_over_8bit']:.3f}"
-    print(f"wrote {args.output} ({len(layers)} layers, {len(bits)}x{len(bits)} measured pairs, {elapsed:.1f} s), "
-          f"{json_path} and {png_path}; 2/2-bit over 8/8-bit total latency {ratio}, "
-          f"median per-layer spread across bit widths {s['median_layer_spread']:.1%}")
+    print(
+        f"wrote {args.output} ({len(layers)} layers, {len(bits)}x{len(bits)} measured pairs, {elapsed:.1f} s), "
+        f"{json_path} and {png_path}; 2/2-bit over 8/8-bit total latency {ratio}, "
+        f"median per-layer spread across bit widths {s['median_layer_spread']:.1%}"
+    )
     return 0
 
 

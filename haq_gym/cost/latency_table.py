@@ -21,8 +21,10 @@ def validate_table(table: np.ndarray, n_layers: int, source: str = "latency tabl
     """Check shape and values; return the table as float64."""
     expected = (n_layers, MAX_TABLE_BIT, MAX_TABLE_BIT)
     if table.ndim != 3 or tuple(table.shape) != expected:
-        raise ValueError(f"{source} has shape {tuple(table.shape)}; expected {expected} "
-                         f"([layer, w_bit-1, a_bit-1] for a model with {n_layers} quantizable layers)")
+        raise ValueError(
+            f"{source} has shape {tuple(table.shape)}; expected {expected} "
+            f"([layer, w_bit-1, a_bit-1] for a model with {n_layers} quantizable layers)"
+        )
     if np.asarray(table).dtype.kind not in "iuf":
         raise ValueError(f"{source} has dtype {np.asarray(table).dtype}; expected real numbers (float or int)")
     table = np.asarray(table, dtype=np.float64)

@@ -50,7 +50,11 @@ def measure_layers(model: nn.Module, layers: Sequence[tuple[str, nn.Module]], im
     shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     handles = []
     for i, (_, module) in enumerate(layers):
-        handles.append(module.register_forward_hook(lambda m, inp, out, i=i: shapes.__setitem__(i, (tuple(inp[0].shape), tuple(out.shape)))))
+        handles.append(
+            module.register_forward_hook(
+                lambda m, inp, out, i=i: shapes.__setitem__(i, (tuple(inp[0].shape), tuple(out.shape)))
+            )
+        )
     was_training = model.training
     model.eval()
     try:
@@ -71,12 +75,43 @@ def measure_layers(model: nn.Module, layers: Sequence[tuple[str, nn.Module]], im
             k = module.kernel_size[0]
             out_h, out_w = out_shape[2], out_shape[3]
             macs = module.weight.numel() * out_h * out_w
-            infos.append(LayerInfo(i, name, "depthwise" if depthwise else "conv", module.in_channels, module.out_channels,
-                                   k, module.stride[0], module.groups, module.weight.numel(), in_shape[2], in_shape[3],
-                                   out_h, out_w, macs))
+            infos.append(
+                LayerInfo(
+                    i,
+                    name,
+                    "depthwise" if depthwise else "conv",
+                    module.in_channels,
+                    module.out_channels,
+                    k,
+                    module.stride[0],
+                    module.groups,
+                    module.weight.numel(),
+                    in_shape[2],
+                    in_shape[3],
+                    out_h,
+                    out_w,
+                    macs,
+                )
+            )
         elif isinstance(module, nn.Linear):
-            infos.append(LayerInfo(i, name, "linear", module.in_features, module.out_features, 1, 0, 1,
-                                   module.weight.numel(), 1, 1, 1, 1, module.weight.numel()))
+            infos.append(
+                LayerInfo(
+                    i,
+                    name,
+                    "linear",
+                    module.in_features,
+                    module.out_features,
+                    1,
+                    0,
+                    1,
+                    module.weight.numel(),
+                    1,
+                    1,
+                    1,
+                    1,
+                    module.weight.numel(),
+                )
+            )
         else:
             raise TypeError(f"layer {name!r} is a {type(module).__name__}; expected Conv2d or Linear")
     return infos

@@ -109,11 +109,17 @@ def _download(layout: CifarLayout, root: Path) -> None:
 
 # What the official batch files and numpy arrays pickled from Python 3 (protocols 2-5) need:
 # array reconstruction, and _codecs.encode, which protocol 2 uses to rebuild bytes. Nothing else.
-_ALLOWED_GLOBALS = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-})
+_ALLOWED_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -126,8 +132,9 @@ class _BatchUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):  # noqa: ANN201 (pickle's signature)
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch holds only a dict of "
-                                     "arrays, lists, strings and numbers")
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name}: a CIFAR batch holds only a dict of arrays, lists, strings and numbers"
+        )
 
 
 def read_batches(paths: list[Path], label_key: str, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

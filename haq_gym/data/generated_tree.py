@@ -15,9 +15,16 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 
-def write_image_tree(root: str | os.PathLike[str], *, classes: int = 10, train_per_class: int = 10,
-                     val_per_class: int = 2, size: tuple[int, int] = (256, 320), seed: int = 0,
-                     progress: bool = False) -> Path:
+def write_image_tree(
+    root: str | os.PathLike[str],
+    *,
+    classes: int = 10,
+    train_per_class: int = 10,
+    val_per_class: int = 2,
+    size: tuple[int, int] = (256, 320),
+    seed: int = 0,
+    progress: bool = False,
+) -> Path:
     """Write JPEGs of ``size`` (height, width) pixels under ``root``; returns ``root``. ``root`` must not hold a tree."""
     root = Path(root)
     if (root / "train").exists() or (root / "val").exists():

@@ -29,8 +29,14 @@ UBYTE_CODE = 0x08
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 # Names of the dtype codes the format defines, to say what a foreign file holds.
-_DTYPE_NAMES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32",
-                0x0E: "float64"}
+_DTYPE_NAMES = {
+    0x08: "unsigned byte",
+    0x09: "signed byte",
+    0x0B: "int16",
+    0x0C: "int32",
+    0x0D: "float32",
+    0x0E: "float64",
+}
 
 
 def read_idx_bytes(path: str | os.PathLike[str]) -> bytes:

@@ -100,9 +100,7 @@ def load_image_folder_bundle(
     except FileNotFoundError as error:
         raise DatasetNotFoundError(f"{error} ({LAYOUT_HELP})") from error
     if test.classes != full_train.classes:
-        raise ValueError(
-            f"class folders differ: {train_dir} has {full_train.classes}, {test_dir} has {test.classes}"
-        )
+        raise ValueError(f"class folders differ: {train_dir} has {full_train.classes}, {test_dir} has {test.classes}")
 
     pool_size = len(full_train)
     if val_size is None:

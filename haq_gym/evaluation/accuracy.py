@@ -14,8 +14,9 @@ def correct_topk(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> torc
     return (top == labels[:, None]).any(dim=1).sum()
 
 
-def top1_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256,
-                  k: int = 1) -> float:
+def top1_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256, k: int = 1
+) -> float:
     """Top-1 accuracy (top-``k`` with ``k``) in percent, in eval mode, without autograd.
 
     ``images`` should already be on the model's device and in its memory format; the
@@ -28,7 +29,7 @@ def top1_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     correct = 0
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            logits = model(images[start:start + batch_size])
-            correct += int(correct_topk(logits, labels[start:start + batch_size], k))
+            logits = model(images[start : start + batch_size])
+            correct += int(correct_topk(logits, labels[start : start + batch_size], k))
     model.train(was_training)
     return 100.0 * correct / len(images)

@@ -86,18 +86,33 @@ class EvalResult:
 class PolicyEvaluator:
     """Evaluates ``[[w_bit, a_bit], ...]`` policies on a wrapped model with float weights loaded."""
 
-    def __init__(self, model: nn.Module, layers: Sequence[QuantLayerMixin], val_images: torch.Tensor,
-                 val_labels: torch.Tensor, calibration_images: torch.Tensor, *, batch_size: int = 256,
-                 finetune: FinetuneSettings = FinetuneSettings(), train_images: torch.Tensor | None = None,
-                 train_labels: torch.Tensor | None = None,
-                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-                 accuracy: AccuracySettings = AccuracySettings()) -> None:
-        needs_train = finetune.steps > 0 or accuracy.source == "finetune_running" or accuracy.calibration == "per_episode"
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[QuantLayerMixin],
+        val_images: torch.Tensor,
+        val_labels: torch.Tensor,
+        calibration_images: torch.Tensor,
+        *,
+        batch_size: int = 256,
+        finetune: FinetuneSettings = FinetuneSettings(),
+        train_images: torch.Tensor | None = None,
+        train_labels: torch.Tensor | None = None,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        accuracy: AccuracySettings = AccuracySettings(),
+    ) -> None:
+        needs_train = (
+            finetune.steps > 0 or accuracy.source == "finetune_running" or accuracy.calibration == "per_episode"
+        )
         if needs_train and (train_images is None or train_labels is None):
-            raise ValueError("a per-episode finetune, per-episode calibration or the finetune's running accuracy "
-                             "need train_images and train_labels")
+            raise ValueError(
+                "a per-episode finetune, per-episode calibration or the finetune's running accuracy "
+                "need train_images and train_labels"
+            )
         if accuracy.source == "finetune_running" and finetune.steps < 1:
-            raise ValueError("the finetune's running accuracy (HAQ's reward) needs a per-episode finetune of at least one step")
+            raise ValueError(
+                "the finetune's running accuracy (HAQ's reward) needs a per-episode finetune of at least one step"
+            )
         self.model = model
         self.layers = list(layers)
         self.device = next(model.parameters()).device
@@ -171,7 +186,7 @@ class PolicyEvaluator:
     def _calibrate_fresh_batch(self) -> None:
         """HAQ's per-episode calibration: a new random, augmented batch of train images."""
         n = len(self.train_images)
-        idx = torch.randperm(n, generator=self._calibration_gen)[:self.calibration_size].to(self.device)
+        idx = torch.randperm(n, generator=self._calibration_gen)[: self.calibration_size].to(self.device)
         x = self.train_images[idx]
         if self.augment is not None:
             x = self.augment(x, self._calibration_gen)
@@ -197,7 +212,7 @@ class PolicyEvaluator:
         for _ in range(s.steps):
             if pos + s.batch_size > n:
                 order, pos = torch.randperm(n, generator=gen), 0
-            idx = order[pos:pos + s.batch_size].to(self.device)
+            idx = order[pos : pos + s.batch_size].to(self.device)
             pos += s.batch_size
             x = self.train_images[idx]
             if self.augment is not None:

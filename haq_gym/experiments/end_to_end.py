@@ -99,18 +99,25 @@ class EndToEndSettings:
             raise ValueError(f"unknown env {self.env!r}; haq-gym registers {', '.join(ENV_IDS)}")
         if "KMeans" in self.env:
             raise ValueError("the end-to-end benchmark covers the linear (latency-budgeted) envs, not k-means")
-        clashes = sorted(set(self.env_kwargs) & {"dataset", "data_root", "latency_budget", "model", "device",
-                                                  "val_size", "train_size", "checkpoint"})
+        clashes = sorted(
+            set(self.env_kwargs)
+            & {"dataset", "data_root", "latency_budget", "model", "device", "val_size", "train_size", "checkpoint"}
+        )
         if clashes:
-            raise ValueError(f"env kwargs {clashes} are set by the benchmark itself (use its own flags); "
-                             "val_size/train_size must stay at the defaults the finetune uses")
+            raise ValueError(
+                f"env kwargs {clashes} are set by the benchmark itself (use its own flags); "
+                "val_size/train_size must stay at the defaults the finetune uses"
+            )
         for w, a in self.uniform:
             if not (2 <= w <= 8 and 2 <= a <= 8):
                 raise ValueError(f"uniform precision W{w}A{a}: bits must be in 2..8")
         if not self.uniform:
             raise ValueError("name at least one uniform precision")
-        for name, value in (("evaluations", self.evaluations), ("epochs", self.epochs),
-                            ("batch_size", self.batch_size or 1)):
+        for name, value in (
+            ("evaluations", self.evaluations),
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size or 1),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if self.random_policies < 0:
@@ -159,8 +166,14 @@ class Plan:
 class EndToEnd:
     """Runs the plan of this module's docstring in ``output`` (see :meth:`run`)."""
 
-    def __init__(self, settings: EndToEndSettings, output: str | os.PathLike, grid: GridSettings | None = None,
-                 resume: bool = False, progress: bool = True) -> None:
+    def __init__(
+        self,
+        settings: EndToEndSettings,
+        output: str | os.PathLike,
+        grid: GridSettings | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
         self.s = settings
         self.out = Path(output).absolute()
         self.grid = GridSettings() if grid is None else grid
@@ -172,10 +185,13 @@ class EndToEnd:
         if resume and plan_path.exists():
             saved = json.loads(plan_path.read_text())["settings"]
             if saved != settings.to_dict():
-                diff = sorted(k for k in saved.keys() | settings.to_dict().keys()
-                              if saved.get(k) != settings.to_dict().get(k))
-                raise ValueError(f"--resume: {self.out} was run with other settings ({', '.join(diff)} differ); "
-                                 "rerun with the same flags or choose another --output")
+                diff = sorted(
+                    k for k in saved.keys() | settings.to_dict().keys() if saved.get(k) != settings.to_dict().get(k)
+                )
+                raise ValueError(
+                    f"--resume: {self.out} was run with other settings ({', '.join(diff)} differ); "
+                    "rerun with the same flags or choose another --output"
+                )
         if not self.out.exists():
             claim_folder(self.out, "benchmark folder")  # of two benchmarks started on one --output, one is refused
         self._lock = lock_folder(self.out, "benchmark folder")  # held while this object lives: one resume at a time
@@ -185,9 +201,23 @@ class EndToEnd:
         return ["--dataset", self.s.dataset] + (["--data-root", self.s.data_root] if self.s.data_root else [])
 
     def _finetune_job(self, name: str, folder: Path, what: list[str], seed: int, meta: dict[str, Any]) -> Job:
-        args = ["-m", "haq_gym.finetune", *what, "--model", self.s.model, *self._data_args(), "--width-mult",
-                str(self.s.env_kwargs.get("width_mult", 1.0)), "--epochs", str(self.s.epochs), "--seed", str(seed), "--output",
-                str(folder), "--no-progress"]
+        args = [
+            "-m",
+            "haq_gym.finetune",
+            *what,
+            "--model",
+            self.s.model,
+            *self._data_args(),
+            "--width-mult",
+            str(self.s.env_kwargs.get("width_mult", 1.0)),
+            "--epochs",
+            str(self.s.epochs),
+            "--seed",
+            str(seed),
+            "--output",
+            str(folder),
+            "--no-progress",
+        ]
         if self.s.lr is not None:
             args += ["--lr", str(self.s.lr)]
         if self.s.batch_size is not None:
@@ -205,23 +235,51 @@ class EndToEnd:
             env_kwargs["data_root"] = self.s.data_root
         if self.s.checkpoint:
             env_kwargs["checkpoint"] = self.s.checkpoint
-        args = ["-m", "train_agent", "--algo", strategy.algo, "--env", self.s.env, "--seed", str(seed), "--episodes",
-                str(episodes), "--output", str(folder), "--no-progress",
-                "--env-kwargs", *(f"{k}={v}" for k, v in env_kwargs.items())]
+        args = [
+            "-m",
+            "train_agent",
+            "--algo",
+            strategy.algo,
+            "--env",
+            self.s.env,
+            "--seed",
+            str(seed),
+            "--episodes",
+            str(episodes),
+            "--output",
+            str(folder),
+            "--no-progress",
+            "--env-kwargs",
+            *(f"{k}={v}" for k, v in env_kwargs.items()),
+        ]
         if strategy.overrides:
             args += ["--hyperparams", *strategy.overrides]
-        return Job(f"search {strategy.label} seed {seed}", folder, tuple(args),
-                   {"group": strategy.label, "search_seed": seed}, device_flag="--device")
+        return Job(
+            f"search {strategy.label} seed {seed}",
+            folder,
+            tuple(args),
+            {"group": strategy.label, "search_seed": seed},
+            device_flag="--device",
+        )
 
     # ----- phases
     def build_problem(self):
         """The search problem at default settings: trains and caches the float model on first use."""
         from haq_gym.search_setup import build_search_setup
 
-        return build_search_setup(model=self.s.model, dataset=self.s.dataset, data_root=self.s.data_root,
-                                  checkpoint=self.s.checkpoint, device=self.device, progress=self.progress,
-                                  **{k: v for k, v in self.s.env_kwargs.items()
-                                     if k in ("width_mult", "latency_table", "hardware", "float_bit")})
+        return build_search_setup(
+            model=self.s.model,
+            dataset=self.s.dataset,
+            data_root=self.s.data_root,
+            checkpoint=self.s.checkpoint,
+            device=self.device,
+            progress=self.progress,
+            **{
+                k: v
+                for k, v in self.s.env_kwargs.items()
+                if k in ("width_mult", "latency_table", "hardware", "float_bit")
+            },
+        )
 
     def uniform_curve(self, setup) -> tuple[float, str, Uniform, list[Uniform]]:
         """Finetune the uniform candidates (first finetune seed); return budget, its source, the baseline, the curve."""
@@ -231,9 +289,16 @@ class EndToEnd:
             costs = setup.cost_model.costs(uniform_bits(n, w, a))
             curve.append(Uniform(w, a, costs.latency_ratio, costs.flash_ratio))
         seed = self.s.baseline_seeds[0]
-        jobs = [self._finetune_job(f"uniform W{u.w}A{u.a}", self._uniform_folder(u, seed),
-                                   ["--w-bits", str(u.w), "--a-bits", str(u.a)], seed, {})
-                for u in curve]
+        jobs = [
+            self._finetune_job(
+                f"uniform W{u.w}A{u.a}",
+                self._uniform_folder(u, seed),
+                ["--w-bits", str(u.w), "--a-bits", str(u.a)],
+                seed,
+                {},
+            )
+            for u in curve
+        ]
         results = run_jobs(jobs, self.grid, self.resume, "uniform curve", self.progress)
         for u, r in zip(curve, results):
             if r.ok:
@@ -245,18 +310,24 @@ class EndToEnd:
             lowest = min(curve, key=lambda u: u.latency)
             above = [u for u in curve if u is not lowest and u.val is not None]
             if not above:
-                raise RuntimeError("no uniform precision above the cheapest finished its finetune; see the logs in "
-                                   f"{self.out / 'finetune'} or pass --budget")
+                raise RuntimeError(
+                    "no uniform precision above the cheapest finished its finetune; see the logs in "
+                    f"{self.out / 'finetune'} or pass --budget"
+                )
             losing = [u for u in above if float_val - u.val >= self.s.gap]
             if losing:
                 pick = max(losing, key=lambda u: u.latency)
-                source = (f"auto: latency of W{pick.w}A{pick.a}, the most expensive uniform precision whose finetuned "
-                          f"validation top-1 ({pick.val:.2f}%) is >= {self.s.gap} points below float ({float_val:.2f}%)")
+                source = (
+                    f"auto: latency of W{pick.w}A{pick.a}, the most expensive uniform precision whose finetuned "
+                    f"validation top-1 ({pick.val:.2f}%) is >= {self.s.gap} points below float ({float_val:.2f}%)"
+                )
             else:  # every precision above the cheapest is close to float: take the one that loses most
                 pick = min(above, key=lambda u: (u.val, -u.latency))
-                source = (f"auto, gap not reached: no uniform precision above the cheapest lost {self.s.gap} points "
-                          f"against float ({float_val:.2f}%) on validation; latency of W{pick.w}A{pick.a}, which lost "
-                          f"most ({pick.val:.2f}%)")
+                source = (
+                    f"auto, gap not reached: no uniform precision above the cheapest lost {self.s.gap} points "
+                    f"against float ({float_val:.2f}%) on validation; latency of W{pick.w}A{pick.a}, which lost "
+                    f"most ({pick.val:.2f}%)"
+                )
             budget = pick.latency
         meeting = [u for u in curve if u.latency <= budget + 1e-9 and u.val is not None]
         if not meeting:
@@ -270,22 +341,31 @@ class EndToEnd:
     def run(self) -> Plan:
         """Run (or resume) every phase; returns the plan, also written to ``plan.json``."""
         setup = self.build_problem()
-        plan = Plan(settings=self.s.to_dict(), float_val_top1=setup.reference_accuracy,
-                    float_test_top1=setup.checkpoint_meta.get("test_top1"), layer_names=list(setup.layer_names))
+        plan = Plan(
+            settings=self.s.to_dict(),
+            float_val_top1=setup.reference_accuracy,
+            float_test_top1=setup.checkpoint_meta.get("test_top1"),
+            layer_names=list(setup.layer_names),
+        )
         budget, source, baseline, curve = self.uniform_curve(setup)
         plan.budget, plan.budget_source = budget, source
         plan.uniform_curve = [asdict(u) for u in curve]
         plan.cost_matched_uniform = [baseline.w, baseline.a]
         self._save(plan)
-        print(f"latency budget {budget:.4f} ({source}); cost-matched uniform W{baseline.w}A{baseline.a} "
-              f"(validation top-1 {baseline.val:.2f}%)", flush=True)
+        print(
+            f"latency budget {budget:.4f} ({source}); cost-matched uniform W{baseline.w}A{baseline.a} "
+            f"(validation top-1 {baseline.val:.2f}%)",
+            flush=True,
+        )
 
         strategies = [Strategy.parse(t) for t in self.s.strategies]
-        searches = [self._search_job(st, seed, self.s.evaluations, budget)
-                    for st in strategies for seed in self.s.search_seeds]
+        searches = [
+            self._search_job(st, seed, self.s.evaluations, budget) for st in strategies for seed in self.s.search_seeds
+        ]
         if self.s.random_policies:
-            searches.append(self._search_job(Strategy("random-policies", "random", ()), self.s.seed,
-                                             self.s.random_policies, budget))
+            searches.append(
+                self._search_job(Strategy("random-policies", "random", ()), self.s.seed, self.s.random_policies, budget)
+            )
         run_jobs(searches, self.grid, self.resume, "searches", self.progress)
 
         random_policies = self._random_policy_files(setup, budget) if self.s.random_policies else []
@@ -300,18 +380,36 @@ class EndToEnd:
                     print(f"search {st.label} seed {seed}: no policy met the budget; nothing to finetune", flush=True)
                     continue
                 for ft in self.s.finetune_seeds:
-                    finetunes.append(self._finetune_job(
-                        f"{st.label} seed {seed} ft {ft}", self.out / "finetune" / f"{st.label}_seed{seed}_ft{ft}",
-                        ["--policy", str(policy)], ft,
-                        {"group": st.label, "search_seed": seed, "finetune_seed": ft, "policy": str(policy)}))
+                    finetunes.append(
+                        self._finetune_job(
+                            f"{st.label} seed {seed} ft {ft}",
+                            self.out / "finetune" / f"{st.label}_seed{seed}_ft{ft}",
+                            ["--policy", str(policy)],
+                            ft,
+                            {"group": st.label, "search_seed": seed, "finetune_seed": ft, "policy": str(policy)},
+                        )
+                    )
         for ft in self.s.baseline_seeds:
-            finetunes.append(self._finetune_job(
-                f"uniform W{baseline.w}A{baseline.a} ft {ft}", self._uniform_folder(baseline, ft),
-                ["--w-bits", str(baseline.w), "--a-bits", str(baseline.a)], ft, {}))
+            finetunes.append(
+                self._finetune_job(
+                    f"uniform W{baseline.w}A{baseline.a} ft {ft}",
+                    self._uniform_folder(baseline, ft),
+                    ["--w-bits", str(baseline.w), "--a-bits", str(baseline.a)],
+                    ft,
+                    {},
+                )
+            )
         for policy in random_policies:
             ft = self.s.finetune_seeds[0]
-            finetunes.append(self._finetune_job(f"{policy.stem} ft {ft}", self.out / "finetune" / f"{policy.stem}_ft{ft}",
-                                                ["--policy", str(policy)], ft, {}))
+            finetunes.append(
+                self._finetune_job(
+                    f"{policy.stem} ft {ft}",
+                    self.out / "finetune" / f"{policy.stem}_ft{ft}",
+                    ["--policy", str(policy)],
+                    ft,
+                    {},
+                )
+            )
         run_jobs(finetunes, self.grid, self.resume, "finetunes", self.progress)
         return plan
 
@@ -319,8 +417,11 @@ class EndToEnd:
         write_atomic(self.out / PLAN_FILE, json.dumps(asdict(plan), indent=1))
 
     def _searched_policy_files(self, strategies: Sequence[Strategy]) -> list[Path]:
-        found = [self.out / "search" / f"{st.label}_seed{seed}" / "best_policy.json"
-                 for st in strategies for seed in self.s.search_seeds]
+        found = [
+            self.out / "search" / f"{st.label}_seed{seed}" / "best_policy.json"
+            for st in strategies
+            for seed in self.s.search_seeds
+        ]
         return [p for p in found if p.exists()]
 
     def _random_policy_files(self, setup, budget: float) -> list[Path]:
@@ -337,14 +438,22 @@ class EndToEnd:
             seen.add(key)
             path = folder / f"random_{int(row['episode']):03d}.json"
             if not path.exists():
-                PolicyFile(model=self.s.model, dataset=self.s.dataset, layer_names=list(setup.layer_names), bits=bits,
-                           costs={k: float(row[k]) for k in ("latency_ratio", "flash_ratio", "bitops_ratio")},
-                           accuracy={"search_val_top1": float(row["accuracy"])},
-                           budget={"latency": budget, "budget_met": True},
-                           found_by={"algo": "random", "seed": self.s.seed, "episode": int(row["episode"]),
-                                     "reward": float(row["reward"])},
-                           model_kwargs={"width_mult": setup.width_mult, "num_classes": setup.bundle.num_classes},
-                           ).save(path)
+                PolicyFile(
+                    model=self.s.model,
+                    dataset=self.s.dataset,
+                    layer_names=list(setup.layer_names),
+                    bits=bits,
+                    costs={k: float(row[k]) for k in ("latency_ratio", "flash_ratio", "bitops_ratio")},
+                    accuracy={"search_val_top1": float(row["accuracy"])},
+                    budget={"latency": budget, "budget_met": True},
+                    found_by={
+                        "algo": "random",
+                        "seed": self.s.seed,
+                        "episode": int(row["episode"]),
+                        "reward": float(row["reward"]),
+                    },
+                    model_kwargs={"width_mult": setup.width_mult, "num_classes": setup.bundle.num_classes},
+                ).save(path)
             paths.append(path)
         return paths
 
@@ -364,14 +473,26 @@ class EndToEnd:
                 if not todo:
                     continue
                 width = {"width_mult": self.s.env_kwargs["width_mult"]} if "width_mult" in self.s.env_kwargs else {}
-                setup = build_search_setup(model=self.s.model, dataset=self.s.dataset, data_root=self.s.data_root,
-                                           checkpoint=self.s.checkpoint, device=self.device, progress=False,
-                                           **{**width, **kwargs})
+                setup = build_search_setup(
+                    model=self.s.model,
+                    dataset=self.s.dataset,
+                    data_root=self.s.data_root,
+                    checkpoint=self.s.checkpoint,
+                    device=self.device,
+                    progress=False,
+                    **{**width, **kwargs},
+                )
                 for policy in todo:
                     bits = PolicyFile.load(policy).bits
                     result = setup.evaluator.evaluate(bits)
-                    writer.writerow({"proxy": name, "policy": policy_key(policy, self.out), "val_top1": f"{result.accuracy:.4f}",
-                                     "eval_time_s": f"{result.eval_time_s:.3f}"})
+                    writer.writerow(
+                        {
+                            "proxy": name,
+                            "policy": policy_key(policy, self.out),
+                            "val_top1": f"{result.accuracy:.4f}",
+                            "eval_time_s": f"{result.eval_time_s:.3f}",
+                        }
+                    )
                     fh.flush()
                 print(f"proxy {name}: scored {len(todo)} policies", flush=True)
 
@@ -386,7 +507,7 @@ def policy_key(path: str | os.PathLike, out: Path) -> str:
         parts = path.parts
         for anchor in ("search", "random_policies"):
             if anchor in parts:
-                return Path(*parts[parts.index(anchor):]).as_posix()
+                return Path(*parts[parts.index(anchor) :]).as_posix()
     return path.as_posix()
 
 
@@ -406,4 +527,3 @@ def last_epoch(run_dir: Path) -> tuple[float, float]:
     if not rows:
         raise ValueError(f"{run_dir}/metrics.csv has no epochs")
     return float(rows[-1]["val_top1"]), float(rows[-1]["test_top1"])
-

@@ -103,8 +103,9 @@ class GridSettings:
                 raise ValueError(f"--workers-per-device must be at least 1, got {self.workers_per_device}")
             for name in self.devices:
                 if name not in ("cpu", "cuda", "auto"):
-                    raise ValueError(f"with --ray, Ray picks the GPU of each run: --devices takes cpu, cuda or auto, "
-                                     f"got {name!r}")
+                    raise ValueError(
+                        f"with --ray, Ray picks the GPU of each run: --devices takes cpu, cuda or auto, got {name!r}"
+                    )
 
     def slots(self) -> list[Slot]:
         """The local pool's worker slots."""
@@ -121,22 +122,44 @@ class GridSettings:
 
 def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     """The grid flags shared by the benchmark scripts (read back with :func:`grid_settings`)."""
-    g = parser.add_argument_group("parallel grid", "Where the runs go: worker processes on this machine, or a Ray "
-                                                  "cluster (docs/grid.md).")
-    g.add_argument("--workers", type=int, default=None,
-                   help="runs at once on this machine (default: one per device slot; each gets cores/workers "
-                        "threads)")
-    g.add_argument("--devices", "--device", nargs="+", default=["cpu"], metavar="DEVICE",
-                   help="cpu, cuda, cuda:N ... or auto (every GPU); workers are spread over them in turn")
-    g.add_argument("--workers-per-device", type=int, default=None, metavar="K",
-                   help="workers sharing one device (default: workers / devices, rounded up); under Ray each "
-                        "run asks for 1/K of a GPU")
-    g.add_argument("--ray", metavar="auto|ADDRESS", default=None,
-                   help="run each run as a Ray task: auto (this machine's cluster, else a local Ray) or a "
-                        "cluster address such as 10.0.0.1:6379 (pip install 'haq-gym[ray]')")
-    g.add_argument("--storage-dir", default=None,
-                   help="with --ray: a folder every node sees; runs are written there, then copied into the "
-                        "output (default: run folders are sent back to the output)")
+    g = parser.add_argument_group(
+        "parallel grid", "Where the runs go: worker processes on this machine, or a Ray cluster (docs/grid.md)."
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="runs at once on this machine (default: one per device slot; each gets cores/workers threads)",
+    )
+    g.add_argument(
+        "--devices",
+        "--device",
+        nargs="+",
+        default=["cpu"],
+        metavar="DEVICE",
+        help="cpu, cuda, cuda:N ... or auto (every GPU); workers are spread over them in turn",
+    )
+    g.add_argument(
+        "--workers-per-device",
+        type=int,
+        default=None,
+        metavar="K",
+        help="workers sharing one device (default: workers / devices, rounded up); under Ray each "
+        "run asks for 1/K of a GPU",
+    )
+    g.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS",
+        default=None,
+        help="run each run as a Ray task: auto (this machine's cluster, else a local Ray) or a "
+        "cluster address such as 10.0.0.1:6379 (pip install 'haq-gym[ray]')",
+    )
+    g.add_argument(
+        "--storage-dir",
+        default=None,
+        help="with --ray: a folder every node sees; runs are written there, then copied into the "
+        "output (default: run folders are sent back to the output)",
+    )
     g.add_argument("--cpus-per-run", type=int, default=1, help="with --ray: CPUs (threads) each run asks for")
 
 
@@ -146,8 +169,14 @@ def grid_settings(args: argparse.Namespace) -> GridSettings:
         raise ValueError("--cpus-per-run is for --ray; on this machine each worker gets cores/workers threads")
     if args.ray is not None and args.workers is not None:
         raise ValueError("with --ray the cluster's free resources decide how many runs go at once; drop --workers")
-    return GridSettings(workers=args.workers, devices=tuple(args.devices), workers_per_device=args.workers_per_device,
-                        ray=args.ray, storage_dir=args.storage_dir, cpus_per_run=args.cpus_per_run)
+    return GridSettings(
+        workers=args.workers,
+        devices=tuple(args.devices),
+        workers_per_device=args.workers_per_device,
+        ray=args.ray,
+        storage_dir=args.storage_dir,
+        cpus_per_run=args.cpus_per_run,
+    )
 
 
 def is_done(job: Job) -> bool:
@@ -192,8 +221,11 @@ def run_settings_differences(run_dir: Path, wanted: dict) -> list[str]:
     if not isinstance(stored, dict):
         return ["config.yml is not a run config"]
     stored, wanted = _without_placement(stored), _without_placement(wanted)
-    return [f"{key} (run: {stored.get(key)!r}, now: {wanted.get(key)!r})" for key in RUN_SETTING_KEYS
-            if stored.get(key) != wanted.get(key)]
+    return [
+        f"{key} (run: {stored.get(key)!r}, now: {wanted.get(key)!r})"
+        for key in RUN_SETTING_KEYS
+        if stored.get(key) != wanted.get(key)
+    ]
 
 
 PLACEMENT_KEYWORDS = ("device",)
@@ -215,8 +247,10 @@ def check_reusable_run(run_dir: Path, wanted: dict) -> None:
     """
     differ = run_settings_differences(run_dir, wanted)
     if differ:
-        raise RunSettingsDiffer(f"{run_dir} was run with other settings: {'; '.join(differ)}; resume with the "
-                                "same settings or choose another --output")
+        raise RunSettingsDiffer(
+            f"{run_dir} was run with other settings: {'; '.join(differ)}; resume with the "
+            "same settings or choose another --output"
+        )
 
 
 def log_path(folder: Path) -> Path:
@@ -240,8 +274,13 @@ def execute(args: Sequence[str], log: Path, env: dict[str, str]) -> tuple[int, f
     with open(log, "w") as fh:
         fh.write(f"$ HAQ_GYM_THREADS={env.get('HAQ_GYM_THREADS', '')} {sys.executable} {' '.join(args)}\n")
         fh.flush()
-        code = subprocess.call([sys.executable, *args], stdout=fh, stderr=subprocess.STDOUT,
-                               env={**env, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL)
+        code = subprocess.call(
+            [sys.executable, *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL,
+        )
     return code, time.perf_counter() - start
 
 
@@ -249,8 +288,13 @@ def finish(job: Job, code: int, seconds: float, device: str, error: str = "") ->
     """Record a job's end: ``job.json`` in its folder when it succeeded; the result either way."""
     ok = code == 0 and job.folder.is_dir() and not error
     if ok:
-        record = {"name": job.name, "args": list(job.args), "device": device, "seconds": round(seconds, 2),
-                  "meta": job.meta}
+        record = {
+            "name": job.name,
+            "args": list(job.args),
+            "device": device,
+            "seconds": round(seconds, 2),
+            "meta": job.meta,
+        }
         write_atomic(job.folder / DONE_FILE, json.dumps(record, indent=1))
     elif not error:
         error = describe_exit(code) if code != 0 else "the command wrote no run folder"
@@ -276,8 +320,13 @@ def _run_local(jobs: Sequence[Job], grid: GridSettings, report: Callable[[JobRes
             report(future.result())
 
 
-def _report_progress(todo: Sequence[Job], desc: str, progress: bool, results: dict[str, JobResult],
-                     run: Callable[[Callable[[JobResult], None]], None]) -> None:
+def _report_progress(
+    todo: Sequence[Job],
+    desc: str,
+    progress: bool,
+    results: dict[str, JobResult],
+    run: Callable[[Callable[[JobResult], None]], None],
+) -> None:
     """Call ``run(report)``, which reports each job's result: an overall bar, one line per finished run."""
     bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress)
     failed = 0
@@ -302,8 +351,9 @@ def _report_progress(todo: Sequence[Job], desc: str, progress: bool, results: di
         bar.close()
 
 
-def run_jobs(jobs: Sequence[Job], grid: GridSettings | int = 1, resume: bool = False, desc: str = "runs",
-             progress: bool = True) -> list[JobResult]:
+def run_jobs(
+    jobs: Sequence[Job], grid: GridSettings | int = 1, resume: bool = False, desc: str = "runs", progress: bool = True
+) -> list[JobResult]:
     """Run ``jobs`` as ``grid`` says (an int: that many local workers on the CPU); finished ones are reused.
 
     Returns one result per job, in the order given. A failed job is reported (with its log
@@ -337,4 +387,3 @@ def run_jobs(jobs: Sequence[Job], grid: GridSettings | int = 1, resume: bool = F
         with ray_session(grid) as ray:  # an address that does not answer fails here, before any progress bar
             _report_progress(todo, desc, progress, results, lambda report: run_on_ray(ray, todo, grid, report))
     return [results[name] for name in names]
-

@@ -67,14 +67,23 @@ def resolve_devices(names: Sequence[str], gpu_count: int | None = None) -> list[
             raise ValueError(f"unknown device {name!r}; expected cpu, cuda, cuda:N or auto")
         index = int(match[1] or 0)
         if index >= count:
-            held = f"{count} CUDA device(s): " + ", ".join(f"cuda:{k}" for k in range(count)) if count else "no CUDA device"
+            held = (
+                f"{count} CUDA device(s): " + ", ".join(f"cuda:{k}" for k in range(count))
+                if count
+                else "no CUDA device"
+            )
             raise ValueError(f"device {name!r} is not on this machine, which has {held}")
         out.append(f"cuda:{index}")
     return list(dict.fromkeys(out))
 
 
-def plan_slots(workers: int | None, devices: Sequence[str] = ("cpu",), workers_per_device: int | None = None,
-               cores: int | None = None, gpu_count: int | None = None) -> list[Slot]:
+def plan_slots(
+    workers: int | None,
+    devices: Sequence[str] = ("cpu",),
+    workers_per_device: int | None = None,
+    cores: int | None = None,
+    gpu_count: int | None = None,
+) -> list[Slot]:
     """The slots of ``workers`` workers over ``devices``, ``workers_per_device`` at most on each.
 
     ``workers=None`` fills every device with ``workers_per_device`` workers (default 1).
@@ -92,10 +101,14 @@ def plan_slots(workers: int | None, devices: Sequence[str] = ("cpu",), workers_p
         raise ValueError(f"--workers must be at least 1, got {workers}")
     per_device = workers_per_device or math.ceil(workers / len(resolved))
     if workers > len(resolved) * per_device:
-        raise ValueError(f"{workers} workers do not fit on {len(resolved)} device(s) ({', '.join(resolved)}) at "
-                         f"{per_device} per device; raise --workers-per-device or lower --workers")
+        raise ValueError(
+            f"{workers} workers do not fit on {len(resolved)} device(s) ({', '.join(resolved)}) at "
+            f"{per_device} per device; raise --workers-per-device or lower --workers"
+        )
     if workers > cores:
-        raise ValueError(f"{workers} workers need at least one CPU core each, and this machine lets this process "
-                         f"use {cores}; lower --workers (or --n-jobs) to at most {cores}")
+        raise ValueError(
+            f"{workers} workers need at least one CPU core each, and this machine lets this process "
+            f"use {cores}; lower --workers (or --n-jobs) to at most {cores}"
+        )
     threads = max(1, cores // workers)
     return [Slot(k, resolved[k % len(resolved)], threads) for k in range(workers)]

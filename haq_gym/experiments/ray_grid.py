@@ -31,7 +31,7 @@ from typing import Any
 from haq_gym.experiments.jobs import GridSettings, Job, JobResult, execute, finish, log_path, set_aside
 from haq_gym.experiments.placement import THREADS_ENV
 
-RAY_EXTRA = "pip install \"haq-gym[ray]\""
+RAY_EXTRA = 'pip install "haq-gym[ray]"'
 CONNECT_TIMEOUT_S = 5.0
 GCS_WAIT_ENV = "RAY_gcs_server_port_wait_time_s"
 
@@ -53,8 +53,10 @@ def check_answers(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as err:
-        raise ConnectionError(f"the Ray cluster at {address} does not answer ({err or 'timed out'} within "
-                              f"{timeout:.0f} s); start it with `ray start --head` there or check the address")
+        raise ConnectionError(
+            f"the Ray cluster at {address} does not answer ({err or 'timed out'} within "
+            f"{timeout:.0f} s); start it with `ray start --head` there or check the address"
+        )
 
 
 def connect(address: str) -> tuple[Any, bool]:
@@ -81,8 +83,10 @@ def connect(address: str) -> tuple[Any, bool]:
     try:
         ray.init(address=address, log_to_driver=False)
     except ConnectionError as err:
-        raise ConnectionError(f"the Ray cluster at {address} does not answer ({err}); start it with "
-                              "`ray start --head` there or check the address") from None
+        raise ConnectionError(
+            f"the Ray cluster at {address} does not answer ({err}); start it with "
+            "`ray start --head` there or check the address"
+        ) from None
     finally:
         if given is None:
             os.environ.pop(GCS_WAIT_ENV, None)
@@ -125,8 +129,9 @@ def relocate(args: Sequence[str], root: Path, here: Path) -> list[str]:
     return [pattern.sub(str(here).replace("\\", "\\\\"), a) for a in args]
 
 
-def run_task(args: Sequence[str], root: str, folder: str, device: str, threads: int, storage: str | None,
-             inputs: bytes | None) -> dict[str, Any]:
+def run_task(
+    args: Sequence[str], root: str, folder: str, device: str, threads: int, storage: str | None, inputs: bytes | None
+) -> dict[str, Any]:
     """The body of one Ray task: run the job below a folder of this node; send the run back unless shared."""
     here = Path(storage) if storage else Path(tempfile.mkdtemp(prefix="haq_gym_ray_"))
     try:
@@ -156,8 +161,9 @@ def _gpu_request(ray: Any, grid: GridSettings) -> float:
 def _check_cpus(ray: Any, grid: GridSettings) -> None:
     most = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
     if grid.cpus_per_run > most:
-        raise ValueError(f"--cpus-per-run {grid.cpus_per_run}: no node of the Ray cluster has that many CPUs "
-                         f"(largest: {most:g})")
+        raise ValueError(
+            f"--cpus-per-run {grid.cpus_per_run}: no node of the Ray cluster has that many CPUs (largest: {most:g})"
+        )
 
 
 def run_on_ray(ray: Any, jobs: Sequence[Job], grid: GridSettings, report: Callable[[JobResult], None]) -> None:
@@ -180,8 +186,15 @@ def run_on_ray(ray: Any, jobs: Sequence[Job], grid: GridSettings, report: Callab
                 (storage / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / name, storage / name)
         archive = pack(root, inputs) if inputs and storage is None else None
-        ref = remote.remote(job.command(device), str(root), folder, device, grid.cpus_per_run,
-                            None if storage is None else str(storage), archive)
+        ref = remote.remote(
+            job.command(device),
+            str(root),
+            folder,
+            device,
+            grid.cpus_per_run,
+            None if storage is None else str(storage),
+            archive,
+        )
         pending[ref] = job
     while pending:
         (ref,), _ = ray.wait(list(pending), num_returns=1)

@@ -16,14 +16,30 @@ from pathlib import Path
 
 from haq_gym.experiments.end_to_end import EndToEndSettings, Plan, Strategy, last_epoch, policy_key, read_csv
 from haq_gym.experiments.jobs import Job, is_done
-from haq_gym.experiments.statistics import (RankAgreement, mean_difference, probability_of_improvement,
-                                            rank_agreement, summarise)
+from haq_gym.experiments.statistics import (
+    RankAgreement,
+    mean_difference,
+    probability_of_improvement,
+    rank_agreement,
+    summarise,
+)
 from haq_gym.policy import PolicyFile
 
 # Group names of the baselines; strategy labels never contain ":" (see Strategy.parse).
 UNIFORM, RANDOM = "baseline:uniform", "baseline:random"
-FIELDS = ("group", "search_seed", "finetune_seed", "policy", "latency_ratio", "flash_ratio", "search_reward",
-          "search_val_top1", "final_val_top1", "final_test_top1", "run_dir")
+FIELDS = (
+    "group",
+    "search_seed",
+    "finetune_seed",
+    "policy",
+    "latency_ratio",
+    "flash_ratio",
+    "search_reward",
+    "search_val_top1",
+    "final_val_top1",
+    "final_test_top1",
+    "run_dir",
+)
 
 
 @dataclass
@@ -58,13 +74,29 @@ def collect(out: Path, plan: Plan) -> tuple[list[Row], list[str]]:
             return
         val, test = last_epoch(folder)
         if policy is None:  # the cost-matched uniform: costs from the plan, no search reward
-            costs, reward, search_val = {"latency_ratio": uniform["latency"], "flash_ratio": uniform["flash"]}, None, None
+            costs, reward, search_val = (
+                {"latency_ratio": uniform["latency"], "flash_ratio": uniform["flash"]},
+                None,
+                None,
+            )
         else:
             costs, reward = policy.costs, policy.found_by.get("reward")
             search_val = policy.accuracy.get("search_val_top1")
-        rows.append(Row(group, search_seed, ft, name, float(costs["latency_ratio"]), float(costs["flash_ratio"]),
-                        None if reward is None else float(reward), search_val, val, test,
-                        policy_key(folder, out) if folder.is_relative_to(out) else str(folder)))
+        rows.append(
+            Row(
+                group,
+                search_seed,
+                ft,
+                name,
+                float(costs["latency_ratio"]),
+                float(costs["flash_ratio"]),
+                None if reward is None else float(reward),
+                search_val,
+                val,
+                test,
+                policy_key(folder, out) if folder.is_relative_to(out) else str(folder),
+            )
+        )
 
     for text in s.strategies:
         st = Strategy.parse(text)
@@ -75,7 +107,14 @@ def collect(out: Path, plan: Plan) -> tuple[list[Row], list[str]]:
                 continue
             policy = PolicyFile.load(path)
             for ft in s.finetune_seeds:
-                add(st.label, seed, ft, policy, policy_key(path, out), out / "finetune" / f"{st.label}_seed{seed}_ft{ft}")
+                add(
+                    st.label,
+                    seed,
+                    ft,
+                    policy,
+                    policy_key(path, out),
+                    out / "finetune" / f"{st.label}_seed{seed}_ft{ft}",
+                )
     for ft in s.baseline_seeds:
         add(UNIFORM, None, ft, None, f"W{w}A{a}", out / "finetune" / f"uniform_w{w}a{a}_ft{ft}")
     for path in sorted((out / "random_policies").glob("random_*.json")):
@@ -98,8 +137,10 @@ def policy_means(rows: list[Row]) -> dict[str, tuple[str, float, float]]:
     for r in rows:
         if r.group != UNIFORM and r.search_val_top1 is not None:
             by_policy[r.policy].append(r)
-    return {p: (rs[0].group, float(rs[0].search_val_top1), statistics.mean(x.final_test_top1 for x in rs))
-            for p, rs in by_policy.items()}
+    return {
+        p: (rs[0].group, float(rs[0].search_val_top1), statistics.mean(x.final_test_top1 for x in rs))
+        for p, rs in by_policy.items()
+    }
 
 
 def proxy_scores(proxies_csv: Path) -> dict[str, dict[str, float]]:
@@ -117,8 +158,9 @@ def fidelity(rows: list[Row], proxies_csv: Path) -> dict[str, RankAgreement]:
     if len(means) < 3:
         return {}
     policies = sorted(means)
-    out = {"search reward (as searched)": rank_agreement([means[p][1] for p in policies],
-                                                         [means[p][2] for p in policies])}
+    out = {
+        "search reward (as searched)": rank_agreement([means[p][1] for p in policies], [means[p][2] for p in policies])
+    }
     if proxies_csv.exists():
         for name, by_policy in proxy_scores(proxies_csv).items():
             common = [p for p in policies if p in by_policy]
@@ -150,17 +192,21 @@ def write_report(out: str | Path, reps: int = 20000, seed: int = 0, command: str
         lines += [f"Run with: `{line}`", ""]
     if command:
         lines += [f"Report: `{command}`", ""]
-    lines += [f"Latency budget {plan.budget:.4f} ({plan.budget_source}).",
-              f"Float model: validation top-1 {plan.float_val_top1:.2f}%, test top-1 "
-              f"{plan.float_test_top1 if plan.float_test_top1 is None else round(plan.float_test_top1, 2)}%.",
-              f"Each policy: LSQ finetune, {s['epochs']} epochs; accuracy = last epoch's test top-1 (nothing chosen on "
-              f"test). Searches: {s['evaluations']} evaluations, search seeds {s['search_seeds']}, finetune seeds "
-              f"{s['finetune_seeds']}; uniform: finetune seeds {s['baseline_seeds']}; random: {len(random_scores)} "
-              f"policies meeting the budget, one finetune each. Intervals: 95% stratified bootstrap (rliable, "
-              f"{reps} resamples).", "",
-              "## Uniform precision after the same finetune (first finetune seed)", "",
-              "| uniform | latency ratio | flash ratio | validation top-1 % | test top-1 % | validation vs float |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        f"Latency budget {plan.budget:.4f} ({plan.budget_source}).",
+        f"Float model: validation top-1 {plan.float_val_top1:.2f}%, test top-1 "
+        f"{plan.float_test_top1 if plan.float_test_top1 is None else round(plan.float_test_top1, 2)}%.",
+        f"Each policy: LSQ finetune, {s['epochs']} epochs; accuracy = last epoch's test top-1 (nothing chosen on "
+        f"test). Searches: {s['evaluations']} evaluations, search seeds {s['search_seeds']}, finetune seeds "
+        f"{s['finetune_seeds']}; uniform: finetune seeds {s['baseline_seeds']}; random: {len(random_scores)} "
+        f"policies meeting the budget, one finetune each. Intervals: 95% stratified bootstrap (rliable, "
+        f"{reps} resamples).",
+        "",
+        "## Uniform precision after the same finetune (first finetune seed)",
+        "",
+        "| uniform | latency ratio | flash ratio | validation top-1 % | test top-1 % | validation vs float |",
+        "|---|---|---|---|---|---|",
+    ]
     for u in plan.uniform_curve:
         val = "missing" if u["val"] is None else f"{u['val']:.2f}"
         test = "missing" if u["test"] is None else f"{u['test']:.2f}"
@@ -168,9 +214,14 @@ def write_report(out: str | Path, reps: int = 20000, seed: int = 0, command: str
         mark = " (cost-matched baseline)" if [u["w"], u["a"]] == [w, a] else ""
         lines.append(f"| W{u['w']}A{u['a']}{mark} | {u['latency']:.4f} | {u['flash']:.4f} | {val} | {test} | {gap} |")
 
-    lines += ["", "## Final test top-1 at the budget", "",
-              "| policy | runs | mean % [95% CI] | IQM % [95% CI] | minus uniform, points [95% CI] | "
-              "P(better than uniform) [95% CI] | P(better than a random policy) |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Final test top-1 at the budget",
+        "",
+        "| policy | runs | mean % [95% CI] | IQM % [95% CI] | minus uniform, points [95% CI] | "
+        "P(better than uniform) [95% CI] | P(better than a random policy) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     order = [st for st in (Strategy.parse(t).label for t in s["strategies"]) if st in groups]
     verdicts = []
     for group in order + [UNIFORM, RANDOM]:
@@ -195,29 +246,49 @@ def write_report(out: str | Path, reps: int = 20000, seed: int = 0, command: str
         lines.append("| " + " | ".join(cells) + " |")
     if random_scores:
         q = statistics.quantiles(random_scores, n=4) if len(random_scores) > 1 else [random_scores[0]] * 3
-        lines += ["", f"Random feasible policies ({len(random_scores)}): median {statistics.median(random_scores):.2f}%, "
-                      f"quartiles {q[0]:.2f} / {q[2]:.2f}, range {min(random_scores):.2f}-{max(random_scores):.2f}."]
+        lines += [
+            "",
+            f"Random feasible policies ({len(random_scores)}): median {statistics.median(random_scores):.2f}%, "
+            f"quartiles {q[0]:.2f} / {q[2]:.2f}, range {min(random_scores):.2f}-{max(random_scores):.2f}.",
+        ]
 
     if verdicts and uniform:
-        lines += ["", "## Goal: at least +1 point over the cost-matched uniform, 95% CI excluding 0, above the "
-                      "median random feasible policy", ""]
+        lines += [
+            "",
+            "## Goal: at least +1 point over the cost-matched uniform, 95% CI excluding 0, above the "
+            "median random feasible policy",
+            "",
+        ]
         med_random = statistics.median(random_scores) if random_scores else None
         for group, diff, scores in verdicts:
             above = med_random is not None and statistics.mean(scores) > med_random
             met = diff.value >= 1.0 and diff.low > 0 and (med_random is None or above)
-            lines.append(f"- {group}: {diff.value:+.2f} points [{diff.low:+.2f}, {diff.high:+.2f}]"
-                         + ("" if med_random is None else f", mean {statistics.mean(scores):.2f}% vs random median "
-                                                          f"{med_random:.2f}%") + f": {'met' if met else 'not met'}")
+            lines.append(
+                f"- {group}: {diff.value:+.2f} points [{diff.low:+.2f}, {diff.high:+.2f}]"
+                + (
+                    ""
+                    if med_random is None
+                    else f", mean {statistics.mean(scores):.2f}% vs random median {med_random:.2f}%"
+                )
+                + f": {'met' if met else 'not met'}"
+            )
 
     agreement = fidelity(rows, out / "proxies.csv")
     if agreement:
-        lines += ["", "## Proxy fidelity: does the search reward order policies like their finetuned accuracy?", "",
-                  "Searched best policies and random feasible policies; final = mean test top-1 over finetune seeds.",
-                  "", "| proxy | policies | Kendall tau | Spearman rho | top third: n | tau | rho |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Proxy fidelity: does the search reward order policies like their finetuned accuracy?",
+            "",
+            "Searched best policies and random feasible policies; final = mean test top-1 over finetune seeds.",
+            "",
+            "| proxy | policies | Kendall tau | Spearman rho | top third: n | tau | rho |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, ra in agreement.items():
-            lines.append(f"| {name} | {ra.n} | {ra.kendall_tau:.2f} | {ra.spearman_rho:.2f} | {ra.top_n} | "
-                         f"{ra.top_kendall_tau:.2f} | {ra.top_spearman_rho:.2f} |")
+            lines.append(
+                f"| {name} | {ra.n} | {ra.kendall_tau:.2f} | {ra.spearman_rho:.2f} | {ra.top_n} | "
+                f"{ra.top_kendall_tau:.2f} | {ra.top_spearman_rho:.2f} |"
+            )
     if missing:
         lines += ["", f"Missing or failed ({len(missing)}): {', '.join(missing)}."]
     text = "\n".join(lines) + "\n"
@@ -228,4 +299,3 @@ def write_report(out: str | Path, reps: int = 20000, seed: int = 0, command: str
         intervals = {g: summarise(groups[g], reps, seed)["mean"] for g in order + [UNIFORM, RANDOM] if groups.get(g)}
         plot_accuracy_bars(intervals, plan, out / "final_accuracy.png")
     return text
-

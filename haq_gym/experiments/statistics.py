@@ -29,8 +29,9 @@ def _estimate(scores: dict, func: Callable[..., np.ndarray], reps: int, seed: in
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-            points, intervals = rly.get_interval_estimates(scores, func, reps=reps,
-                                                           random_state=np.random.RandomState(seed))
+            points, intervals = rly.get_interval_estimates(
+                scores, func, reps=reps, random_state=np.random.RandomState(seed)
+            )
     finally:
         np.random.set_state(saved)
     (key,) = scores
@@ -72,8 +73,10 @@ def summarise(values: Sequence[float], reps: int, seed: int) -> dict[str, Interv
     """Mean and interquartile mean (IQM) of ``values``, each with a 95% stratified-bootstrap interval."""
     _, metrics = _rliable()
     scores = {"x": _scores(values)}
-    return {name: Interval(*_estimate(scores, lambda x, f=aggregate: np.array([f(x)]), reps, seed))
-            for name, aggregate in (("mean", metrics.aggregate_mean), ("iqm", metrics.aggregate_iqm))}
+    return {
+        name: Interval(*_estimate(scores, lambda x, f=aggregate: np.array([f(x)]), reps, seed))
+        for name, aggregate in (("mean", metrics.aggregate_mean), ("iqm", metrics.aggregate_iqm))
+    }
 
 
 def mean_difference(x: Sequence[float], y: Sequence[float], reps: int, seed: int) -> Interval:

@@ -39,8 +39,10 @@ def pack(values: np.ndarray, bits: int, signed: bool) -> bytes:
     if flat.size and not np.issubdtype(flat.dtype, np.integer):
         raise TypeError(f"pack expects an integer array, got dtype {flat.dtype}")
     if flat.size and (flat.min() < lo or flat.max() > hi):
-        raise ValueError(f"values span [{flat.min()}, {flat.max()}], outside the {bits}-bit "
-                         f"{'signed' if signed else 'unsigned'} range [{lo}, {hi}]")
+        raise ValueError(
+            f"values span [{flat.min()}, {flat.max()}], outside the {bits}-bit "
+            f"{'signed' if signed else 'unsigned'} range [{lo}, {hi}]"
+        )
     fields = (flat.astype(np.int64) & ((1 << bits) - 1)).astype(np.uint8)
     stream = np.unpackbits(fields[:, None], axis=1, bitorder="little")[:, :bits]
     return np.packbits(stream.reshape(-1), bitorder="little").tobytes()
@@ -68,5 +70,6 @@ def unpack(data: bytes | bytearray | memoryview, bits: int, count: int, signed: 
 def _check_bits(bits: int, signed: bool) -> None:
     low = 2 if signed else MIN_BITS
     if not isinstance(bits, (int, np.integer)) or not low <= bits <= MAX_BITS:
-        raise ValueError(f"supported widths are {low}..{MAX_BITS} bits for "
-                         f"{'signed' if signed else 'unsigned'} values, got {bits!r}")
+        raise ValueError(
+            f"supported widths are {low}..{MAX_BITS} bits for {'signed' if signed else 'unsigned'} values, got {bits!r}"
+        )

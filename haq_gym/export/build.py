@@ -49,8 +49,19 @@ from torch import nn
 
 from haq_gym.export.bitpack import value_range
 from haq_gym.export.dyadic import to_dyadic, to_dyadic_array
-from haq_gym.export.integer_model import (INT32_MAX, INT32_MIN, AddOp, ConvOp, IntegerLayer, IntegerModel, PoolOp,
-                                          ReluOp, Requant, RequantOp, ShortcutOp)
+from haq_gym.export.integer_model import (
+    INT32_MAX,
+    INT32_MIN,
+    AddOp,
+    ConvOp,
+    IntegerLayer,
+    IntegerModel,
+    PoolOp,
+    ReluOp,
+    Requant,
+    RequantOp,
+    ShortcutOp,
+)
 from haq_gym.quant.grid import QuantGrid
 from haq_gym.quant.log_quantizer import LogWeightQuantizer, log8_to_linear
 from haq_gym.quant.qlayers import QuantConv2d, QuantLayerMixin, QuantLinear
@@ -72,8 +83,11 @@ class ExportError(ValueError):
     """The model cannot be exported to integer form as it is (the message says why and where)."""
 
 
-SUPPORTED_ARCHITECTURES = ("mobilenetv2 (torchvision MobileNetV2)", "resnet20 (CIFAR ResNet, option-A shortcuts)",
-                           "resnet18 (torchvision ResNet of basic blocks, 1x1 projection shortcuts)")
+SUPPORTED_ARCHITECTURES = (
+    "mobilenetv2 (torchvision MobileNetV2)",
+    "resnet20 (CIFAR ResNet, option-A shortcuts)",
+    "resnet18 (torchvision ResNet of basic blocks, 1x1 projection shortcuts)",
+)
 """What the integer exporter handles; anything else is refused before any work."""
 
 
@@ -86,19 +100,24 @@ def architecture_of(model: nn.Module) -> str:
     from haq_gym.models.resnet import CifarBasicBlock, CifarResNet
 
     name = type(model).__name__
-    if isinstance(model, CifarResNet) and all(isinstance(b, CifarBasicBlock) for s in
-                                              (model.layer1, model.layer2, model.layer3) for b in s):
+    if isinstance(model, CifarResNet) and all(
+        isinstance(b, CifarBasicBlock) for s in (model.layer1, model.layer2, model.layer3) for b in s
+    ):
         return "cifar-resnet"
     if name == "ResNet" and all(hasattr(model, a) for a in ("conv1", "bn1", "layer1", "layer4", "fc")):
         blocks = [b for s in (model.layer1, model.layer2, model.layer3, model.layer4) for b in s]
         if all(type(b).__name__ == "BasicBlock" for b in blocks):
             if not isinstance(model.maxpool, nn.Identity):
-                raise ExportError("integer export supports ResNets without the stem max-pool (the CIFAR stem); "
-                                  "this one has a max-pool")
+                raise ExportError(
+                    "integer export supports ResNets without the stem max-pool (the CIFAR stem); "
+                    "this one has a max-pool"
+                )
             return "torchvision-resnet"
-    if (isinstance(getattr(model, "features", None), nn.Sequential)
-            and isinstance(getattr(model, "classifier", None), nn.Sequential)
-            and all(hasattr(b, "conv") and hasattr(b, "use_res_connect") for b in list(model.features)[1:-1])):
+    if (
+        isinstance(getattr(model, "features", None), nn.Sequential)
+        and isinstance(getattr(model, "classifier", None), nn.Sequential)
+        and all(hasattr(b, "conv") and hasattr(b, "use_res_connect") for b in list(model.features)[1:-1])
+    ):
         return "mobilenetv2"
     raise ExportError(f"integer export does not support {name}; supported: {'; '.join(SUPPORTED_ARCHITECTURES)}")
 
@@ -121,9 +140,15 @@ class _Block:
     module: nn.Module
 
 
-def export_integer_model(model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin]],
-                         calibration_images: torch.Tensor, *, bias_shift: int | None = None,
-                         meta: dict | None = None, progress: bool = False) -> IntegerModel:
+def export_integer_model(
+    model: nn.Module,
+    layers: Sequence[tuple[str, QuantLayerMixin]],
+    calibration_images: torch.Tensor,
+    *,
+    bias_shift: int | None = None,
+    meta: dict | None = None,
+    progress: bool = False,
+) -> IntegerModel:
     """Build the integer model of a quantized torchvision MobileNetV2.
 
     ``layers``: the model's ``(name, wrapper)`` pairs in module order (``wrap_model``'s
@@ -139,8 +164,9 @@ def export_integer_model(model: nn.Module, layers: Sequence[tuple[str, QuantLaye
     architecture_of(model)
     was_training = model.training
     model.eval()
-    with tqdm(total=len(layers), desc="building the integer model", unit="layer", disable=not progress,
-              leave=False) as bar:
+    with tqdm(
+        total=len(layers), desc="building the integer model", unit="layer", disable=not progress, leave=False
+    ) as bar:
         try:
             with torch.no_grad():
                 return _Exporter(model, layers, calibration_images, bias_shift, meta or {}, bar).run()
@@ -165,12 +191,16 @@ def weight_codes(name: str, layer: QuantLayerMixin) -> tuple[torch.Tensor, float
     codes = torch.round(scaled)
     worst = float((scaled - codes).abs().max()) if codes.numel() else 0.0
     if worst > WEIGHT_CODE_TOLERANCE:
-        raise ExportError(f"layer {name!r}: the quantized weight is {worst:.3g} steps off its grid "
-                          f"(step {grid.step!r}); the quantizer's grid() disagrees with its forward")
+        raise ExportError(
+            f"layer {name!r}: the quantized weight is {worst:.3g} steps off its grid "
+            f"(step {grid.step!r}); the quantizer's grid() disagrees with its forward"
+        )
     lo, hi = value_range(bits, True)
     if grid.qmin < lo or grid.qmax > hi or codes.min() < grid.qmin or codes.max() > grid.qmax:
-        raise ExportError(f"layer {name!r}: weight codes span [{int(codes.min())}, {int(codes.max())}] on grid "
-                          f"[{grid.qmin}, {grid.qmax}], which does not fit {bits} signed bits [{lo}, {hi}]")
+        raise ExportError(
+            f"layer {name!r}: weight codes span [{int(codes.min())}, {int(codes.max())}] on grid "
+            f"[{grid.qmin}, {grid.qmax}], which does not fit {bits} signed bits [{lo}, {hi}]"
+        )
     return codes.to(torch.int32), grid.step
 
 
@@ -201,8 +231,15 @@ def _grids_pot(layer: QuantLayerMixin) -> bool:
 
 
 class _Exporter:
-    def __init__(self, model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin]], images: torch.Tensor,
-                 bias_shift: int | None, meta: dict, bar=None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[tuple[str, QuantLayerMixin]],
+        images: torch.Tensor,
+        bias_shift: int | None,
+        meta: dict,
+        bar=None,
+    ) -> None:
         self.bar = bar
         self.model = model
         self.names = [n for n, _ in layers]
@@ -220,10 +257,14 @@ class _Exporter:
     # ------------------------------------------------------------------ structure
     def _parse(self) -> tuple[_Unit, list[_Block], _Unit, _Unit]:
         model = self.model
-        if not (isinstance(getattr(model, "features", None), nn.Sequential)
-                and isinstance(getattr(model, "classifier", None), nn.Sequential)):
-            raise ExportError(f"integer export supports torchvision's MobileNetV2 (features, global average pool, "
-                              f"classifier); got {type(model).__name__}")
+        if not (
+            isinstance(getattr(model, "features", None), nn.Sequential)
+            and isinstance(getattr(model, "classifier", None), nn.Sequential)
+        ):
+            raise ExportError(
+                f"integer export supports torchvision's MobileNetV2 (features, global average pool, "
+                f"classifier); got {type(model).__name__}"
+            )
         feats = list(model.features.children())
         stem = self._unit_of(feats[0], "features.0")
         last = self._unit_of(feats[-1], f"features.{len(feats) - 1}")
@@ -231,16 +272,23 @@ class _Exporter:
         for i, block in enumerate(feats[1:-1], start=1):
             if not (hasattr(block, "conv") and hasattr(block, "use_res_connect")):
                 raise ExportError(f"features.{i} is a {type(block).__name__}, expected an InvertedResidual block")
-            blocks.append(_Block(self._units_of_sequence(list(block.conv.children()), f"features.{i}.conv"),
-                                 bool(block.use_res_connect), block))
+            blocks.append(
+                _Block(
+                    self._units_of_sequence(list(block.conv.children()), f"features.{i}.conv"),
+                    bool(block.use_res_connect),
+                    block,
+                )
+            )
         head = [m for m in model.classifier.children() if not isinstance(m, nn.Dropout)]
         if len(head) != 1 or not isinstance(head[0], QuantLinear):
             raise ExportError("the classifier must be Dropout + one quantized Linear")
         classifier = self._make_unit(head[0], None, None)
         seen = [u.index for u in [stem, *[u for b in blocks for u in b.units], last, classifier]]
         if seen != list(range(len(self.modules))):
-            raise ExportError(f"the model's quantized layers ({len(self.modules)}) do not match its MobileNetV2 "
-                              "structure in module order")
+            raise ExportError(
+                f"the model's quantized layers ({len(self.modules)}) do not match its MobileNetV2 "
+                "structure in module order"
+            )
         return stem, blocks, last, classifier
 
     def _unit_of(self, module: nn.Module, where: str) -> _Unit:
@@ -275,15 +323,17 @@ class _Exporter:
         if id(layer) not in self.index:
             raise ExportError(f"a {type(layer).__name__} of the model is not in the given layer list")
         i = self.index[id(layer)]
-        if isinstance(act, nn.Hardtanh):          # ReLU6 is a Hardtanh(0, 6)
+        if isinstance(act, nn.Hardtanh):  # ReLU6 is a Hardtanh(0, 6)
             bounds = (float(act.min_val), float(act.max_val))
         elif isinstance(act, nn.ReLU):
             bounds = (0.0, math.inf)
         elif act is None or isinstance(act, nn.Identity):
             bounds = (-math.inf, math.inf)
         else:
-            raise ExportError(f"layer {self.names[i]!r} is followed by {type(act).__name__}, which has no integer "
-                              "form here (supported: ReLU, ReLU6/Hardtanh, none)")
+            raise ExportError(
+                f"layer {self.names[i]!r} is followed by {type(act).__name__}, which has no integer "
+                "form here (supported: ReLU, ReLU6/Hardtanh, none)"
+            )
         if bn is not None and (bn.running_mean is None or bn.running_var is None):
             raise ExportError(f"layer {self.names[i]!r}: its BatchNorm has no running statistics to fold")
         return _Unit(i, self.names[i], layer, bn, bounds)
@@ -297,8 +347,10 @@ class _Exporter:
             if not 2 <= layer.w_bit <= 8:
                 raise ExportError(f"layer {name!r} has {layer.w_bit}-bit weights; the packed format stores 2..8 bits")
             if i > 0 and layer.a_bit == -1:
-                raise ExportError(f"layer {name!r} has an unquantized input (a_bit -1); integer inference needs "
-                                  "every layer's input quantized (only the first layer's may be -1)")
+                raise ExportError(
+                    f"layer {name!r} has an unquantized input (a_bit -1); integer inference needs "
+                    "every layer's input quantized (only the first layer's may be -1)"
+                )
 
     def _in_grid(self, unit: _Unit) -> QuantGrid:
         return unit.layer.input_quantizer.grid()
@@ -311,8 +363,9 @@ class _Exporter:
             codes, log_max = wq.log_codes(layer.weight)
             frac = self._log_linear_bits(layer, codes, log_max, src_grid)
             lin, step = log8_to_linear(codes, log_max, frac)
-            return IntegerLayer(name, codes, 8, False, step, fmt="log8", log_max=log_max, log_frac_bits=frac,
-                                linear_codes=lin)
+            return IntegerLayer(
+                name, codes, 8, False, step, fmt="log8", log_max=log_max, log_frac_bits=frac, linear_codes=lin
+            )
         codes, step = weight_codes(name, layer)
         return IntegerLayer(name, codes, bits, True, step)
 
@@ -322,8 +375,10 @@ class _Exporter:
             lin, _ = log8_to_linear(codes, log_max, bits)
             if _acc_bound(lin, src) < 2**30:
                 return bits
-        raise ExportError(f"layer {self.names[self.index[id(layer)]]!r}: log8 weights overflow an int32 accumulator "
-                          "even at 8 fractional bits")
+        raise ExportError(
+            f"layer {self.names[self.index[id(layer)]]!r}: log8 weights overflow an int32 accumulator "
+            "even at 8 fractional bits"
+        )
 
     # ------------------------------------------------------------------ emission
     def _new(self, grid: QuantGrid) -> str:
@@ -332,8 +387,9 @@ class _Exporter:
         self.grids[name] = grid
         return name
 
-    def _emit_conv(self, unit: _Unit, src: str, target: QuantGrid | None,
-                   act: tuple[float, float] | None = None) -> str:
+    def _emit_conv(
+        self, unit: _Unit, src: str, target: QuantGrid | None, act: tuple[float, float] | None = None
+    ) -> str:
         """Append the ConvOp of ``unit`` reading ``src``; ``target=None`` means int32 logits.
 
         ``act`` overrides the real clamp range of the unit's activation.
@@ -345,25 +401,49 @@ class _Exporter:
         if self.bar is not None:
             self.bar.update(1)
         try:
-            folded = fold_conv(wl.linear_codes, wl.step, src_grid, target, bn=unit.bn, conv_bias=unit.layer.bias,
-                               act=unit.act if act is None else act, bias_shift=self.forced_shift)
+            folded = fold_conv(
+                wl.linear_codes,
+                wl.step,
+                src_grid,
+                target,
+                bn=unit.bn,
+                conv_bias=unit.layer.bias,
+                act=unit.act if act is None else act,
+                bias_shift=self.forced_shift,
+            )
         except ExportError as err:
             raise ExportError(f"layer {unit.name!r}: {err}") from None
         dst = self._new(folded.output_grid)
         kind = "linear" if isinstance(unit.layer, QuantLinear) else "conv"
-        self.ops.append(ConvOp(kind, len(self.int_layers) - 1, src, dst, folded.bias, folded.bias_shift,
-                               folded.requant, input_offset=folded.input_offset,
-                               **({} if kind == "linear" else self._conv_geometry(unit, unit.layer))))
+        self.ops.append(
+            ConvOp(
+                kind,
+                len(self.int_layers) - 1,
+                src,
+                dst,
+                folded.bias,
+                folded.bias_shift,
+                folded.requant,
+                input_offset=folded.input_offset,
+                **({} if kind == "linear" else self._conv_geometry(unit, unit.layer)),
+            )
+        )
         return dst
 
     @staticmethod
     def _conv_geometry(unit: _Unit, conv: nn.Conv2d) -> dict:
-        square = (conv.stride[0] == conv.stride[1] and conv.kernel_size[0] == conv.kernel_size[1]
-                  and conv.dilation == (1, 1) and isinstance(conv.padding, tuple)
-                  and conv.padding[0] == conv.padding[1] and conv.padding_mode == "zeros")
+        square = (
+            conv.stride[0] == conv.stride[1]
+            and conv.kernel_size[0] == conv.kernel_size[1]
+            and conv.dilation == (1, 1)
+            and isinstance(conv.padding, tuple)
+            and conv.padding[0] == conv.padding[1]
+            and conv.padding_mode == "zeros"
+        )
         if not square:
-            raise ExportError(f"layer {unit.name!r}: only square kernels, strides and zero padding without "
-                              "dilation are supported")
+            raise ExportError(
+                f"layer {unit.name!r}: only square kernels, strides and zero padding without dilation are supported"
+            )
         return {"stride": conv.stride[0], "padding": conv.padding[0], "groups": conv.groups}
 
     def _to_codes(self, src: str, grid: QuantGrid) -> str:
@@ -399,7 +479,7 @@ class _Exporter:
         fine = self._chain_scales(in_grids, residual, outputs)
 
         for i, item in enumerate(items):
-            shortcut = x                                   # the fine-scale chain value, if item i is residual
+            shortcut = x  # the fine-scale chain value, if item i is residual
             x = self._to_codes(x, in_grids[i])
             units = [item] if isinstance(item, _Unit) else item.units
             for j, unit in enumerate(units):
@@ -421,19 +501,26 @@ class _Exporter:
     def _finish(self, input_grid: QuantGrid, input_name: str, logits: str) -> IntegerModel:
         out_step = self.grids[logits].step
         pot_ops = sum(1 for op in self.ops if getattr(op, "requant", None) is not None and op.requant.is_shift)
-        meta = dict(self.meta, image_size=list(self.images.shape[1:]),
-                    shift_only_requants=pot_ops,
-                    requants=sum(1 for op in self.ops if getattr(op, "requant", None) is not None))
-        return IntegerModel(input_grid, self.int_layers, self.ops, self.grids, self.layer_inputs, input_name, logits,
-                            out_step, meta)
+        meta = dict(
+            self.meta,
+            image_size=list(self.images.shape[1:]),
+            shift_only_requants=pot_ops,
+            requants=sum(1 for op in self.ops if getattr(op, "requant", None) is not None),
+        )
+        return IntegerModel(
+            input_grid, self.int_layers, self.ops, self.grids, self.layer_inputs, input_name, logits, out_step, meta
+        )
 
     # ------------------------------------------------------------------ ResNets
     def _resnet_blocks(self) -> tuple[_Unit, list[dict], _Unit]:
         """Stem unit, one dict per basic block (units, shortcut kind), classifier; checked against module order."""
         model = self.model
         cifar = architecture_of(model) == "cifar-resnet"
-        stages = (model.layer1, model.layer2, model.layer3) if cifar else (
-            model.layer1, model.layer2, model.layer3, model.layer4)
+        stages = (
+            (model.layer1, model.layer2, model.layer3)
+            if cifar
+            else (model.layer1, model.layer2, model.layer3, model.layer4)
+        )
         relu = nn.ReLU()
         stem = self._make_unit(model.conv1, model.bn1, relu)
         blocks, order = [], [stem.index]
@@ -449,8 +536,9 @@ class _Exporter:
                     order += [c1.index, c2.index]
                 elif block.downsample is not None:
                     down = list(block.downsample.children())
-                    if not (len(down) == 2 and isinstance(down[0], QuantConv2d)
-                            and isinstance(down[1], nn.BatchNorm2d)):
+                    if not (
+                        len(down) == 2 and isinstance(down[0], QuantConv2d) and isinstance(down[1], nn.BatchNorm2d)
+                    ):
                         raise ExportError(f"layer{s}.{b}.downsample: expected a quantized 1x1 conv and BatchNorm")
                     info["projection"] = self._make_unit(down[0], down[1], None)
                     order += [c1.index, c2.index, info["projection"].index]
@@ -463,8 +551,9 @@ class _Exporter:
         classifier = self._make_unit(fc, None, None)
         order.append(classifier.index)
         if order != list(range(len(self.modules))):
-            raise ExportError(f"the model's quantized layers ({len(self.modules)}) do not match its ResNet structure "
-                              "in module order")
+            raise ExportError(
+                f"the model's quantized layers ({len(self.modules)}) do not match its ResNet structure in module order"
+            )
         return stem, blocks, classifier
 
     def _run_resnet(self) -> IntegerModel:
@@ -486,8 +575,12 @@ class _Exporter:
         consumers += [self._in_grid(b["projection"]) for b in blocks if "projection" in b]
         consumers.append(self._in_grid(classifier))
         finest = min(g.step for g in consumers)
-        watched = [self.model.bn1, *[b["module"] for b in blocks], *[b["module"].bn2 for b in blocks],
-                   *[b["projection"].bn for b in blocks if "projection" in b]]
+        watched = [
+            self.model.bn1,
+            *[b["module"] for b in blocks],
+            *[b["module"].bn2 for b in blocks],
+            *[b["projection"].bn for b in blocks if "projection" in b],
+        ]
         peaks = self._output_peaks(watched)
         peak = max(peaks.values())
         frac = MAX_CHAIN_FRACTION_BITS
@@ -495,7 +588,7 @@ class _Exporter:
             frac -= 1
         fine = QuantGrid(step=math.ldexp(finest, -frac), qmin=INT32_MIN, qmax=INT32_MAX)
 
-        x = self._emit_conv(stem, x, fine)                       # ReLU: the requant's clamp at 0
+        x = self._emit_conv(stem, x, fine)  # ReLU: the requant's clamp at 0
         for block in blocks:
             c1, c2 = block["units"]
             h = self._emit_conv(c1, self._to_codes(x, self._in_grid(c1)), self._in_grid(c2))
@@ -527,8 +620,10 @@ class _Exporter:
         area = self._pool_area_of(last)
         top = area * ((g.qmax + 1) * g.step + g.offset)
         if not top > 0:
-            raise ExportError(f"layer {classifier.name!r}: its input grid {g} lies below zero; the pooled ReLU "
-                              "output has no integer form here")
+            raise ExportError(
+                f"layer {classifier.name!r}: its input grid {g} lies below zero; the pooled ReLU "
+                "output has no integer form here"
+            )
         frac = FINE_FRACTION_BITS
         while frac > 0 and area * top * 2**frac / g.step >= 2**30:
             frac -= 1
@@ -553,8 +648,9 @@ class _Exporter:
             handle.remove()
         return int(shapes[0][2] * shapes[0][3])
 
-    def _chain_scales(self, in_grids: list[QuantGrid], residual: list[bool],
-                      outputs: list[nn.Module]) -> dict[int, float]:
+    def _chain_scales(
+        self, in_grids: list[QuantGrid], residual: list[bool], outputs: list[nn.Module]
+    ) -> dict[int, float]:
         """Fine scale of each item whose output feeds a residual chain: ``min(consumer steps) / 2**F``.
 
         ``F`` is as large as int32 allows for :data:`CHAIN_HEADROOM` times the chain's
@@ -577,7 +673,7 @@ class _Exporter:
         peaks = self._output_peaks([outputs[k] for i, j in chains for k in range(i, j)])
         fine: dict[int, float] = {}
         for i, j in chains:
-            finest = min(g.step for g in in_grids[i + 1:j + 1])
+            finest = min(g.step for g in in_grids[i + 1 : j + 1])
             peak = max(peaks[id(outputs[k])] for k in range(i, j))
             frac = MAX_CHAIN_FRACTION_BITS
             while frac > 0 and CHAIN_HEADROOM * peak / finest * 2**frac >= 2**31:
@@ -589,8 +685,14 @@ class _Exporter:
     def _output_peaks(self, modules: list[nn.Module]) -> dict[int, float]:
         """``max |output|`` of each module over the calibration images."""
         peaks: dict[int, float] = {}
-        hooks = [m.register_forward_hook(lambda mod, i, o: peaks.__setitem__(id(mod), max(
-            peaks.get(id(mod), 0.0), float(o.detach().abs().max())))) for m in modules]
+        hooks = [
+            m.register_forward_hook(
+                lambda mod, i, o: peaks.__setitem__(
+                    id(mod), max(peaks.get(id(mod), 0.0), float(o.detach().abs().max()))
+                )
+            )
+            for m in modules
+        ]
         try:
             self.model(self.images)
         finally:
@@ -647,6 +749,7 @@ def _acc_bound(w: torch.Tensor, src: QuantGrid) -> float:
 
 def _act_bounds(act: tuple[float, float], target: QuantGrid) -> tuple[int, int]:
     """Clamp range in output codes: the activation's ``[lo, hi]`` rounded onto the target, within its range."""
+
     def code(v: float, default: int) -> int:
         return default if not math.isfinite(v) else int(np.rint((v - target.offset) / target.step))
 
@@ -666,9 +769,17 @@ class FoldedConv:
     output_grid: QuantGrid
 
 
-def fold_conv(weight_codes: torch.Tensor, weight_step: float, src: QuantGrid, target: QuantGrid | None, *,
-              bn: nn.BatchNorm2d | None = None, conv_bias: torch.Tensor | None = None,
-              act: tuple[float, float] = (-math.inf, math.inf), bias_shift: int | None = None) -> FoldedConv:
+def fold_conv(
+    weight_codes: torch.Tensor,
+    weight_step: float,
+    src: QuantGrid,
+    target: QuantGrid | None,
+    *,
+    bn: nn.BatchNorm2d | None = None,
+    conv_bias: torch.Tensor | None = None,
+    act: tuple[float, float] = (-math.inf, math.inf),
+    bias_shift: int | None = None,
+) -> FoldedConv:
     """Fold BatchNorm, conv bias, input/output grids and activation into int32 bias and dyadic requant.
 
     ``weight_codes`` int32 ``[Cout, ...]`` on a grid of step ``weight_step``; input codes on
@@ -691,11 +802,13 @@ def fold_conv(weight_codes: torch.Tensor, weight_step: float, src: QuantGrid, ta
     b = conv_bias.detach().double() if conv_bias is not None else torch.zeros(cout, dtype=torch.float64)
     zero = (a == 0).nonzero().flatten()
     if len(zero):
-        raise ExportError(f"BatchNorm channel {int(zero[0])} has gamma 0; its constant output cannot be "
-                          "expressed as a scaled accumulator")
+        raise ExportError(
+            f"BatchNorm channel {int(zero[0])} has gamma 0; its constant output cannot be "
+            "expressed as a scaled accumulator"
+        )
     beta_out = 0.0 if target is None else target.offset
-    bias_real = (b + (d - beta_out) / a) / (s_w * s_x)                          # accumulator units
-    offset_per_tap = beta_in / s_x                                               # accumulator units per weight
+    bias_real = (b + (d - beta_out) / a) / (s_w * s_x)  # accumulator units
+    offset_per_tap = beta_in / s_x  # accumulator units per weight
     abs_w = w.abs().to(torch.int64).reshape(cout, -1).sum(dim=1).double()
     bound = float((_acc_bound_per_channel(w, src) + bias_real.abs() + abs(offset_per_tap) * abs_w).max()) + 1
     k = _choose_bias_shift(bound, bias_shift)
@@ -703,8 +816,9 @@ def fold_conv(weight_codes: torch.Tensor, weight_step: float, src: QuantGrid, ta
     bias = torch.from_numpy(np.rint(np.ldexp(bias_real.numpy(), k))).to(torch.int32)
     input_offset = to_dyadic(math.ldexp(offset_per_tap, k)) if beta_in != 0.0 else None
     if target is None:
-        return FoldedConv(bias, k, None, input_offset,
-                          QuantGrid(step=math.ldexp(s_w * s_x, -k), qmin=INT32_MIN, qmax=INT32_MAX))
+        return FoldedConv(
+            bias, k, None, input_offset, QuantGrid(step=math.ldexp(s_w * s_x, -k), qmin=INT32_MIN, qmax=INT32_MAX)
+        )
     try:
         m, n = to_dyadic_array(np.ldexp((a * (s_w * s_x / target.step)).numpy(), -k))
     except ValueError as err:

@@ -40,7 +40,13 @@ from haq_gym.data import load_dataset, materialize
 from haq_gym.export.build import SUPPORTED_ARCHITECTURES, ExportError, architecture_of, export_integer_model
 from haq_gym.export.compare import fake_quant_input
 from haq_gym.export.integer_model import IntegerModel
-from haq_gym.export.packed_file import FileSizes, PackedFileError, load_integer_model, read_packed_file, write_packed_file
+from haq_gym.export.packed_file import (
+    FileSizes,
+    PackedFileError,
+    load_integer_model,
+    read_packed_file,
+    write_packed_file,
+)
 from haq_gym.export.source import ExportSource, source_from_checkpoint, source_from_policy
 from haq_gym.policy import PolicyFile
 from haq_gym.quant.families import family_names
@@ -50,53 +56,89 @@ from haq_gym.validation import check_int, check_policy_fits, check_width_mult
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m haq_gym.export", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m haq_gym.export",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
     exp = sub.add_parser("export", help="write the packed integer model of a quantized model")
     _add_source(exp, required=True)
-    exp.add_argument("--out", default=None,
-                     help="packed file to write (default: model.hqpk next to the --checkpoint or --policy)")
+    exp.add_argument(
+        "--out", default=None, help="packed file to write (default: model.hqpk next to the --checkpoint or --policy)"
+    )
     exp.add_argument("--overwrite", action="store_true", help="replace an existing --out file (refused otherwise)")
-    exp.add_argument("--weights-only", action="store_true",
-                     help="write only the header and packed weights (no integer-model section; `infer` needs it)")
-    exp.add_argument("--bias-shift", type=int, default=None,
-                     help="fractional bits of every int32 bias (0 = at the accumulator scale exactly); "
-                          "default: as many as int32 leaves room for, up to 16")
+    exp.add_argument(
+        "--weights-only",
+        action="store_true",
+        help="write only the header and packed weights (no integer-model section; `infer` needs it)",
+    )
+    exp.add_argument(
+        "--bias-shift",
+        type=int,
+        default=None,
+        help="fractional bits of every int32 bias (0 = at the accumulator scale exactly); "
+        "default: as many as int32 leaves room for, up to 16",
+    )
     exp.add_argument("--no-eval", action="store_true", help="skip the test-split comparison")
     onx = sub.add_parser("onnx", help="write the fake-quant model as QDQ ONNX and check it in onnxruntime")
     _add_source(onx, required=True)
-    onx.add_argument("--out", default=None,
-                     help="ONNX file to write (default: model.onnx next to the --checkpoint or --policy)")
+    onx.add_argument(
+        "--out", default=None, help="ONNX file to write (default: model.onnx next to the --checkpoint or --policy)"
+    )
     onx.add_argument("--no-eval", action="store_true", help="skip the test-split comparison")
     inf = sub.add_parser("infer", help="evaluate a packed file (.hqpk) or an ONNX file (.onnx) on the test split")
     inf.add_argument("file", help="file written by `export` or `onnx`")
     _add_source(inf, required=False)
     for s in (exp, onx, inf):
         s.add_argument("--batch-size", type=int, default=128)
-        s.add_argument("--threads", type=int, default=None, help="torch threads (default: $HAQ_GYM_THREADS or all CPUs)")
-        s.add_argument("--device", default="cpu",
-                       help="cpu, cuda, cuda:N or auto: where the fake-quant reference runs (the integer model "
-                            "runs on the CPU)")
+        s.add_argument(
+            "--threads", type=int, default=None, help="torch threads (default: $HAQ_GYM_THREADS or all CPUs)"
+        )
+        s.add_argument(
+            "--device",
+            default="cpu",
+            help="cpu, cuda, cuda:N or auto: where the fake-quant reference runs (the integer model runs on the CPU)",
+        )
     return p
 
 
 def _add_source(p: argparse.ArgumentParser, required: bool) -> None:
     src = p.add_mutually_exclusive_group(required=required)
     src.add_argument("--policy", help="policy JSON of a search (model, width and dataset come from it)")
-    src.add_argument("--uniform", type=int, nargs=2, metavar=("W_BIT", "A_BIT"),
-                     help="uniform policy (first layer [8, -1], last [8, 8])")
+    src.add_argument(
+        "--uniform",
+        type=int,
+        nargs=2,
+        metavar=("W_BIT", "A_BIT"),
+        help="uniform policy (first layer [8, -1], last [8, 8])",
+    )
     src.add_argument("--checkpoint", help="QAT checkpoint of `python -m haq_gym.finetune`")
     p.add_argument("--model", default="mobilenetv2", help="model with --uniform")
     p.add_argument("--width-mult", type=float, default=1.0, help="model width with --uniform")
     p.add_argument("--dataset", default="digits", help="dataset with --uniform")
-    p.add_argument("--data-root", default=None, help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; fashion-mnist defaults to the Debian package folder)")
-    p.add_argument("--float-checkpoint", default=None,
-                   help="float model for --policy/--uniform (default: the cached default model)")
-    p.add_argument("--calibration-size", type=int, default=64,
-                   help="search-train images that calibrate the quantizers and the input step")
-    p.add_argument("--quantizer", choices=family_names(grid=True), default="linear",
-                   help="quantizer family with --policy/--uniform (LSQ families at their initial steps, untrained)")
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; fashion-mnist defaults to the Debian package folder)",
+    )
+    p.add_argument(
+        "--float-checkpoint",
+        default=None,
+        help="float model for --policy/--uniform (default: the cached default model)",
+    )
+    p.add_argument(
+        "--calibration-size",
+        type=int,
+        default=64,
+        help="search-train images that calibrate the quantizers and the input step",
+    )
+    p.add_argument(
+        "--quantizer",
+        choices=family_names(grid=True),
+        default="linear",
+        help="quantizer family with --policy/--uniform (LSQ families at their initial steps, untrained)",
+    )
 
 
 SUPPORTED_INTEGER_MODELS = ("mobilenetv2", "resnet20", "resnet18")
@@ -120,8 +162,10 @@ def refuse_unsupported(args: argparse.Namespace) -> None:
     """Refuse a model the integer exporter cannot handle before anything is built or calibrated."""
     name = _model_name(args)
     if name is not None and name not in SUPPORTED_INTEGER_MODELS:
-        raise ExportError(f"integer export does not support {name!r}; supported: {', '.join(SUPPORTED_INTEGER_MODELS)} "
-                          f"({'; '.join(SUPPORTED_ARCHITECTURES)}); `onnx` exports every registered model")
+        raise ExportError(
+            f"integer export does not support {name!r}; supported: {', '.join(SUPPORTED_INTEGER_MODELS)} "
+            f"({'; '.join(SUPPORTED_ARCHITECTURES)}); `onnx` exports every registered model"
+        )
 
 
 def default_out(args: argparse.Namespace, filename: str) -> str:
@@ -158,9 +202,16 @@ def check_export_args(args: argparse.Namespace, out_path: str) -> None:
 def load_source(args: argparse.Namespace) -> ExportSource | None:
     if args.checkpoint:
         return source_from_checkpoint(args.checkpoint, data_root=args.data_root, calibration_size=args.calibration_size)
-    kwargs = dict(model=args.model, width_mult=args.width_mult, dataset=args.dataset, data_root=args.data_root,
-                  float_checkpoint=args.float_checkpoint, calibration_size=args.calibration_size,
-                  quantizer=args.quantizer, progress=True)
+    kwargs = dict(
+        model=args.model,
+        width_mult=args.width_mult,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        float_checkpoint=args.float_checkpoint,
+        calibration_size=args.calibration_size,
+        quantizer=args.quantizer,
+        progress=True,
+    )
     if args.policy:
         return source_from_policy(PolicyFile.load(args.policy), **kwargs)
     if args.uniform:
@@ -170,16 +221,26 @@ def load_source(args: argparse.Namespace) -> ExportSource | None:
 
 def run_onnx(args: argparse.Namespace) -> None:
     """``onnx``: write the QDQ ONNX model, read it back through the checker, run it in onnxruntime, compare."""
-    from haq_gym.export.onnx_model import (build_onnx_model, compare_onnx, describe, load_onnx, onnx_top1,
-                                           open_session, write_onnx)
+    from haq_gym.export.onnx_model import (
+        build_onnx_model,
+        compare_onnx,
+        describe,
+        load_onnx,
+        onnx_top1,
+        open_session,
+        write_onnx,
+    )
 
     out = default_out(args, "model.onnx")
     source = load_source(args)
     print(f"ONNX export of {source.description}")
     images, labels = source.test_split()
     proto = build_onnx_model(source.model, source.layers, tuple(images.shape[1:]))
-    meta = {"dataset": str(source.meta.get("dataset", "")), "model": str(source.meta.get("model", "")),
-            "bits": str(source.bits)}
+    meta = {
+        "dataset": str(source.meta.get("dataset", "")),
+        "model": str(source.meta.get("model", "")),
+        "bits": str(source.bits),
+    }
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -189,16 +250,21 @@ def run_onnx(args: argparse.Namespace) -> None:
         return
     session = open_session(load_onnx(out), threads=args.threads)
     top1 = onnx_top1(session, images, labels, args.batch_size, progress=True)
-    cmp = compare_onnx(source.model, source.layers, images, labels, batch_size=args.batch_size, threads=args.threads,
-                       progress=True)
+    cmp = compare_onnx(
+        source.model, source.layers, images, labels, batch_size=args.batch_size, threads=args.threads, progress=True
+    )
     n = cmp.images
-    print(f"test split ({n} images): onnxruntime top-1 {top1:.2f}%, fake-quant top-1 {cmp.fake_top1:.2f}%, identical "
-          f"predictions {cmp.identical_predictions}/{n}, layer-input codes equal {100 * cmp.code_agreement:.4f}% "
-          f"(free-running, {len(cmp.layer_codes)} layers), largest logit difference {cmp.max_logit_diff:.2g}")
+    print(
+        f"test split ({n} images): onnxruntime top-1 {top1:.2f}%, fake-quant top-1 {cmp.fake_top1:.2f}%, identical "
+        f"predictions {cmp.identical_predictions}/{n}, layer-input codes equal {100 * cmp.code_agreement:.4f}% "
+        f"(free-running, {len(cmp.layer_codes)} layers), largest logit difference {cmp.max_logit_diff:.2g}"
+    )
     recorded = source.meta.get("test_top1")
     if recorded is not None:
-        print(f"accuracy: finetune's test top-1 {float(recorded):.2f}% (best.pt, chosen on validation); the ONNX model "
-              f"keeps its float input, {top1:.2f}% ({top1 - float(recorded):+.2f} points)")
+        print(
+            f"accuracy: finetune's test top-1 {float(recorded):.2f}% (best.pt, chosen on validation); the ONNX model "
+            f"keeps its float input, {top1:.2f}% ({top1 - float(recorded):+.2f} points)"
+        )
 
 
 def infer_onnx(args: argparse.Namespace) -> None:
@@ -212,29 +278,47 @@ def infer_onnx(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     top1 = onnx_top1(session, images, labels, args.batch_size, progress=True)
     seconds = time.perf_counter() - start
-    print(f"{args.file}: onnxruntime top-1 {top1:.2f}% on {len(images)} test images "
-          f"({1000 * seconds / len(images):.2f} ms/image on the CPU)")
+    print(
+        f"{args.file}: onnxruntime top-1 {top1:.2f}% on {len(images)} test images "
+        f"({1000 * seconds / len(images):.2f} ms/image on the CPU)"
+    )
 
 
 def print_sizes(sizes: FileSizes, flash_bits: int) -> None:
     flash_bytes = (flash_bits + 7) // 8
-    print(f"  file {sizes.total:,} bytes = header {sizes.header:,} + packed weights {sizes.weights:,}"
-          + (f" + integer model {sizes.integer_model:,} (int32 biases {sizes.bias:,}, "
-             f"multipliers and shifts {sizes.requant:,})" if sizes.integer_model else ""))
-    print(f"  flash cost model: {flash_bits:,} bits = {flash_bytes:,} bytes; header + packed weights = "
-          f"{sizes.flash:,} bytes, {sizes.flash - flash_bytes:+,} bytes from the cost model "
-          f"(the header is {sizes.header:,})")
+    print(
+        f"  file {sizes.total:,} bytes = header {sizes.header:,} + packed weights {sizes.weights:,}"
+        + (
+            f" + integer model {sizes.integer_model:,} (int32 biases {sizes.bias:,}, "
+            f"multipliers and shifts {sizes.requant:,})"
+            if sizes.integer_model
+            else ""
+        )
+    )
+    print(
+        f"  flash cost model: {flash_bits:,} bits = {flash_bytes:,} bytes; header + packed weights = "
+        f"{sizes.flash:,} bytes, {sizes.flash - flash_bytes:+,} bytes from the cost model "
+        f"(the header is {sizes.header:,})"
+    )
 
 
-def evaluate(integer_model: IntegerModel, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-             source: ExportSource | None, device: torch.device = torch.device("cpu")) -> dict:
+def evaluate(
+    integer_model: IntegerModel,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    source: ExportSource | None,
+    device: torch.device = torch.device("cpu"),
+) -> dict:
     """Integer top-1 (and fake-quant top-1 and agreement with a source) on ``images``; prints a summary.
 
     The integer model runs on the CPU; the source's fake-quant model on ``device``.
     """
     start = time.perf_counter()
-    preds = [integer_model.predict(images[i:i + batch_size], batch_size)[1]
-             for i in tqdm(range(0, len(images), batch_size), desc="integer model", unit="batch", leave=False)]
+    preds = [
+        integer_model.predict(images[i : i + batch_size], batch_size)[1]
+        for i in tqdm(range(0, len(images), batch_size), desc="integer model", unit="batch", leave=False)
+    ]
     pred = torch.cat(preds)
     seconds = time.perf_counter() - start
     n = len(images)
@@ -244,20 +328,34 @@ def evaluate(integer_model: IntegerModel, images: torch.Tensor, labels: torch.Te
         source.model.to(device)
         with torch.no_grad():
             batches = range(0, n, batch_size)
-            fake = torch.cat([source.model(fake_quant_input(integer_model, images[i:i + batch_size]).to(device))
-                              .argmax(dim=1).cpu() for i in tqdm(batches, desc="fake-quant", leave=False)])
-            float_in = torch.cat([source.model(images[i:i + batch_size].to(device)).argmax(dim=1).cpu()
-                                  for i in tqdm(batches, desc="fake-quant, float input", leave=False)])
+            fake = torch.cat(
+                [
+                    source.model(fake_quant_input(integer_model, images[i : i + batch_size]).to(device))
+                    .argmax(dim=1)
+                    .cpu()
+                    for i in tqdm(batches, desc="fake-quant", leave=False)
+                ]
+            )
+            float_in = torch.cat(
+                [
+                    source.model(images[i : i + batch_size].to(device)).argmax(dim=1).cpu()
+                    for i in tqdm(batches, desc="fake-quant, float input", leave=False)
+                ]
+            )
         source.model.cpu()
         result["fake_quant_top1"] = 100.0 * float((fake == labels).sum()) / n
         result["fake_quant_float_input_top1"] = 100.0 * float((float_in == labels).sum()) / n
         result["identical_predictions"] = int((fake == pred).sum())
-        line += (f", fake-quant top-1 {result['fake_quant_top1']:.2f}% (on {device}), identical predictions "
-                 f"{result['identical_predictions']}/{n}")
+        line += (
+            f", fake-quant top-1 {result['fake_quant_top1']:.2f}% (on {device}), identical predictions "
+            f"{result['identical_predictions']}/{n}"
+        )
     print(line)
     if source is not None:
         print(accuracy_line(source, result))
-    print(f"integer inference on the CPU: {seconds:.1f} s ({1000 * seconds / n:.1f} ms/image, integer-only ops checked)")
+    print(
+        f"integer inference on the CPU: {seconds:.1f} s ({1000 * seconds / n:.1f} ms/image, integer-only ops checked)"
+    )
     return result
 
 
@@ -269,11 +367,16 @@ def accuracy_line(source: ExportSource, result: dict) -> str:
     """
     float_in, int_top1 = result["fake_quant_float_input_top1"], result["integer_top1"]
     recorded = source.meta.get("test_top1")
-    before = (f"finetune's test top-1 {float(recorded):.2f}% (best.pt, epoch {source.meta.get('epoch', '?')}, chosen "
-              f"on validation), here {float_in:.2f}%" if recorded is not None
-              else f"fake-quant test top-1 with float input {float_in:.2f}%")
-    return (f"accuracy: {before}; the integer model quantizes the input image to 8 bits, the one change: "
-            f"{int_top1:.2f}% ({int_top1 - float_in:+.2f} points)")
+    before = (
+        f"finetune's test top-1 {float(recorded):.2f}% (best.pt, epoch {source.meta.get('epoch', '?')}, chosen "
+        f"on validation), here {float_in:.2f}%"
+        if recorded is not None
+        else f"fake-quant test top-1 with float input {float_in:.2f}%"
+    )
+    return (
+        f"accuracy: {before}; the integer model quantizes the input image to 8 bits, the one change: "
+        f"{int_top1:.2f}% ({int_top1 - float_in:+.2f} points)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,12 +396,19 @@ def main(argv: list[str] | None = None) -> int:
             source = load_source(args)
             architecture_of(source.model)
             print(f"exporting {source.description}")
-            model = export_integer_model(source.model, source.layers, source.calibration_images,
-                                         bias_shift=args.bias_shift, meta=source.meta, progress=True)
-            sizes = write_packed_file(out, model, include_integer_model=not args.weights_only,
-                                      overwrite=args.overwrite)
-            print(f"wrote {out}: {len(model.layers)} layers, {model.meta['requants']} requantisations "
-                  f"({model.meta['shift_only_requants']} pure shifts)")
+            model = export_integer_model(
+                source.model,
+                source.layers,
+                source.calibration_images,
+                bias_shift=args.bias_shift,
+                meta=source.meta,
+                progress=True,
+            )
+            sizes = write_packed_file(out, model, include_integer_model=not args.weights_only, overwrite=args.overwrite)
+            print(
+                f"wrote {out}: {len(model.layers)} layers, {model.meta['requants']} requantisations "
+                f"({model.meta['shift_only_requants']} pure shifts)"
+            )
             print_sizes(sizes, source.flash_bits)
             if not args.no_eval and not args.weights_only:
                 images, labels = source.test_split()
@@ -311,8 +421,10 @@ def main(argv: list[str] | None = None) -> int:
             integer_model = load_integer_model(args.file)
             source = load_source(args)
             sizes = read_packed_file(args.file).sizes
-            print(f"{args.file}: {len(integer_model.layers)} layers, {sizes.total:,} bytes "
-                  f"(header {sizes.header:,}, packed weights {sizes.weights:,})")
+            print(
+                f"{args.file}: {len(integer_model.layers)} layers, {sizes.total:,} bytes "
+                f"(header {sizes.header:,}, packed weights {sizes.weights:,})"
+            )
             if source is not None:
                 bundle = source.bundle
             else:

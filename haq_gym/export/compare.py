@@ -77,26 +77,34 @@ class Comparison:
     @property
     def unexplained_mismatches(self) -> list[str]:
         """Layers with a teacher-forced mismatch that is not a near tie (or differs by more than 1)."""
-        return [a.name for a in self.layers if a.forced_equal < a.elements
-                and (a.tie_distance > TIE_TOLERANCE or a.forced_max_abs_diff > 1)]
+        return [
+            a.name
+            for a in self.layers
+            if a.forced_equal < a.elements and (a.tie_distance > TIE_TOLERANCE or a.forced_max_abs_diff > 1)
+        ]
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data.update(free_code_agreement=self.free_code_agreement, forced_code_agreement=self.forced_code_agreement,
-                    unexplained_mismatches=self.unexplained_mismatches)
+        data.update(
+            free_code_agreement=self.free_code_agreement,
+            forced_code_agreement=self.forced_code_agreement,
+            unexplained_mismatches=self.unexplained_mismatches,
+        )
         return data
 
 
-def fake_quant_input(integer_model: IntegerModel, images: torch.Tensor,
-                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def fake_quant_input(
+    integer_model: IntegerModel, images: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The reference model's input: the integer model's image codes as real values in ``dtype``."""
     g = integer_model.input_grid
     codes = integer_model.quantize_input(images)
     return (codes.double() * g.step + g.offset).to(dtype)
 
 
-def float64_reference(model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin]]
-                      ) -> tuple[nn.Module, list[tuple[str, QuantLayerMixin]]]:
+def float64_reference(
+    model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin]]
+) -> tuple[nn.Module, list[tuple[str, QuantLayerMixin]]]:
     """A float64 copy of the fake-quant model with the *same* quantized weights, and its layers.
 
     Plain ``model.double()`` would quantize the float weights again in float64, and a
@@ -145,8 +153,14 @@ class _Probe:
             h.remove()
 
 
-def compare_models(model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin]], integer_model: IntegerModel,
-                   images: torch.Tensor, labels: torch.Tensor, batch_size: int = 50) -> Comparison:
+def compare_models(
+    model: nn.Module,
+    layers: Sequence[tuple[str, QuantLayerMixin]],
+    integer_model: IntegerModel,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 50,
+) -> Comparison:
     """Run both models on ``images [N, 3, H, W]`` and compare predictions and per-layer codes.
 
     The reference runs in its parameters' dtype: float32 as trained, or float64 (after
@@ -163,7 +177,7 @@ def compare_models(model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin
     try:
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
-                batch = images[start:start + batch_size]
+                batch = images[start : start + batch_size]
                 ref_in = fake_quant_input(integer_model, batch, dtype)
                 logits, env = integer_model.forward(integer_model.quantize_input(batch), record=True)
                 int_pred.append(logits.argmax(dim=1))
@@ -176,8 +190,10 @@ def compare_models(model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin
                 probe.force = env
                 forced_logits = model(ref_in)
                 forced_pred.append(forced_logits.argmax(dim=1))
-                max_logit_diff = max(max_logit_diff, float((forced_logits.double()
-                                                            - logits.double() * integer_model.output_step).abs().max()))
+                max_logit_diff = max(
+                    max_logit_diff,
+                    float((forced_logits.double() - logits.double() * integer_model.output_step).abs().max()),
+                )
                 for n in names:
                     ours = env[integer_model.layer_inputs[n]].to(torch.int64)
                     theirs = probe.codes[n].reshape(ours.shape)

@@ -42,10 +42,10 @@ def to_dyadic(real: float) -> tuple[int, int]:
         return 0, 0
     if abs(real) >= MAX_MULTIPLIER:
         raise ValueError(f"multiplier {real!r} is too large (|M| must be below 2**30)")
-    frac, exp = math.frexp(abs(real))          # |real| = frac * 2**exp, frac in [0.5, 1)
-    m = round(frac * 2**MANTISSA_BITS)         # exact product; Python's round is half to even
+    frac, exp = math.frexp(abs(real))  # |real| = frac * 2**exp, frac in [0.5, 1)
+    m = round(frac * 2**MANTISSA_BITS)  # exact product; Python's round is half to even
     n = MANTISSA_BITS - exp
-    if m == 2**MANTISSA_BITS:                  # frac rounded up to 1.0
+    if m == 2**MANTISSA_BITS:  # frac rounded up to 1.0
         m, n = m >> 1, n - 1
     while m % 2 == 0:
         m, n = m >> 1, n - 1
@@ -103,7 +103,7 @@ def requantize(x: torch.Tensor, m: torch.Tensor | int, n: torch.Tensor | int) ->
     n = torch.as_tensor(n, dtype=torch.int64, device=x.device)
     if bool((n >= 33).all()) and bool((m.bitwise_and(1) == 1).all()):
         half = torch.bitwise_left_shift(torch.ones_like(n), n - 1)
-        return torch.addcmul(half, x, m).bitwise_right_shift_(n)   # int32 * int64 promotes to int64
+        return torch.addcmul(half, x, m).bitwise_right_shift_(n)  # int32 * int64 promotes to int64
     return _round_shift_(torch.mul(x, m), n)
 
 

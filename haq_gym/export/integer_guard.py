@@ -40,15 +40,19 @@ class _IntegerOnlyMode(TorchDispatchMode):
             item = stack.pop()
             if isinstance(item, torch.Tensor):
                 if item.is_floating_point() or item.is_complex():
-                    raise FloatingPointOperation(f"{func} got a {item.dtype} {role} of shape {tuple(item.shape)} "
-                                                 "inside an integer-only computation")
+                    raise FloatingPointOperation(
+                        f"{func} got a {item.dtype} {role} of shape {tuple(item.shape)} "
+                        "inside an integer-only computation"
+                    )
             elif isinstance(item, (list, tuple)):
                 stack.extend(item)
             elif isinstance(item, dict):
                 stack.extend(item.values())
             elif isinstance(item, (float, complex)):
-                raise FloatingPointOperation(f"{func} got the Python {type(item).__name__} {item!r} as an {role} "
-                                             "inside an integer-only computation")
+                raise FloatingPointOperation(
+                    f"{func} got the Python {type(item).__name__} {item!r} as an {role} "
+                    "inside an integer-only computation"
+                )
 
 
 @contextmanager

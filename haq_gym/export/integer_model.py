@@ -56,8 +56,10 @@ class Requant:
 
     def __post_init__(self) -> None:
         if self.multiplier.shape != self.shift.shape or self.multiplier.dim() != 1:
-            raise ValueError(f"requant multiplier {tuple(self.multiplier.shape)} and shift "
-                             f"{tuple(self.shift.shape)} must be equal 1-d shapes")
+            raise ValueError(
+                f"requant multiplier {tuple(self.multiplier.shape)} and shift "
+                f"{tuple(self.shift.shape)} must be equal 1-d shapes"
+            )
         if self.lo > self.hi:
             raise ValueError(f"empty clamp range [{self.lo}, {self.hi}]")
 
@@ -201,8 +203,9 @@ class ShortcutOp:
 
     def __post_init__(self) -> None:
         if self.stride < 1 or self.front < 0 or self.back < 0:
-            raise ValueError(f"shortcut needs stride >= 1 and non-negative padding, got {self.stride}, "
-                             f"{self.front}, {self.back}")
+            raise ValueError(
+                f"shortcut needs stride >= 1 and non-negative padding, got {self.stride}, {self.front}, {self.back}"
+            )
 
 
 Op = ConvOp | AddOp | RequantOp | PoolOp | ReluOp | ShortcutOp
@@ -263,8 +266,10 @@ class IntegerModel:
             term = torch.bitwise_right_shift(scaled, n) if n >= 0 else torch.bitwise_left_shift(scaled, -n)
             total = total + term + 1
         if int(worst.max()) > INT32_MAX or int(total.max()) > INT32_MAX:
-            raise ValueError(f"conv op on layer {self.layers[op.layer].name!r}: its worst-case accumulator "
-                             f"({int(total.max())}) does not fit int32")
+            raise ValueError(
+                f"conv op on layer {self.layers[op.layer].name!r}: its worst-case accumulator "
+                f"({int(total.max())}) does not fit int32"
+            )
 
     # ------------------------------------------------------------------ boundary
     def quantize_input(self, images: torch.Tensor) -> torch.Tensor:
@@ -304,10 +309,16 @@ class IntegerModel:
                 elif isinstance(op, ReluOp):
                     out = env[op.src].clamp_min(0)
                 elif isinstance(op, ShortcutOp):
-                    x = env[op.src][:, :, ::op.stride, ::op.stride]
+                    x = env[op.src][:, :, :: op.stride, :: op.stride]
                     n, _, h, w = x.shape
-                    out = torch.cat([torch.zeros((n, op.front, h, w), dtype=torch.int32), x,
-                                     torch.zeros((n, op.back, h, w), dtype=torch.int32)], dim=1)
+                    out = torch.cat(
+                        [
+                            torch.zeros((n, op.front, h, w), dtype=torch.int32),
+                            x,
+                            torch.zeros((n, op.back, h, w), dtype=torch.int32),
+                        ],
+                        dim=1,
+                    )
                 else:
                     x = env[op.src].to(torch.int64).sum(dim=(2, 3)) + op.add
                     out = op.requant.apply(_checked(x, f"pooled sum {op.dst}").to(torch.int32), 1)
@@ -320,7 +331,9 @@ class IntegerModel:
 
     def predict(self, images: torch.Tensor, batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
         """``(int32 logits, int64 predictions)`` for float images, quantized at the boundary, in batches."""
-        outs = [self.forward(self.quantize_input(images[i:i + batch_size]))[0] for i in range(0, len(images), batch_size)]
+        outs = [
+            self.forward(self.quantize_input(images[i : i + batch_size]))[0] for i in range(0, len(images), batch_size)
+        ]
         logits = torch.cat(outs)
         return logits, logits.argmax(dim=1)
 
@@ -335,9 +348,9 @@ class IntegerModel:
     def _conv(self, op: ConvOp, x: torch.Tensor) -> torch.Tensor:
         w = self.layers[op.layer].linear_codes
         if op.kind == "linear":
-            acc = x @ w.t()                                                      # [N, out]
+            acc = x @ w.t()  # [N, out]
         else:
-            acc = conv2d_int(x, w, op.stride, op.padding, op.groups)            # [N, Cout, Ho, Wo]
+            acc = conv2d_int(x, w, op.stride, op.padding, op.groups)  # [N, Cout, Ho, Wo]
         view = [1] * acc.dim()
         view[1] = -1
         # int32 throughout: the exporter chose bias_shift so that the worst case fits.
@@ -384,12 +397,15 @@ def conv2d_int(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int, grou
         raise ValueError(f"conv weight {tuple(w.shape)} with groups={groups} does not fit {cin} input channels")
     if padding:
         padded = torch.zeros((n, cin, h + 2 * padding, wd + 2 * padding), dtype=torch.int32)
-        padded[:, :, padding:padding + h, padding:padding + wd] = x
+        padded[:, :, padding : padding + h, padding : padding + wd] = x
         x = padded
     ho = (x.shape[2] - kh) // stride + 1
     wo = (x.shape[3] - kw) // stride + 1
-    taps = [x[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
-            for i in range(kh) for j in range(kw)]
+    taps = [
+        x[:, :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
+        for i in range(kh)
+        for j in range(kw)
+    ]
     if groups == cin and cout == cin:
         acc = torch.zeros((n, cout, ho, wo), dtype=torch.int32)
         flat = w.reshape(cout, kh * kw)
@@ -400,5 +416,5 @@ def conv2d_int(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int, grou
         cols = taps[0].reshape(n, groups, cin_g, ho * wo)
     else:
         cols = torch.stack(taps, dim=2).reshape(n, groups, cin_g * kh * kw, ho * wo)
-    out = torch.matmul(w.reshape(groups, cout // groups, cin_g * kh * kw), cols)   # [N, G, Cout/G, L]
+    out = torch.matmul(w.reshape(groups, cout // groups, cin_g * kh * kw), cols)  # [N, G, Cout/G, L]
     return out.reshape(n, cout, ho, wo)

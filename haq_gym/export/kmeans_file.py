@@ -59,10 +59,14 @@ class KMeansLayer:
         if not 1 <= self.bits <= 8:
             raise ValueError(f"layer {self.name!r}: bits must be in 1..8, got {self.bits}")
         if self.codebook.shape != (2**self.bits,):
-            raise ValueError(f"layer {self.name!r}: a {self.bits}-bit codebook has {2**self.bits} entries, "
-                             f"got shape {self.codebook.shape}")
+            raise ValueError(
+                f"layer {self.name!r}: a {self.bits}-bit codebook has {2**self.bits} entries, "
+                f"got shape {self.codebook.shape}"
+            )
         if self.indices.size != self.numel:
-            raise ValueError(f"layer {self.name!r}: shape {self.shape} needs {self.numel} indices, got {self.indices.size}")
+            raise ValueError(
+                f"layer {self.name!r}: shape {self.shape} needs {self.numel} indices, got {self.indices.size}"
+            )
 
     @property
     def numel(self) -> int:
@@ -82,8 +86,11 @@ def encode_kmeans(layers: Sequence[KMeansLayer]) -> bytes:
         name = layer.name.encode("utf-8")
         if len(name) > 0xFFFF:
             raise ValueError(f"layer name too long ({len(name)} bytes): {layer.name[:40]!r}...")
-        parts.append(struct.pack(f"<H{len(name)}sBB{len(layer.shape)}I", len(name), name, layer.bits,
-                                 len(layer.shape), *layer.shape))
+        parts.append(
+            struct.pack(
+                f"<H{len(name)}sBB{len(layer.shape)}I", len(name), name, layer.bits, len(layer.shape), *layer.shape
+            )
+        )
         parts.append(np.ascontiguousarray(layer.codebook, dtype="<f4").tobytes())
         parts.append(pack(np.asarray(layer.indices).astype(np.int64), layer.bits, signed=False))
     body = b"".join(parts)
@@ -98,9 +105,11 @@ class _Reader:
 
     def take(self, n: int, what: str) -> bytes:
         if self.pos + n > len(self.data):
-            raise ValueError(f"{self.source} is truncated: {what} needs {n} bytes at offset {self.pos}, "
-                             f"only {len(self.data) - self.pos} left")
-        out = self.data[self.pos:self.pos + n]
+            raise ValueError(
+                f"{self.source} is truncated: {what} needs {n} bytes at offset {self.pos}, "
+                f"only {len(self.data) - self.pos} left"
+            )
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -111,14 +120,15 @@ class _Reader:
 def decode_kmeans(data: bytes, source: str = "k-means file") -> list[KMeansLayer]:
     """Parse a k-means file's bytes; raises ``ValueError`` for a wrong, truncated or corrupt file."""
     if len(data) < _HEAD.size + _CRC.size:
-        raise ValueError(f"{source} is truncated: {len(data)} bytes, less than the {_HEAD.size + _CRC.size}-byte "
-                         f"header and checksum")
+        raise ValueError(
+            f"{source} is truncated: {len(data)} bytes, less than the {_HEAD.size + _CRC.size}-byte header and checksum"
+        )
     magic, version, n_layers = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise ValueError(f"{source} is not a haq-gym k-means file (magic {magic!r}, expected {MAGIC!r})")
     if version != VERSION:
         raise ValueError(f"{source} has k-means file version {version}; this haq-gym reads version {VERSION}")
-    body, (crc,) = data[:-_CRC.size], _CRC.unpack(data[-_CRC.size:])
+    body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
     if zlib.crc32(body) != crc:
         raise ValueError(f"{source} is corrupt or truncated: its CRC32 checksum does not match its contents")
     reader = _Reader(body, source)
@@ -163,8 +173,10 @@ def kmeans_layers(named_layers: Sequence[tuple[str, torch.nn.Module]]) -> list[K
     for name, layer in named_layers:
         quantizer = layer.weight_quantizer
         if not isinstance(quantizer, KMeansWeightQuantizer) or quantizer.bits is None:
-            raise ValueError(f"layer {name!r} has no k-means weight quantizer with a bit width "
-                             f"(found {type(quantizer).__name__}, bits={getattr(quantizer, 'bits', None)})")
+            raise ValueError(
+                f"layer {name!r} has no k-means weight quantizer with a bit width "
+                f"(found {type(quantizer).__name__}, bits={getattr(quantizer, 'bits', None)})"
+            )
         codebook, labels = quantizer.codebook(layer.weight)
         out.append(KMeansLayer(name, int(quantizer.bits), tuple(layer.weight.shape), codebook.numpy(), labels.numpy()))
     return out
@@ -176,7 +188,9 @@ def load_kmeans_weights(named_layers: Sequence[tuple[str, torch.nn.Module]], lay
         raise ValueError(f"the file has {len(layers)} layers but the model has {len(named_layers)} quantizable layers")
     for (name, module), record in zip(named_layers, layers):
         if record.name != name or tuple(module.weight.shape) != record.shape:
-            raise ValueError(f"file layer {record.name!r} {record.shape} does not match model layer {name!r} "
-                             f"{tuple(module.weight.shape)}")
+            raise ValueError(
+                f"file layer {record.name!r} {record.shape} does not match model layer {name!r} "
+                f"{tuple(module.weight.shape)}"
+            )
         with torch.no_grad():
             module.weight.copy_(torch.from_numpy(record.weight()))

@@ -49,7 +49,9 @@ def _onnx():
         import onnx
         from onnx import helper, numpy_helper
     except ImportError:
-        raise OnnxExportError("ONNX export needs the onnx extra: pip install -c constraints.txt 'haq-gym[onnx]'") from None
+        raise OnnxExportError(
+            "ONNX export needs the onnx extra: pip install -c constraints.txt 'haq-gym[onnx]'"
+        ) from None
     return onnx, helper, numpy_helper
 
 
@@ -64,7 +66,7 @@ class _Graph:
     numpy_helper: object
     nodes: list = field(default_factory=list)
     inits: list = field(default_factory=list)
-    code_outputs: list = field(default_factory=list)   # (layer name, tensor name, elem type, rank)
+    code_outputs: list = field(default_factory=list)  # (layer name, tensor name, elem type, rank)
     count: int = 0
 
     def name(self, hint: str) -> str:
@@ -82,8 +84,13 @@ class _Graph:
         return out
 
 
-def build_onnx_model(model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin]],
-                     image_shape: Sequence[int], *, expose_codes: bool = False):
+def build_onnx_model(
+    model: nn.Module,
+    layers: Sequence[tuple[str, QuantLayerMixin]],
+    image_shape: Sequence[int],
+    *,
+    expose_codes: bool = False,
+):
     """The ONNX ``ModelProto`` of the fake-quant ``model`` for images ``[N, *image_shape]`` (float32 in, logits out).
 
     ``expose_codes`` adds each quantized layer's input codes (int8/uint8) as graph outputs
@@ -94,10 +101,13 @@ def build_onnx_model(model: nn.Module, layers: Sequence[tuple[str, QuantLayerMix
     names = {id(m): n for n, m in layers}
     for name, layer in layers:
         if not 2 <= layer.w_bit <= 8:
-            raise OnnxExportError(f"layer {name!r} has {layer.w_bit}-bit weights; the ONNX int8 container holds 2..8 bits")
+            raise OnnxExportError(
+                f"layer {name!r} has {layer.w_bit}-bit weights; the ONNX int8 container holds 2..8 bits"
+            )
         if layer.a_bit != -1 and not 2 <= layer.a_bit <= 8:
-            raise OnnxExportError(f"layer {name!r} has {layer.a_bit}-bit inputs; the ONNX int8/uint8 containers hold "
-                                  "2..8 bits")
+            raise OnnxExportError(
+                f"layer {name!r} has {layer.a_bit}-bit inputs; the ONNX int8/uint8 containers hold 2..8 bits"
+            )
     was_training = model.training
     model.eval()
     try:
@@ -150,13 +160,17 @@ def _module(g: _Graph, m: nn.Module, node: fx.Node, env: dict[str, str], names: 
     if isinstance(m, nn.BatchNorm2d):
         scale = m.weight.detach().numpy() if m.affine else np.ones(m.num_features, np.float32)
         bias = m.bias.detach().numpy() if m.affine else np.zeros(m.num_features, np.float32)
-        ins = [x, g.const("bn_scale", scale.astype(np.float32)), g.const("bn_bias", bias.astype(np.float32)),
-               g.const("bn_mean", m.running_mean.numpy().astype(np.float32)),
-               g.const("bn_var", m.running_var.numpy().astype(np.float32))]
+        ins = [
+            x,
+            g.const("bn_scale", scale.astype(np.float32)),
+            g.const("bn_bias", bias.astype(np.float32)),
+            g.const("bn_mean", m.running_mean.numpy().astype(np.float32)),
+            g.const("bn_var", m.running_var.numpy().astype(np.float32)),
+        ]
         return g.node("BatchNormalization", ins, "bn", epsilon=float(m.eps))
     if isinstance(m, nn.ReLU):
         return g.node("Relu", [x], "relu")
-    if isinstance(m, nn.Hardtanh):      # ReLU6
+    if isinstance(m, nn.Hardtanh):  # ReLU6
         return _clip(g, x, float(m.min_val), float(m.max_val))
     if isinstance(m, nn.Hardswish):
         return g.node("HardSwish", [x], "hardswish")
@@ -186,8 +200,10 @@ def _quant_layer(g: _Graph, m: QuantLayerMixin, name: str, x: str) -> str:
         signed = grid.qmin < 0
         lo, hi = (-128, 127) if signed else (0, 255)
         if grid.qmin < lo or grid.qmax > hi:
-            raise OnnxExportError(f"layer {name!r}: input grid [{grid.qmin}, {grid.qmax}] does not fit an "
-                                  f"{'int8' if signed else 'uint8'} container")
+            raise OnnxExportError(
+                f"layer {name!r}: input grid [{grid.qmin}, {grid.qmax}] does not fit an "
+                f"{'int8' if signed else 'uint8'} container"
+            )
         step = np.float32(grid.step)
         if grid.offset != 0.0:
             x = g.node("Sub", [x, g.const("offset", np.float32(grid.offset))], "sub_offset")
@@ -196,14 +212,27 @@ def _quant_layer(g: _Graph, m: QuantLayerMixin, name: str, x: str) -> str:
         zp = g.const("zp", np.int8(0) if signed else np.uint8(0))
         scale = g.const("scale", step)
         codes = g.node("QuantizeLinear", [x, scale, zp], "q")
-        g.code_outputs.append((name, codes, onnx.TensorProto.INT8 if signed else onnx.TensorProto.UINT8,
-                               2 if isinstance(m, QuantLinear) else 4))
+        g.code_outputs.append(
+            (
+                name,
+                codes,
+                onnx.TensorProto.INT8 if signed else onnx.TensorProto.UINT8,
+                2 if isinstance(m, QuantLinear) else 4,
+            )
+        )
         x = g.node("DequantizeLinear", [codes, scale, zp], "dq")
         if grid.offset != 0.0:
             x = g.node("Add", [x, g.const("offset", np.float32(grid.offset))], "add_offset")
     codes, step = weight_codes(name, m)
-    w = g.node("DequantizeLinear", [g.const("w_codes", codes.numpy().astype(np.int8)),
-                                    g.const("w_scale", np.float32(step)), g.const("w_zp", np.int8(0))], "w_dq")
+    w = g.node(
+        "DequantizeLinear",
+        [
+            g.const("w_codes", codes.numpy().astype(np.int8)),
+            g.const("w_scale", np.float32(step)),
+            g.const("w_zp", np.int8(0)),
+        ],
+        "w_dq",
+    )
     ins = [x, w] + ([g.const("bias", m.bias.detach().numpy().astype(np.float32))] if m.bias is not None else [])
     if isinstance(m, QuantLinear):
         return g.node("Gemm", ins, "gemm", transB=1)
@@ -211,8 +240,16 @@ def _quant_layer(g: _Graph, m: QuantLayerMixin, name: str, x: str) -> str:
     if m.padding_mode != "zeros" or isinstance(m.padding, str):
         raise OnnxExportError(f"layer {name!r}: only numeric zero padding has an ONNX form here")
     ph, pw = m.padding
-    return g.node("Conv", ins, "conv", strides=list(m.stride), pads=[ph, pw, ph, pw], dilations=list(m.dilation),
-                  group=int(m.groups), kernel_shape=list(m.kernel_size))
+    return g.node(
+        "Conv",
+        ins,
+        "conv",
+        strides=list(m.stride),
+        pads=[ph, pw, ph, pw],
+        dilations=list(m.dilation),
+        group=int(m.groups),
+        kernel_shape=list(m.kernel_size),
+    )
 
 
 def _function(g: _Graph, node: fx.Node, env: dict[str, str]) -> str:
@@ -241,7 +278,7 @@ def _function(g: _Graph, node: fx.Node, env: dict[str, str]) -> str:
         mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
         if mode != "constant" or value not in (0, 0.0, None) or len(pad) % 2:
             raise OnnxExportError(f"node {node.name}: only constant zero padding has an ONNX form here")
-        dims = len(pad) // 2            # torch: last dim first, (begin, end) pairs
+        dims = len(pad) // 2  # torch: last dim first, (begin, end) pairs
         begins = [0] * (4 - dims) + [pad[2 * (dims - 1 - i)] for i in range(dims)]
         ends = [0] * (4 - dims) + [pad[2 * (dims - 1 - i) + 1] for i in range(dims)]
         return g.node("Pad", [_arg(env, args[0]), g.const("pads", np.array(begins + ends, np.int64))], "pad")
@@ -261,8 +298,17 @@ def _slice(g: _Graph, x: str, index: tuple, node: fx.Node) -> str:
         steps.append(s.step or 1)
     if not axes:
         return x
-    return g.node("Slice", [x, *(g.const(k, np.array(v, np.int64)) for k, v in
-                                 (("starts", starts), ("ends", ends), ("axes", axes), ("steps", steps)))], "slice")
+    return g.node(
+        "Slice",
+        [
+            x,
+            *(
+                g.const(k, np.array(v, np.int64))
+                for k, v in (("starts", starts), ("ends", ends), ("axes", axes), ("steps", steps))
+            ),
+        ],
+        "slice",
+    )
 
 
 def write_onnx(path: str | os.PathLike, proto) -> int:
@@ -297,7 +343,9 @@ def open_session(proto, *, threads: int | None = None, optimize: bool = True):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise OnnxExportError("running ONNX needs the onnx extra: pip install -c constraints.txt 'haq-gym[onnx]'") from None
+        raise OnnxExportError(
+            "running ONNX needs the onnx extra: pip install -c constraints.txt 'haq-gym[onnx]'"
+        ) from None
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if threads:
@@ -313,10 +361,14 @@ def open_session(proto, *, threads: int | None = None, optimize: bool = True):
         opset = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
         if found:
             op = found.group(1)
-            raise OnnxExportError(f"onnxruntime {ort.__version__} has no CPU kernel for operator {op} at opset "
-                                  f"{found.group(2)} (model opsets {opset}); use a newer onnxruntime") from None
-        raise OnnxExportError(f"onnxruntime {ort.__version__} cannot load the model (opsets {opset}): "
-                              f"{text.strip().splitlines()[0] if text.strip() else type(err).__name__}") from None
+            raise OnnxExportError(
+                f"onnxruntime {ort.__version__} has no CPU kernel for operator {op} at opset "
+                f"{found.group(2)} (model opsets {opset}); use a newer onnxruntime"
+            ) from None
+        raise OnnxExportError(
+            f"onnxruntime {ort.__version__} cannot load the model (opsets {opset}): "
+            f"{text.strip().splitlines()[0] if text.strip() else type(err).__name__}"
+        ) from None
 
 
 def onnx_logits(session, images: torch.Tensor, batch_size: int = 128, progress: bool = False) -> torch.Tensor:
@@ -324,8 +376,10 @@ def onnx_logits(session, images: torch.Tensor, batch_size: int = 128, progress: 
     from tqdm import tqdm
 
     starts = range(0, len(images), batch_size)
-    outs = [session.run(["logits"], {"input": images[i:i + batch_size].numpy().astype(np.float32)})[0]
-            for i in tqdm(starts, desc="onnxruntime", unit="batch", disable=not progress, leave=False)]
+    outs = [
+        session.run(["logits"], {"input": images[i : i + batch_size].numpy().astype(np.float32)})[0]
+        for i in tqdm(starts, desc="onnxruntime", unit="batch", disable=not progress, leave=False)
+    ]
     return torch.from_numpy(np.concatenate(outs))
 
 
@@ -346,9 +400,16 @@ class OnnxComparison:
         return sum(e for _, e in self.layer_codes.values()) / total if total else 1.0
 
 
-def compare_onnx(model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin]], images: torch.Tensor,
-                 labels: torch.Tensor, *, batch_size: int = 64, threads: int | None = None,
-                 progress: bool = False) -> OnnxComparison:
+def compare_onnx(
+    model: nn.Module,
+    layers: Sequence[tuple[str, QuantLayerMixin]],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = 64,
+    threads: int | None = None,
+    progress: bool = False,
+) -> OnnxComparison:
     """Run the fake-quant model and its ONNX form (with per-layer code outputs) in onnxruntime; compare.
 
     Codes are compared free-running at every quantized layer's input (both models run on
@@ -365,6 +426,7 @@ def compare_onnx(model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin]]
         def record(module: nn.Module, args: tuple) -> None:
             grid = module.input_quantizer.grid()
             codes[name] = torch.round((module.input_quantizer(args[0]).double() - grid.offset) / grid.step)
+
         return record
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in quantized]
@@ -376,9 +438,14 @@ def compare_onnx(model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin]]
     model.eval()
     try:
         with torch.no_grad():
-            for i in tqdm(range(0, len(images), batch_size), desc="fake-quant vs onnxruntime", unit="batch",
-                          disable=not progress, leave=False):
-                batch = images[i:i + batch_size]
+            for i in tqdm(
+                range(0, len(images), batch_size),
+                desc="fake-quant vs onnxruntime",
+                unit="batch",
+                disable=not progress,
+                leave=False,
+            ):
+                batch = images[i : i + batch_size]
                 ref = model(batch)
                 res = session.run(out_names, {"input": batch.numpy().astype(np.float32)})
                 logits = torch.from_numpy(res[0])
@@ -395,12 +462,19 @@ def compare_onnx(model: nn.Module, layers: Sequence[tuple[str, QuantLayerMixin]]
         model.train(was_training)
     fp, op = torch.cat(fake_pred), torch.cat(onnx_pred)
     n = len(images)
-    return OnnxComparison(n, 100.0 * float((fp == labels).sum()) / n, 100.0 * float((op == labels).sum()) / n,
-                          int((fp == op).sum()), {k: (v[0], v[1]) for k, v in stats.items()}, max_diff)
+    return OnnxComparison(
+        n,
+        100.0 * float((fp == labels).sum()) / n,
+        100.0 * float((op == labels).sum()) / n,
+        int((fp == op).sum()),
+        {k: (v[0], v[1]) for k, v in stats.items()},
+        max_diff,
+    )
 
 
-def onnx_top1(session, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128,
-              progress: bool = False) -> float:
+def onnx_top1(
+    session, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128, progress: bool = False
+) -> float:
     """onnxruntime's top-1 (percent) on ``images``."""
     pred = onnx_logits(session, images, batch_size, progress).argmax(dim=1)
     return 100.0 * float((pred == labels).sum()) / len(images)
@@ -409,9 +483,22 @@ def onnx_top1(session, images: torch.Tensor, labels: torch.Tensor, batch_size: i
 def describe(proto) -> str:
     """One line: node count, Q/DQ pairs and the opset."""
     ops = [n.op_type for n in proto.graph.node]
-    return (f"{len(ops)} nodes, {ops.count('QuantizeLinear')} QuantizeLinear, {ops.count('DequantizeLinear')} "
-            f"DequantizeLinear, opset {OPSET}")
+    return (
+        f"{len(ops)} nodes, {ops.count('QuantizeLinear')} QuantizeLinear, {ops.count('DequantizeLinear')} "
+        f"DequantizeLinear, opset {OPSET}"
+    )
 
 
-__all__ = ["OPSET", "OnnxComparison", "OnnxExportError", "build_onnx_model", "compare_onnx", "describe", "load_onnx",
-           "onnx_logits", "onnx_top1", "open_session", "write_onnx"]
+__all__ = [
+    "OPSET",
+    "OnnxComparison",
+    "OnnxExportError",
+    "build_onnx_model",
+    "compare_onnx",
+    "describe",
+    "load_onnx",
+    "onnx_logits",
+    "onnx_top1",
+    "open_session",
+    "write_onnx",
+]

@@ -45,8 +45,17 @@ import torch
 
 from haq_gym.export import bitpack
 from haq_gym.export.file_io import read_bytes
-from haq_gym.export.integer_model import (AddOp, ConvOp, IntegerLayer, IntegerModel, PoolOp, ReluOp, Requant, RequantOp,
-                                          ShortcutOp)
+from haq_gym.export.integer_model import (
+    AddOp,
+    ConvOp,
+    IntegerLayer,
+    IntegerModel,
+    PoolOp,
+    ReluOp,
+    Requant,
+    RequantOp,
+    ShortcutOp,
+)
 from haq_gym.quant.grid import QuantGrid
 from haq_gym.quant.log_quantizer import log8_to_linear
 from haq_gym.util import write_atomic
@@ -70,9 +79,9 @@ class PackedLayer:
     shape: tuple[int, ...]
     bits: int
     signed: bool
-    fmt: str            # "linear" or "log8"
-    step: float         # linear: the float32 step; log8: 0.0
-    top: int            # log8: the maximum exponent on the 1/16 grid; linear: 0
+    fmt: str  # "linear" or "log8"
+    step: float  # linear: the float32 step; log8: 0.0
+    top: int  # log8: the maximum exponent on the 1/16 grid; linear: 0
     codes: np.ndarray
 
     @property
@@ -87,8 +96,8 @@ class FileSizes:
     header: int
     weights: int
     integer_model: int
-    bias: int = 0           # of integer_model: the int32 biases
-    requant: int = 0        # of integer_model: multipliers and shifts
+    bias: int = 0  # of integer_model: the int32 biases
+    requant: int = 0  # of integer_model: multipliers and shifts
 
     @property
     def total(self) -> int:
@@ -109,8 +118,9 @@ class PackedFile:
 
 
 # ---------------------------------------------------------------------- writing
-def write_packed_file(path: str | os.PathLike, model: IntegerModel, include_integer_model: bool = True,
-                      overwrite: bool = True) -> FileSizes:
+def write_packed_file(
+    path: str | os.PathLike, model: IntegerModel, include_integer_model: bool = True, overwrite: bool = True
+) -> FileSizes:
     """Write ``model``'s weights (and, by default, the rest of the integer model) atomically.
 
     ``overwrite=False`` refuses an existing ``path`` (``FileExistsError``), even one created meanwhile.
@@ -127,8 +137,9 @@ def encode(layers: Sequence[IntegerLayer], model: IntegerModel | None = None) ->
     table = b"".join(_layer_record(layer) for layer in layers)
     payload = _pack_stream(layers)
     section, bias_bytes, requant_bytes = _integer_section(model) if model is not None else (b"", 0, 0)
-    fixed = _FIXED.pack(MAGIC, VERSION, FLAG_INTEGER_MODEL if model is not None else 0, len(layers), len(payload),
-                        len(section), 0)
+    fixed = _FIXED.pack(
+        MAGIC, VERSION, FLAG_INTEGER_MODEL if model is not None else 0, len(layers), len(payload), len(section), 0
+    )
     body = table + payload + section
     crc = zlib.crc32(body, zlib.crc32(fixed[:16]))
     data = fixed[:16] + struct.pack("<I", crc) + body
@@ -139,7 +150,7 @@ def _layer_record(layer: IntegerLayer) -> bytes:
     shape = tuple(layer.codes.shape)
     if not 1 <= len(shape) <= 4:
         raise PackedFileError(f"layer {layer.name!r}: weights of {len(shape)} dimensions (1..4 supported)")
-    bitpack.value_range(layer.bits, layer.signed)        # raises for an unsupported width
+    bitpack.value_range(layer.bits, layer.signed)  # raises for an unsupported width
     log8 = layer.fmt == "log8"
     desc = layer.bits | (0x10 if layer.signed else 0) | (0x20 if log8 else 0) | ((len(shape) - 1) << 6)
     scale = struct.pack("<i", layer.log_max) if log8 else struct.pack("<f", layer.step)
@@ -188,27 +199,59 @@ def _integer_section(model: IntegerModel) -> tuple[bytes, int, int]:
     ops = []
     for op in model.ops:
         if isinstance(op, ConvOp):
-            ops.append({"op": "conv", "kind": op.kind, "layer": op.layer, "src": op.src, "dst": op.dst,
-                        "bias": ref(op.bias, "bias"), "bias_shift": op.bias_shift,
-                        "requant": None if op.requant is None else requant(op.requant), "stride": op.stride,
-                        "padding": op.padding, "groups": op.groups,
-                        "input_offset": None if op.input_offset is None else list(op.input_offset)})
+            ops.append(
+                {
+                    "op": "conv",
+                    "kind": op.kind,
+                    "layer": op.layer,
+                    "src": op.src,
+                    "dst": op.dst,
+                    "bias": ref(op.bias, "bias"),
+                    "bias_shift": op.bias_shift,
+                    "requant": None if op.requant is None else requant(op.requant),
+                    "stride": op.stride,
+                    "padding": op.padding,
+                    "groups": op.groups,
+                    "input_offset": None if op.input_offset is None else list(op.input_offset),
+                }
+            )
         elif isinstance(op, AddOp):
             ops.append({"op": "add", "a": op.a, "b": op.b, "dst": op.dst})
         elif isinstance(op, ReluOp):
             ops.append({"op": "relu", "src": op.src, "dst": op.dst})
         elif isinstance(op, ShortcutOp):
-            ops.append({"op": "shortcut", "src": op.src, "dst": op.dst, "stride": op.stride, "front": op.front,
-                        "back": op.back})
+            ops.append(
+                {
+                    "op": "shortcut",
+                    "src": op.src,
+                    "dst": op.dst,
+                    "stride": op.stride,
+                    "front": op.front,
+                    "back": op.back,
+                }
+            )
         else:
-            ops.append({"op": "requant" if isinstance(op, RequantOp) else "pool", "src": op.src, "dst": op.dst,
-                        "add": op.add, "requant": requant(op.requant)})
+            ops.append(
+                {
+                    "op": "requant" if isinstance(op, RequantOp) else "pool",
+                    "src": op.src,
+                    "dst": op.dst,
+                    "add": op.add,
+                    "requant": requant(op.requant),
+                }
+            )
     spec = {
-        "format": INTEGER_FORMAT, "version": 1,
+        "format": INTEGER_FORMAT,
+        "version": 1,
         "layers": [{"name": w.name, "step": w.step, "log_frac_bits": w.log_frac_bits} for w in model.layers],
-        "input_grid": _grid_dict(model.input_grid), "input": model.input_name, "output": model.output_name,
-        "output_step": model.output_step, "grids": {k: _grid_dict(g) for k, g in model.grids.items()},
-        "layer_inputs": model.layer_inputs, "ops": ops, "meta": model.meta,
+        "input_grid": _grid_dict(model.input_grid),
+        "input": model.input_name,
+        "output": model.output_name,
+        "output_step": model.output_step,
+        "grids": {k: _grid_dict(g) for k, g in model.grids.items()},
+        "layer_inputs": model.layer_inputs,
+        "ops": ops,
+        "meta": model.meta,
         "arrays": [int(a.size) for a in arrays],
     }
     text = json.dumps(spec, separators=(",", ":")).encode()
@@ -242,9 +285,11 @@ def decode(data: bytes) -> PackedFile:
     if flags & ~FLAG_INTEGER_MODEL:
         raise PackedFileError(f"unknown flags 0x{flags:02x}")
     if bool(flags & FLAG_INTEGER_MODEL) != (section_len > 0):
-        raise PackedFileError(f"flags say the integer-model section is "
-                              f"{'present' if flags & FLAG_INTEGER_MODEL else 'absent'} "
-                              f"but the header gives it {section_len} bytes")
+        raise PackedFileError(
+            f"flags say the integer-model section is "
+            f"{'present' if flags & FLAG_INTEGER_MODEL else 'absent'} "
+            f"but the header gives it {section_len} bytes"
+        )
     pos = FIXED_HEADER
     records = []
     for i in range(count):
@@ -253,8 +298,10 @@ def decode(data: bytes) -> PackedFile:
     header_len = pos
     expected_payload = (sum(int(np.prod(r[0])) * r[1] for r in records) + 7) // 8
     if payload_len != expected_payload:
-        raise PackedFileError(f"header disagrees with its layer table: the {count} layers need {expected_payload} "
-                              f"payload bytes, the header declares {payload_len}")
+        raise PackedFileError(
+            f"header disagrees with its layer table: the {count} layers need {expected_payload} "
+            f"payload bytes, the header declares {payload_len}"
+        )
     expected_total = header_len + payload_len + section_len
     if len(data) != expected_total:
         what = "truncated" if len(data) < expected_total else "has trailing data"
@@ -262,11 +309,11 @@ def decode(data: bytes) -> PackedFile:
     actual_crc = zlib.crc32(data[FIXED_HEADER:], zlib.crc32(data[:16]))
     if actual_crc != crc:
         raise PackedFileError(f"corrupted: CRC-32 is 0x{actual_crc:08x}, the header records 0x{crc:08x}")
-    layers = _unpack_stream(data[header_len:header_len + payload_len], records)
+    layers = _unpack_stream(data[header_len : header_len + payload_len], records)
     sizes = FileSizes(header_len, payload_len, section_len)
     packed = PackedFile(layers, sizes)
     if section_len:
-        packed.integer_spec, packed.arrays = _read_section(data[header_len + payload_len:], count)
+        packed.integer_spec, packed.arrays = _read_section(data[header_len + payload_len :], count)
         try:
             packed.sizes.bias, packed.sizes.requant = _section_sizes(packed.integer_spec, packed.arrays)
         except (KeyError, IndexError, TypeError) as err:
@@ -283,8 +330,10 @@ def _read_record(data: bytes, pos: int, index: int) -> tuple[tuple, int]:
     try:
         bitpack.value_range(bits, signed)
     except ValueError:
-        raise PackedFileError(f"layer {index}: unsupported bit width {bits} "
-                              f"({'signed' if signed else 'unsigned'}; the format stores 2..8 bits)") from None
+        raise PackedFileError(
+            f"layer {index}: unsupported bit width {bits} "
+            f"({'signed' if signed else 'unsigned'}; the format stores 2..8 bits)"
+        ) from None
     if log8 and (bits != 8 or signed):
         raise PackedFileError(f"layer {index}: a log8 layer must be stored as unsigned 8-bit codes")
     shape = []
@@ -320,7 +369,7 @@ def _unpack_stream(payload: bytes, records: list[tuple]) -> list[PackedLayer]:
     layers, offset = [], 0
     for shape, bits, signed, fmt, step, top in records:
         count = int(np.prod(shape))
-        chunk = np.packbits(stream[offset:offset + count * bits], bitorder="little").tobytes()
+        chunk = np.packbits(stream[offset : offset + count * bits], bitorder="little").tobytes()
         codes = bitpack.unpack(chunk, bits, count, signed).reshape(shape)
         layers.append(PackedLayer(shape, bits, signed, fmt, step, top, codes))
         offset += count * bits
@@ -336,7 +385,7 @@ def _read_section(section: bytes, count: int) -> tuple[dict, list[np.ndarray]]:
     if 4 + text_len > len(section):
         raise PackedFileError(f"integer-model section declares {text_len} bytes of JSON, has {len(section) - 4}")
     try:
-        spec = json.loads(section[4:4 + text_len].decode())
+        spec = json.loads(section[4 : 4 + text_len].decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PackedFileError(f"integer-model section is not valid JSON: {err}") from None
     if not isinstance(spec, dict) or spec.get("format") != INTEGER_FORMAT or spec.get("version") != 1:
@@ -344,7 +393,7 @@ def _read_section(section: bytes, count: int) -> tuple[dict, list[np.ndarray]]:
     sizes = spec.get("arrays")
     if not isinstance(sizes, list) or not all(isinstance(s, int) and s >= 0 for s in sizes):
         raise PackedFileError("integer-model section has no valid array list")
-    blob = section[4 + text_len:]
+    blob = section[4 + text_len :]
     if len(blob) != 4 * sum(sizes):
         raise PackedFileError(f"integer-model arrays need {4 * sum(sizes)} bytes, the section has {len(blob)}")
     arrays, offset = [], 0
@@ -352,8 +401,9 @@ def _read_section(section: bytes, count: int) -> tuple[dict, list[np.ndarray]]:
         arrays.append(np.frombuffer(blob, dtype="<i4", count=size, offset=offset).astype(np.int64))
         offset += 4 * size
     if len(spec.get("layers", [])) != count:
-        raise PackedFileError(f"integer-model section describes {len(spec.get('layers', []))} layers, "
-                              f"the layer table {count}")
+        raise PackedFileError(
+            f"integer-model section describes {len(spec.get('layers', []))} layers, the layer table {count}"
+        )
     return spec, arrays
 
 
@@ -376,7 +426,9 @@ def load_integer_model(path: str | os.PathLike) -> IntegerModel:
     try:
         return integer_model_from(packed)
     except (KeyError, IndexError, TypeError, ValueError) as err:
-        raise PackedFileError(f"{os.fspath(path)}: malformed integer-model section ({type(err).__name__}: {err})") from None
+        raise PackedFileError(
+            f"{os.fspath(path)}: malformed integer-model section ({type(err).__name__}: {err})"
+        ) from None
 
 
 def _check_conv_spec(d: dict, n_layers: int) -> None:
@@ -404,8 +456,11 @@ def integer_model_from(packed: PackedFile) -> IntegerModel:
         codes = torch.from_numpy(stored.codes.astype(np.int32))
         if stored.fmt == "log8":
             linear, step = log8_to_linear(codes, stored.top, int(desc["log_frac_bits"]))
-            layers.append(IntegerLayer(desc["name"], codes, 8, False, step, "log8", stored.top,
-                                       int(desc["log_frac_bits"]), linear))
+            layers.append(
+                IntegerLayer(
+                    desc["name"], codes, 8, False, step, "log8", stored.top, int(desc["log_frac_bits"]), linear
+                )
+            )
         else:
             layers.append(IntegerLayer(desc["name"], codes, stored.bits, stored.signed, float(desc["step"])))
     ops = []
@@ -413,9 +468,21 @@ def integer_model_from(packed: PackedFile) -> IntegerModel:
         if d["op"] == "conv":
             _check_conv_spec(d, len(layers))
             offset = None if d["input_offset"] is None else (int(d["input_offset"][0]), int(d["input_offset"][1]))
-            ops.append(ConvOp(d["kind"], int(d["layer"]), d["src"], d["dst"], tensor(d["bias"]).to(torch.int32),
-                              int(d["bias_shift"]), None if d["requant"] is None else requant(d["requant"]),
-                              int(d["stride"]), int(d["padding"]), int(d["groups"]), offset))
+            ops.append(
+                ConvOp(
+                    d["kind"],
+                    int(d["layer"]),
+                    d["src"],
+                    d["dst"],
+                    tensor(d["bias"]).to(torch.int32),
+                    int(d["bias_shift"]),
+                    None if d["requant"] is None else requant(d["requant"]),
+                    int(d["stride"]),
+                    int(d["padding"]),
+                    int(d["groups"]),
+                    offset,
+                )
+            )
         elif d["op"] == "add":
             ops.append(AddOp(d["a"], d["b"], d["dst"]))
         elif d["op"] == "relu":
@@ -427,9 +494,18 @@ def integer_model_from(packed: PackedFile) -> IntegerModel:
             ops.append(cls(d["src"], d["dst"], int(d["add"]), requant(d["requant"])))
         else:
             raise ValueError(f"unknown op {d['op']!r}")
+
     def grid(g: dict) -> QuantGrid:
         return QuantGrid(float(g["step"]), int(g["qmin"]), int(g["qmax"]), float(g["offset"]))
 
-    return IntegerModel(grid(spec["input_grid"]), layers, ops, {k: grid(g) for k, g in spec["grids"].items()},
-                        dict(spec["layer_inputs"]), spec["input"], spec["output"], float(spec["output_step"]),
-                        dict(spec["meta"]))
+    return IntegerModel(
+        grid(spec["input_grid"]),
+        layers,
+        ops,
+        {k: grid(g) for k, g in spec["grids"].items()},
+        dict(spec["layer_inputs"]),
+        spec["input"],
+        spec["output"],
+        float(spec["output_step"]),
+        dict(spec["meta"]),
+    )

@@ -46,12 +46,22 @@ class ExportSource:
         return materialize(self.bundle.test)
 
 
-def source_from_policy(bits: PolicyFile | Sequence[Sequence[int]] | None = None, *, model: str = "mobilenetv2",
-                       width_mult: float = 1.0, dataset: str = "digits", data_root: str | None = None,
-                       float_checkpoint: str | None = None, calibration_size: int = 64,
-                       uniform: tuple[int, int] | None = None, quantizer: str = "linear",
-                       progress: bool = False, model_kwargs: dict | None = None, weights: str | None = None,
-                       image_size: int | None = None) -> ExportSource:
+def source_from_policy(
+    bits: PolicyFile | Sequence[Sequence[int]] | None = None,
+    *,
+    model: str = "mobilenetv2",
+    width_mult: float = 1.0,
+    dataset: str = "digits",
+    data_root: str | None = None,
+    float_checkpoint: str | None = None,
+    calibration_size: int = 64,
+    uniform: tuple[int, int] | None = None,
+    quantizer: str = "linear",
+    progress: bool = False,
+    model_kwargs: dict | None = None,
+    weights: str | None = None,
+    image_size: int | None = None,
+) -> ExportSource:
     """The float model with ``quantizer`` quantizers, calibrated as the search calibrates, with the policy applied.
 
     ``bits`` is a :class:`PolicyFile` (its model, dataset, model keywords and input size win
@@ -75,18 +85,30 @@ def source_from_policy(bits: PolicyFile | Sequence[Sequence[int]] | None = None,
     if isinstance(bits, PolicyFile):  # before the float model is trained or loaded
         declared = bits.model_kwargs.get("num_classes")
         if declared is not None and declared != bundle.num_classes:
-            raise ValueError(f"the policy's model_kwargs.num_classes is {declared!r}, but dataset {dataset!r} has "
-                             f"{bundle.num_classes} classes")
-    qm = QuantizedModel.from_float(spec, bundle.num_classes, bundle.image_size, checkpoint=float_checkpoint,
-                                   dataset=dataset, bundle=bundle, family=quantizer, progress=progress,
-                                   min_accuracy=95.0 if dataset == "digits" else None)
+            raise ValueError(
+                f"the policy's model_kwargs.num_classes is {declared!r}, but dataset {dataset!r} has "
+                f"{bundle.num_classes} classes"
+            )
+    qm = QuantizedModel.from_float(
+        spec,
+        bundle.num_classes,
+        bundle.image_size,
+        checkpoint=float_checkpoint,
+        dataset=dataset,
+        bundle=bundle,
+        family=quantizer,
+        progress=progress,
+        min_accuracy=95.0 if dataset == "digits" else None,
+    )
     names = qm.layer_names
     if isinstance(bits, PolicyFile):
         policy = check_policy(bits, names, 2, 8)
         description = f"policy of {model} (width {width_mult:g}) on {dataset}, {quantizer} quantizers"
     elif uniform is not None:
         policy = uniform_bits(len(names), *uniform)
-        description = f"uniform W{uniform[0]}A{uniform[1]} {model} (width {width_mult:g}) on {dataset}, {quantizer} quantizers"
+        description = (
+            f"uniform W{uniform[0]}A{uniform[1]} {model} (width {width_mult:g}) on {dataset}, {quantizer} quantizers"
+        )
     elif bits is not None:
         policy = check_policy(bits, names, 1, 8)
         description = f"given policy of {model} (width {width_mult:g}) on {dataset}, {quantizer} quantizers"
@@ -102,9 +124,23 @@ def source_from_policy(bits: PolicyFile | Sequence[Sequence[int]] | None = None,
     apply_policy(qm.modules, policy)
     qm.model.eval()
     infos = measure_layers(qm.model, qm.layers, bundle.image_size)
-    return ExportSource(qm.model, qm.layers, policy, bundle, calib, infos, description,
-                        {"model": model, "width_mult": width_mult, "dataset": dataset, "quantizer": quantizer,
-                         "float_checkpoint": qm.checkpoint, "model_kwargs": spec.to_policy_kwargs(bundle.num_classes)})
+    return ExportSource(
+        qm.model,
+        qm.layers,
+        policy,
+        bundle,
+        calib,
+        infos,
+        description,
+        {
+            "model": model,
+            "width_mult": width_mult,
+            "dataset": dataset,
+            "quantizer": quantizer,
+            "float_checkpoint": qm.checkpoint,
+            "model_kwargs": spec.to_policy_kwargs(bundle.num_classes),
+        },
+    )
 
 
 def recalibrate(source: ExportSource) -> None:
@@ -113,8 +149,9 @@ def recalibrate(source: ExportSource) -> None:
     source.model.eval()
 
 
-def source_from_checkpoint(path: str | os.PathLike, *, data_root: str | None = None,
-                           calibration_size: int = 64) -> ExportSource:
+def source_from_checkpoint(
+    path: str | os.PathLike, *, data_root: str | None = None, calibration_size: int = 64
+) -> ExportSource:
     """A QAT checkpoint of the finetune module, its quantizers as trained (not calibrated again)."""
     ckpt = QuantizedModel.from_checkpoint(path)
     meta = dict(ckpt.meta)
@@ -126,5 +163,13 @@ def source_from_checkpoint(path: str | os.PathLike, *, data_root: str | None = N
     infos = measure_layers(ckpt.model, layers, bundle.image_size)
     bits = [[m.w_bit, m.a_bit] for _, m in layers]
     meta.update(checkpoint=os.fspath(path), quantizer=ckpt.family)
-    return ExportSource(ckpt.model, layers, bits, bundle, calib, infos,
-                        f"QAT checkpoint {os.fspath(path)} ({meta.get('model', '?')} on {dataset})", meta)
+    return ExportSource(
+        ckpt.model,
+        layers,
+        bits,
+        bundle,
+        calib,
+        infos,
+        f"QAT checkpoint {os.fspath(path)} ({meta.get('model', '?')} on {dataset})",
+        meta,
+    )

@@ -66,21 +66,35 @@ def quantize_model(model: nn.Module, policy: PolicyFile | None, family: str) -> 
     return named
 
 
-def build_quantized_model(model_name: str, width_mult: float, num_classes: int, policy: PolicyFile | None,
-                          family: str) -> tuple[nn.Module, list[tuple[str, QuantLayerMixin]]]:
+def build_quantized_model(
+    model_name: str, width_mult: float, num_classes: int, policy: PolicyFile | None, family: str
+) -> tuple[nn.Module, list[tuple[str, QuantLayerMixin]]]:
     """Untrained wrapped model with ``family`` quantizers and the policy's bits (``None`` = float)."""
     model = ModelSpec(model_name, width_mult=width_mult).build(num_classes)
     return model, quantize_model(model, policy, family)
 
 
-def save_qat_checkpoint(path: str | os.PathLike, model: nn.Module, policy: PolicyFile, family: str,
-                        meta: dict[str, Any], training: dict[str, Any] | None = None) -> None:
+def save_qat_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    policy: PolicyFile,
+    family: str,
+    meta: dict[str, Any],
+    training: dict[str, Any] | None = None,
+) -> None:
     """Write atomically: a crash mid-write leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    record = {"format": FORMAT, "version": FORMAT_VERSION, "policy": policy.to_dict(), "family": family,
-              "meta": meta, "state_dict": state, "training": training}
+    record = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "policy": policy.to_dict(),
+        "family": family,
+        "meta": meta,
+        "state_dict": state,
+        "training": training,
+    }
     write_atomic(path, lambda fh: torch.save(seal(record), fh))
 
 
@@ -89,11 +103,15 @@ def read_qat_file(path: str | os.PathLike) -> dict[str, Any]:
     path = os.fspath(path)
     data = read_torch_file(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {path!r} is not a haq-gym QAT checkpoint (no \"format\": \"{FORMAT}\"); "
-                         "a float checkpoint goes to --init-checkpoint instead")
+        raise ValueError(
+            f'checkpoint {path!r} is not a haq-gym QAT checkpoint (no "format": "{FORMAT}"); '
+            "a float checkpoint goes to --init-checkpoint instead"
+        )
     if data.get("version") != FORMAT_VERSION:
-        raise ValueError(f"checkpoint {path!r} has QAT format version {data.get('version')}; "
-                         f"this haq-gym reads version {FORMAT_VERSION}")
+        raise ValueError(
+            f"checkpoint {path!r} has QAT format version {data.get('version')}; "
+            f"this haq-gym reads version {FORMAT_VERSION}"
+        )
     return data
 
 
@@ -103,8 +121,10 @@ def load_fitting_state(model: nn.Module, state: dict[str, torch.Tensor], path: s
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if wrong:
         k = wrong[0]
-        raise ValueError(f"checkpoint {os.fspath(path)!r} does not fit the model: {len(wrong)} shape mismatches "
-                         f"(e.g. {k!r}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r} does not fit the model: {len(wrong)} shape mismatches "
+            f"(e.g. {k!r}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
+        )
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

@@ -50,46 +50,82 @@ TRAINABLE_FAMILIES = family_names(learned=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m haq_gym.finetune", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m haq_gym.finetune",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--policy", help="policy JSON written by a search (model and dataset come from it), or a HAQ "
-                                       "strategy list [[8,-1],[6,6],...,[8,8]] (inline or a file holding it; "
-                                       "--model/--dataset say what it is for)")
+    what.add_argument(
+        "--policy",
+        help="policy JSON written by a search (model and dataset come from it), or a HAQ "
+        "strategy list [[8,-1],[6,6],...,[8,8]] (inline or a file holding it; "
+        "--model/--dataset say what it is for)",
+    )
     what.add_argument("--w-bits", type=int, help="uniform weight bits (with --a-bits)")
     what.add_argument("--float", action="store_true", help="train the float model (no quantization)")
     what.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted finetune from RUN_DIR/last.pt")
     p.add_argument("--a-bits", type=int, help="uniform activation bits (with --w-bits)")
-    p.add_argument("--model", default="mobilenetv2",
-                   help="built-in name, torchvision:<name> or package.module:builder (ignored with a policy JSON)")
-    p.add_argument("--model-kwargs", default=None, metavar="YAML",
-                   help="keywords of a torchvision or import-path model, e.g. \"{width_mult: 0.5}\"")
+    p.add_argument(
+        "--model",
+        default="mobilenetv2",
+        help="built-in name, torchvision:<name> or package.module:builder (ignored with a policy JSON)",
+    )
+    p.add_argument(
+        "--model-kwargs",
+        default=None,
+        metavar="YAML",
+        help='keywords of a torchvision or import-path model, e.g. "{width_mult: 0.5}"',
+    )
     p.add_argument("--weights", default=None, help="torchvision weights to start from, e.g. DEFAULT")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="input size of an imagefolder dataset (default 224; fixed for the others)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input size of an imagefolder dataset (default 224; fixed for the others)",
+    )
     p.add_argument("--width-mult", type=float, default=1.0, help="model width (ignored with --policy)")
     p.add_argument("--dataset", default="digits", help="dataset name (ignored with --policy)")
-    p.add_argument("--data-root", default=None, help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; fashion-mnist defaults to the Debian package folder)")
-    p.add_argument("--quantizer", choices=TRAINABLE_FAMILIES, default="lsq",
-                   help="lsq, lsq+ (learned activation offset), pot (power-of-two steps), haq (HAQ's own linear "
-                        "quantizer, its finetune.py --linear_quantization path: KL-J/max clip calibrated on the first "
-                        "batch, trainable activation range) or kmeans (HAQ's k-means weight sharing, for policies of "
-                        "the HAQ-KMeans-* envs; shared-weight update after every step)")
-    p.add_argument("--free-high-bit", action="store_true",
-                   help="with --quantizer kmeans: layers above 6 bits train as float until the last epoch, where "
-                        "every layer is re-clustered from the finetuned weights (HAQ's --free_high_bit, on in its "
-                        "scripts)")
-    p.add_argument("--init-checkpoint", default=None,
-                   help="float checkpoint, or QAT checkpoint at some precision, to start from "
-                        "(default: the cached default float model, trained on first use)")
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; fashion-mnist defaults to the Debian package folder)",
+    )
+    p.add_argument(
+        "--quantizer",
+        choices=TRAINABLE_FAMILIES,
+        default="lsq",
+        help="lsq, lsq+ (learned activation offset), pot (power-of-two steps), haq (HAQ's own linear "
+        "quantizer, its finetune.py --linear_quantization path: KL-J/max clip calibrated on the first "
+        "batch, trainable activation range) or kmeans (HAQ's k-means weight sharing, for policies of "
+        "the HAQ-KMeans-* envs; shared-weight update after every step)",
+    )
+    p.add_argument(
+        "--free-high-bit",
+        action="store_true",
+        help="with --quantizer kmeans: layers above 6 bits train as float until the last epoch, where "
+        "every layer is re-clustered from the finetuned weights (HAQ's --free_high_bit, on in its "
+        "scripts)",
+    )
+    p.add_argument(
+        "--init-checkpoint",
+        default=None,
+        help="float checkpoint, or QAT checkpoint at some precision, to start from "
+        "(default: the cached default float model, trained on first use)",
+    )
     defaults = QATRecipe()
     p.add_argument("--epochs", type=int, help=f"default {defaults.epochs} (not with --resume: the run keeps its own)")
     p.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
-    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {defaults.lr}; 0.1 with --float)")
+    p.add_argument(
+        "--lr", type=float, default=None, help=f"peak learning rate (default {defaults.lr}; 0.1 with --float)"
+    )
     p.add_argument("--momentum", type=float, help=f"default {defaults.momentum}")
-    p.add_argument("--weight-decay", type=float,
-                   help=f"decay of layers at >=4 bits (default {defaults.weight_decay}); 3-bit layers get half, "
-                        "2-bit a quarter (LSQ)")
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        help=f"decay of layers at >=4 bits (default {defaults.weight_decay}); 3-bit layers get half, "
+        "2-bit a quarter (LSQ)",
+    )
     p.add_argument("--output", default=None, help="run folder (must be new; default runs/finetune_...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -102,25 +138,43 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     if (args.w_bits is None) != (args.a_bits is None):
         raise ValueError("--w-bits and --a-bits go together")
     lr = args.lr if args.lr is not None else (0.1 if args.float else QATRecipe().lr)
-    given = {"epochs": args.epochs, "batch_size": args.batch_size, "momentum": args.momentum,
-             "weight_decay": args.weight_decay}
+    given = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+    }
     recipe = QATRecipe(lr=lr, **{key: value for key, value in given.items() if value is not None})
     if args.free_high_bit and args.quantizer != "kmeans":
         raise ValueError("--free-high-bit goes with --quantizer kmeans")
-    config: dict[str, Any] = {"model": args.model, "width_mult": args.width_mult, "dataset": args.dataset,
-                              "data_root": args.data_root, "quantizer": "linear" if args.float else args.quantizer,
-                              "init_checkpoint": args.init_checkpoint, "seed": args.seed, "recipe": recipe.to_dict(),
-                              "free_high_bit": bool(args.free_high_bit)}
+    config: dict[str, Any] = {
+        "model": args.model,
+        "width_mult": args.width_mult,
+        "dataset": args.dataset,
+        "data_root": args.data_root,
+        "quantizer": "linear" if args.float else args.quantizer,
+        "init_checkpoint": args.init_checkpoint,
+        "seed": args.seed,
+        "recipe": recipe.to_dict(),
+        "free_high_bit": bool(args.free_high_bit),
+    }
     model_kwargs = _parse_mapping(args.model_kwargs, "--model-kwargs")
     config.update(model_kwargs=model_kwargs, weights=args.weights, image_size=args.image_size)
     if args.policy is not None:
         loaded = read_policy_argument(args.policy)
         if isinstance(loaded, PolicyFile):
             spec = ModelSpec.from_policy_kwargs(loaded.model, loaded.model_kwargs)
-            config.update(model=loaded.model, dataset=loaded.dataset, width_mult=spec.width_mult,
-                          model_kwargs=dict(spec.kwargs), weights=spec.weights,
-                          image_size=loaded.model_kwargs.get("image_size", args.image_size),
-                          policy=loaded.to_dict(), mode="policy", policy_source=os.fspath(args.policy))
+            config.update(
+                model=loaded.model,
+                dataset=loaded.dataset,
+                width_mult=spec.width_mult,
+                model_kwargs=dict(spec.kwargs),
+                weights=spec.weights,
+                image_size=loaded.model_kwargs.get("image_size", args.image_size),
+                policy=loaded.to_dict(),
+                mode="policy",
+                policy_source=os.fspath(args.policy),
+            )
         else:
             config.update(mode="strategy", strategy=loaded, policy_source=os.fspath(args.policy))
     elif args.float:
@@ -163,11 +217,15 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ValueError(f"{os.fspath(path)!r} is not valid YAML ({yaml_problem(err)}); it cannot be resumed") from None
-    missing = [key for key in ("mode", "model", "dataset", "seed", "recipe", "quantizer")
-               if not isinstance(config, dict) or key not in config]
+    missing = [
+        key
+        for key in ("mode", "model", "dataset", "seed", "recipe", "quantizer")
+        if not isinstance(config, dict) or key not in config
+    ]
     if missing:
-        raise ValueError(f"{os.fspath(path)!r} is not a finetune run config (missing {', '.join(missing)}); "
-                         "it cannot be resumed")
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a finetune run config (missing {', '.join(missing)}); it cannot be resumed"
+        )
     return config
 
 
@@ -182,8 +240,12 @@ def check_policy_before_training(config: dict[str, Any], num_classes: int) -> No
 
 def model_spec(config: dict[str, Any]) -> ModelSpec:
     """The float network a run config names (older configs have no model_kwargs or weights)."""
-    return ModelSpec(config["model"], width_mult=float(config["width_mult"]), kwargs=config.get("model_kwargs") or {},
-                     weights=config.get("weights"))
+    return ModelSpec(
+        config["model"],
+        width_mult=float(config["width_mult"]),
+        kwargs=config.get("model_kwargs") or {},
+        weights=config.get("weights"),
+    )
 
 
 def read_policy_argument(value: str) -> PolicyFile | list[list[int]]:
@@ -192,8 +254,10 @@ def read_policy_argument(value: str) -> PolicyFile | list[list[int]]:
     if not value.lstrip().startswith("["):
         path = Path(value)
         if not path.is_file():
-            raise FileNotFoundError(f"--policy {value!r}: no such file (expected a policy JSON or a HAQ strategy "
-                                    "list such as [[8,-1],[6,6],...,[8,8]])")
+            raise FileNotFoundError(
+                f"--policy {value!r}: no such file (expected a policy JSON or a HAQ strategy "
+                "list such as [[8,-1],[6,6],...,[8,8]])"
+            )
         text = path.read_text()
         if not text.lstrip().startswith("["):
             return PolicyFile.load(path)
@@ -201,11 +265,14 @@ def read_policy_argument(value: str) -> PolicyFile | list[list[int]]:
         strategy = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ValueError(f"--policy {value!r} is not a valid strategy list: {err}") from None
-    if not isinstance(strategy, list) or not all(isinstance(p, list) and len(p) == 2 and
-                                                 all(isinstance(b, int) and not isinstance(b, bool) for b in p)
-                                                 for p in strategy):
-        raise ValueError(f"--policy: a HAQ strategy is a list of [w_bit, a_bit] integer pairs, "
-                         f"e.g. [[8,-1],[6,6],...,[8,8]]; got {str(strategy)[:80]}")
+    if not isinstance(strategy, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(b, int) and not isinstance(b, bool) for b in p)
+        for p in strategy
+    ):
+        raise ValueError(
+            f"--policy: a HAQ strategy is a list of [w_bit, a_bit] integer pairs, "
+            f"e.g. [[8,-1],[6,6],...,[8,8]]; got {str(strategy)[:80]}"
+        )
     return strategy
 
 
@@ -217,7 +284,7 @@ def _parse_mapping(text: str | None, flag: str) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise ValueError(f"{flag} is not valid YAML: {err}") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{flag} expects a mapping such as \"{{width_mult: 0.5}}\", got {text!r}")
+        raise ValueError(f'{flag} expects a mapping such as "{{width_mult: 0.5}}", got {text!r}')
     return value
 
 
@@ -236,9 +303,14 @@ def make_policy(config: dict[str, Any], layer_names: list[str], num_classes: int
             if not 2 <= b <= 8:
                 raise ValueError(f"{name} must be in 2..8, got {b}")
         bits = uniform_bits(n, w, a)
-    return PolicyFile(model=config["model"], dataset=config["dataset"], layer_names=list(layer_names),
-                      bits=[list(b) for b in bits], model_kwargs=model_spec(config).to_policy_kwargs(num_classes),
-                      found_by={"method": config["mode"], "created": now_iso()})
+    return PolicyFile(
+        model=config["model"],
+        dataset=config["dataset"],
+        layer_names=list(layer_names),
+        bits=[list(b) for b in bits],
+        model_kwargs=model_spec(config).to_policy_kwargs(num_classes),
+        found_by={"method": config["mode"], "created": now_iso()},
+    )
 
 
 def build_model_for(config: dict[str, Any], bundle, progress: bool, device: torch.device | str = "cpu"):
@@ -252,21 +324,46 @@ def build_model_for(config: dict[str, Any], bundle, progress: bool, device: torc
     if init is not None and _is_qat_file(init):
         qm = QuantizedModel.from_checkpoint(init)
         if (qm.spec.name, qm.spec.width_mult) != (spec.name, spec.width_mult):
-            raise ValueError(f"--init-checkpoint {init!r} holds {qm.spec.name} width {qm.spec.width_mult:g}, "
-                             f"but this run trains {spec.name} width {spec.width_mult:g}")
+            raise ValueError(
+                f"--init-checkpoint {init!r} holds {qm.spec.name} width {qm.spec.width_mult:g}, "
+                f"but this run trains {spec.name} width {spec.width_mult:g}"
+            )
         if qm.family != family:
-            raise ValueError(f"--init-checkpoint {init!r} was trained with {qm.family} quantizers; "
-                             f"pass --quantizer {qm.family}")
+            raise ValueError(
+                f"--init-checkpoint {init!r} was trained with {qm.family} quantizers; pass --quantizer {qm.family}"
+            )
         policy = make_policy(config, qm.layer_names, bundle.num_classes)
-        apply_policy(qm.modules, check_policy(policy, qm.layer_names, min_weight_bit(family), 8))  # learned steps keep their clip range
-        return qm.model, qm.layers, policy, {"init_checkpoint": init, "init_float_top1": qm.meta.get("test_top1")}, False
-    qm = QuantizedModel.from_float(spec, bundle.num_classes, bundle.image_size, checkpoint=init,
-                                   dataset=config["dataset"], bundle=bundle, family=family, progress=progress,
-                                   min_accuracy=None, device=device)
+        apply_policy(
+            qm.modules, check_policy(policy, qm.layer_names, min_weight_bit(family), 8)
+        )  # learned steps keep their clip range
+        return (
+            qm.model,
+            qm.layers,
+            policy,
+            {"init_checkpoint": init, "init_float_top1": qm.meta.get("test_top1")},
+            False,
+        )
+    qm = QuantizedModel.from_float(
+        spec,
+        bundle.num_classes,
+        bundle.image_size,
+        checkpoint=init,
+        dataset=config["dataset"],
+        bundle=bundle,
+        family=family,
+        progress=progress,
+        min_accuracy=None,
+        device=device,
+    )
     policy = make_policy(config, qm.layer_names, bundle.num_classes)
     apply_policy(qm.modules, check_policy(policy, qm.layer_names, min_weight_bit(family), 8))
-    return qm.model, qm.layers, policy, {"init_checkpoint": qm.checkpoint,
-                                         "init_float_top1": qm.meta.get("test_top1")}, True
+    return (
+        qm.model,
+        qm.layers,
+        policy,
+        {"init_checkpoint": qm.checkpoint, "init_float_top1": qm.meta.get("test_top1")},
+        True,
+    )
 
 
 def _is_qat_file(path: str) -> bool:
@@ -297,7 +394,9 @@ def run_finetune(args: argparse.Namespace) -> tuple[Path, TrainResult]:
     else:
         config = resolve_config(args)
         tag = config["mode"] if config["mode"] != "uniform" else f"w{config['w_bits']}a{config['a_bits']}"
-        run_dir = prepare_run_folder(args.output, f"finetune_{config['model'].replace(':', '-')}_{config['dataset']}_{tag}_seed{config['seed']}")
+        run_dir = prepare_run_folder(
+            args.output, f"finetune_{config['model'].replace(':', '-')}_{config['dataset']}_{tag}_seed{config['seed']}"
+        )
     try:
         torch.manual_seed(config["seed"])
         bundle = load_dataset(config["dataset"], config["data_root"], image_size=config.get("image_size"))
@@ -311,9 +410,15 @@ def run_finetune(args: argparse.Namespace) -> tuple[Path, TrainResult]:
     if args.resume is None:
         write_atomic(run_dir / "config.yml", yaml.safe_dump(config, sort_keys=False))
         policy.save(run_dir / "policy.json")
-    meta = {**model_spec(config).to_policy_kwargs(bundle.num_classes), "model": config["model"],
-            "image_size": bundle.image_size if config["dataset"] == "imagefolder" else None,
-            "dataset": config["dataset"], "seed": config["seed"], "recipe": config["recipe"], **init_meta}
+    meta = {
+        **model_spec(config).to_policy_kwargs(bundle.num_classes),
+        "model": config["model"],
+        "image_size": bundle.image_size if config["dataset"] == "imagefolder" else None,
+        "dataset": config["dataset"],
+        "seed": config["seed"],
+        "recipe": config["recipe"],
+        **init_meta,
+    }
     recipe = QATRecipe(**config["recipe"])
     print(f"run folder: {run_dir}")
     start_top1 = init_meta["init_float_top1"]
@@ -322,21 +427,39 @@ def run_finetune(args: argparse.Namespace) -> tuple[Path, TrainResult]:
     layers = [m for _, m in named]
     schedule = None
     if config["quantizer"] == "kmeans":
-        schedule = KMeansFinetuneSchedule(layers, [w for w, _ in policy.bits], recipe.epochs,
-                                          free_high_bit=bool(config.get("free_high_bit", False)))
-    result = train_quantized(model, layers, bundle, policy, config["quantizer"], recipe, run_dir, meta,
-                             seed=config["seed"], device=device, resume=args.resume is not None,
-                             progress=progress, calibrate_first=calibrate_first, schedule=schedule)
-    best = (f"best validation top-1 {result.best_val_top1:.2f}% at epoch {result.best_epoch} "
-            f"(test {result.best_test_top1:.2f}%), checkpoint {run_dir / 'best.pt'}")
+        schedule = KMeansFinetuneSchedule(
+            layers, [w for w, _ in policy.bits], recipe.epochs, free_high_bit=bool(config.get("free_high_bit", False))
+        )
+    result = train_quantized(
+        model,
+        layers,
+        bundle,
+        policy,
+        config["quantizer"],
+        recipe,
+        run_dir,
+        meta,
+        seed=config["seed"],
+        device=device,
+        resume=args.resume is not None,
+        progress=progress,
+        calibrate_first=calibrate_first,
+        schedule=schedule,
+    )
+    best = (
+        f"best validation top-1 {result.best_val_top1:.2f}% at epoch {result.best_epoch} "
+        f"(test {result.best_test_top1:.2f}%), checkpoint {run_dir / 'best.pt'}"
+    )
     if result.epochs_run == 0:
         print(f"this run had already finished its {recipe.epochs} epochs; nothing left to train; {best}")
     else:
         print(f"last epoch: validation top-1 {result.last_val_top1:.2f}%, test top-1 {result.last_top1:.2f}%; {best}")
     if (run_dir / "metrics.csv").exists():
-        plot_finetune_curves(run_dir / "metrics.csv", run_dir / "training_curves.png",
-                             title=f"{config['quantizer']} finetune of {config['model']} on {config['dataset']}, "
-                                   f"seed {config['seed']}")
+        plot_finetune_curves(
+            run_dir / "metrics.csv",
+            run_dir / "training_curves.png",
+            title=f"{config['quantizer']} finetune of {config['model']} on {config['dataset']}, seed {config['seed']}",
+        )
         print(f"figure: {run_dir / 'training_curves.png'}")
     return run_dir, result
 
@@ -352,4 +475,3 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:
         print(f"error: training diverged: {err}", file=sys.stderr)
         return 3
-

@@ -23,8 +23,9 @@ FREE_ABOVE_BITS = 6
 class KMeansFinetuneSchedule:
     """Hooks :func:`haq_gym.finetune.trainer.train_quantized` calls for the ``kmeans`` quantizer family."""
 
-    def __init__(self, layers: Sequence[QuantLayerMixin], w_bits: Sequence[int], epochs: int,
-                 free_high_bit: bool = False) -> None:
+    def __init__(
+        self, layers: Sequence[QuantLayerMixin], w_bits: Sequence[int], epochs: int, free_high_bit: bool = False
+    ) -> None:
         if len(layers) != len(w_bits):
             raise ValueError(f"{len(w_bits)} weight bit widths for {len(layers)} layers")
         for layer in layers:

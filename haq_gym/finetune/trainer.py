@@ -56,11 +56,23 @@ class TrainResult:
     epochs_run: int
 
 
-def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle: DataBundle, policy: PolicyFile,
-                    family: str, recipe: QATRecipe, run_dir: str | os.PathLike, meta: dict[str, Any], seed: int,
-                    device: str | torch.device = "cpu", resume: bool = False, progress: bool = True,
-                    calibrate_first: bool = True, train_step: str | None = None,
-                    schedule: KMeansFinetuneSchedule | None = None) -> TrainResult:
+def train_quantized(
+    model: nn.Module,
+    layers: Sequence[QuantLayerMixin],
+    bundle: DataBundle,
+    policy: PolicyFile,
+    family: str,
+    recipe: QATRecipe,
+    run_dir: str | os.PathLike,
+    meta: dict[str, Any],
+    seed: int,
+    device: str | torch.device = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+    calibrate_first: bool = True,
+    train_step: str | None = None,
+    schedule: KMeansFinetuneSchedule | None = None,
+) -> TrainResult:
     """Train ``model`` (already wrapped, with ``family`` quantizers and the policy's bits) on ``bundle.train``.
 
     Evaluates on ``bundle.search_val`` (held out of the training images; chooses
@@ -84,8 +96,10 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
     stream = bundle.train_augmented is not None
     if stream:  # an image folder: batches are read from disk and augmented per image by DataLoader workers
         with torch.random.fork_rng(devices=[]):
-            calib_x = materialize(Subset(bundle.train, range(min(recipe.calibration_size, len(bundle.train)))),
-                                  num_workers=bundle.num_workers)[0]
+            calib_x = materialize(
+                Subset(bundle.train, range(min(recipe.calibration_size, len(bundle.train)))),
+                num_workers=bundle.num_workers,
+            )[0]
         n_train = len(bundle.train_augmented)
         val_eval = _StreamedSplit(bundle.search_val, bundle.num_workers, device, cl)
         test_eval = _StreamedSplit(bundle.test, bundle.num_workers, device, cl)
@@ -107,14 +121,20 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled, augmented training batches, drawn from ``gen``."""
         if stream:
-            loader = DataLoader(bundle.train_augmented, batch_size=recipe.batch_size, shuffle=True, generator=gen,
-                                num_workers=bundle.num_workers, pin_memory=device.type == "cuda")
+            loader = DataLoader(
+                bundle.train_augmented,
+                batch_size=recipe.batch_size,
+                shuffle=True,
+                generator=gen,
+                num_workers=bundle.num_workers,
+                pin_memory=device.type == "cuda",
+            )
             for x, y in loader:
                 yield x.to(device, non_blocking=True).contiguous(memory_format=cl), y.to(device, non_blocking=True)
             return
         order = torch.randperm(n_train, generator=gen).to(device)
         for start in range(0, n_train, recipe.batch_size):
-            idx = order[start:start + recipe.batch_size]
+            idx = order[start : start + recipe.batch_size]
             yield bundle.augment(images[idx], gen).contiguous(memory_format=cl), labels[idx]
 
     if calibrate_first and not resume:
@@ -123,8 +143,7 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
             model.eval()
             model(calib_x[:2].to(device).contiguous(memory_format=cl))
     steps_per_epoch = math.ceil(n_train / recipe.batch_size)
-    opt = torch.optim.SGD(parameter_groups(model, layers, recipe.weight_decay), lr=recipe.lr,
-                          momentum=recipe.momentum)
+    opt = torch.optim.SGD(parameter_groups(model, layers, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
     start_epoch, best_val, best_test, best_epoch = 1, -1.0, float("nan"), 0
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
@@ -147,8 +166,12 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
     writer = SummaryWriter(os.fspath(run_dir / "tensorboard"), purge_step=start_epoch)
     last_top1 = last_val = float("nan")
     total = (recipe.epochs - start_epoch + 1) * steps_per_epoch
-    bar = tqdm(total=max(total, 0), desc="QAT" if any(l.w_bit != -1 for l in layers) else "float training",
-               unit="step", disable=not progress or total <= 0)
+    bar = tqdm(
+        total=max(total, 0),
+        desc="QAT" if any(l.w_bit != -1 for l in layers) else "float training",
+        unit="step",
+        disable=not progress or total <= 0,
+    )
     try:
         for epoch in range(start_epoch, recipe.epochs + 1):
             t0 = time.perf_counter()
@@ -161,10 +184,15 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
                 loss, logits = forward_backward(x, y)  # the optimiser has not stepped yet
                 loss_value = loss.item()  # the step's one device sync: the NaN check and the progress bar
                 if not math.isfinite(loss_value):
-                    kept = f"the last good checkpoint is {os.fspath(last_path)!r}" if last_path.exists() else \
-                        "no checkpoint was written yet"
-                    raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch}, step {step}; "
-                                           f"{kept}; lower --lr and resume or restart")
+                    kept = (
+                        f"the last good checkpoint is {os.fspath(last_path)!r}"
+                        if last_path.exists()
+                        else "no checkpoint was written yet"
+                    )
+                    raise TrainingDiverged(
+                        f"loss became {loss_value} at epoch {epoch}, step {step}; "
+                        f"{kept}; lower --lr and resume or restart"
+                    )
                 opt.step()
                 if schedule is not None:
                     schedule.after_step()
@@ -177,14 +205,25 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
             correct = int(correct)
             broken = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
             if broken:  # e.g. a BatchNorm running variance overflowed while the loss stayed finite
-                kept = f"the last good checkpoint is {os.fspath(last_path)!r}" if last_path.exists() else \
-                    "no checkpoint was written yet"
-                raise TrainingDiverged(f"non-finite values in {broken[0]} after epoch {epoch}; {kept}; "
-                                       "lower --lr and resume or restart")
+                kept = (
+                    f"the last good checkpoint is {os.fspath(last_path)!r}"
+                    if last_path.exists()
+                    else "no checkpoint was written yet"
+                )
+                raise TrainingDiverged(
+                    f"non-finite values in {broken[0]} after epoch {epoch}; {kept}; lower --lr and resume or restart"
+                )
             last_val = val_eval(model)
             last_top1 = test_eval(model)
-            row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen,
-                   "val_top1": last_val, "test_top1": last_top1, "lr": sched.get_last_lr()[0], "epoch_time_s": time.perf_counter() - t0}
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum / seen,
+                "train_top1": 100.0 * correct / seen,
+                "val_top1": last_val,
+                "test_top1": last_top1,
+                "lr": sched.get_last_lr()[0],
+                "epoch_time_s": time.perf_counter() - t0,
+            }
             _append_metrics(run_dir / "metrics.csv", row)
             for key in ("train_loss", "train_top1", "val_top1", "test_top1", "lr"):
                 writer.add_scalar(f"finetune/{key}", row[key], epoch)
@@ -192,17 +231,29 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
             epoch_meta = dict(meta, epoch=epoch, val_top1=last_val, test_top1=last_top1)
             if last_val > best_val and (schedule is None or schedule.fully_quantized(epoch)):
                 best_val, best_test, best_epoch = last_val, last_top1, epoch
-                best_policy = PolicyFile(**{**policy.__dict__, "accuracy": dict(
-                    policy.accuracy, finetune_val_top1=last_val, finetune_test_top1=last_top1)})
+                best_policy = PolicyFile(
+                    **{
+                        **policy.__dict__,
+                        "accuracy": dict(policy.accuracy, finetune_val_top1=last_val, finetune_test_top1=last_top1),
+                    }
+                )
                 save_qat_checkpoint(best_path, model, best_policy, family, epoch_meta)
-            training = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                        "epoch": epoch, "best_val_top1": best_val, "best_test_top1": best_test,
-                        "best_epoch": best_epoch}
+            training = {
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "epoch": epoch,
+                "best_val_top1": best_val,
+                "best_test_top1": best_test,
+                "best_epoch": best_epoch,
+            }
             save_qat_checkpoint(last_path, model, policy, family, epoch_meta, training)
-            bar.write(f"epoch {epoch}/{recipe.epochs}: loss {row['train_loss']:.4f}, val top-1 {last_val:.2f}%, "
-                      f"test top-1 {last_top1:.2f}% (best val {best_val:.2f}% at epoch {best_epoch})")
+            bar.write(
+                f"epoch {epoch}/{recipe.epochs}: loss {row['train_loss']:.4f}, val top-1 {last_val:.2f}%, "
+                f"test top-1 {last_top1:.2f}% (best val {best_val:.2f}% at epoch {best_epoch})"
+            )
     finally:
         bar.close()
         writer.close()
@@ -212,14 +263,25 @@ def train_quantized(model: nn.Module, layers: Sequence[QuantLayerMixin], bundle:
 class _StreamedSplit:
     """Top-1 on a split read from disk batch by batch (an image folder too large to hold in memory)."""
 
-    def __init__(self, dataset: Dataset, num_workers: int, device: torch.device, memory_format: torch.memory_format,
-                 batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        num_workers: int,
+        device: torch.device,
+        memory_format: torch.memory_format,
+        batch_size: int = 256,
+    ) -> None:
         self.dataset, self.num_workers, self.device = dataset, num_workers, device
         self.memory_format, self.batch_size = memory_format, batch_size
 
     def __call__(self, model: nn.Module) -> float:
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda")
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
         was_training = model.training
         model.eval()
         correct = seen = 0

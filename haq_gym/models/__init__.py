@@ -4,5 +4,13 @@ from haq_gym.models.checkpoint import cache_dir, ensure_default_checkpoint, load
 from haq_gym.models.pretrain import FloatRecipe, train_float
 from haq_gym.models.registry import build_model, model_names
 
-__all__ = ["FloatRecipe", "build_model", "cache_dir", "ensure_default_checkpoint", "load_checkpoint",
-           "model_names", "save_checkpoint", "train_float"]
+__all__ = [
+    "FloatRecipe",
+    "build_model",
+    "cache_dir",
+    "ensure_default_checkpoint",
+    "load_checkpoint",
+    "model_names",
+    "save_checkpoint",
+    "train_float",
+]

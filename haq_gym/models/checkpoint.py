@@ -83,7 +83,9 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict[str, Any]
             details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]!r})")
         if wrong:
             k = wrong[0]
-            details.append(f"{len(wrong)} shape mismatches (e.g. {k!r}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+            details.append(
+                f"{len(wrong)} shape mismatches (e.g. {k!r}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
+            )
         raise ValueError(f"checkpoint {path!r} does not fit this model ({type(model).__name__}): " + "; ".join(details))
     model.load_state_dict(state)
     return meta
@@ -95,10 +97,18 @@ def default_checkpoint_path(model_name: str, width_mult: float, dataset: str, re
     return cache_dir() / f"{model_name}-w{width_mult:g}-{dataset}-float-seed{seed}-{digest}.pt"
 
 
-def ensure_default_checkpoint(model_name: str, width_mult: float, dataset: str, model: nn.Module, bundle,
-                              recipe: FloatRecipe | None = None, seed: int = 0, progress: bool = True,
-                              min_accuracy: float | None = DEFAULT_MIN_ACCURACY,
-                              device: torch.device | str = "cpu") -> tuple[Path, dict]:
+def ensure_default_checkpoint(
+    model_name: str,
+    width_mult: float,
+    dataset: str,
+    model: nn.Module,
+    bundle,
+    recipe: FloatRecipe | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    min_accuracy: float | None = DEFAULT_MIN_ACCURACY,
+    device: torch.device | str = "cpu",
+) -> tuple[Path, dict]:
     """Load the cached default float model into ``model``, training and caching it first if needed.
 
     A cached file that fails its checksum (or cannot be read) is renamed ``*.corrupt`` and
@@ -123,8 +133,9 @@ def ensure_default_checkpoint(model_name: str, width_mult: float, dataset: str, 
                 print(f"{err}; training the default model again", flush=True)
                 aside = path.with_name(path.name + ".corrupt")
                 os.replace(path, aside)  # kept for inspection, never loaded again
-        return path, _train_and_cache(path, model_name, width_mult, dataset, model, bundle, recipe, seed, progress,
-                                      min_accuracy, device)
+        return path, _train_and_cache(
+            path, model_name, width_mult, dataset, model, bundle, recipe, seed, progress, min_accuracy, device
+        )
 
 
 @contextlib.contextmanager
@@ -151,9 +162,19 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _train_and_cache(path: Path, model_name: str, width_mult: float, dataset: str, model: nn.Module, bundle,
-                     recipe: FloatRecipe, seed: int, progress: bool, min_accuracy: float | None,
-                     device: torch.device | str) -> dict:
+def _train_and_cache(
+    path: Path,
+    model_name: str,
+    width_mult: float,
+    dataset: str,
+    model: nn.Module,
+    bundle,
+    recipe: FloatRecipe,
+    seed: int,
+    progress: bool,
+    min_accuracy: float | None,
+    device: torch.device | str,
+) -> dict:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for m in model.modules():
@@ -161,10 +182,19 @@ def _train_and_cache(path: Path, model_name: str, width_mult: float, dataset: st
                 m.reset_parameters()
         test_acc = train_float(model, bundle, recipe, seed=seed, device=device, progress=progress)
     model.to("cpu")
-    meta = {"model": model_name, "width_mult": width_mult, "dataset": dataset, "seed": seed,
-            "recipe": recipe.to_dict(), "test_top1": test_acc, "trained_on": str(torch.device(device))}
+    meta = {
+        "model": model_name,
+        "width_mult": width_mult,
+        "dataset": dataset,
+        "seed": seed,
+        "recipe": recipe.to_dict(),
+        "test_top1": test_acc,
+        "trained_on": str(torch.device(device)),
+    }
     if min_accuracy is not None and test_acc < min_accuracy:
-        raise RuntimeError(f"default {model_name} reached only {test_acc:.2f}% test top-1 on {dataset} "
-                           f"(needs {min_accuracy}%); not caching it")
+        raise RuntimeError(
+            f"default {model_name} reached only {test_acc:.2f}% test top-1 on {dataset} "
+            f"(needs {min_accuracy}%); not caching it"
+        )
     save_checkpoint(path, model, meta)
     return meta

@@ -17,9 +17,16 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
-_WEIGHTED_OPS = {F.conv1d: "conv1d", F.conv2d: "conv2d", F.conv3d: "conv3d", F.linear: "linear",
-                 torch.conv2d: "conv2d", torch.conv1d: "conv1d", torch.conv3d: "conv3d",
-                 F.conv_transpose2d: "conv_transpose2d"}
+_WEIGHTED_OPS = {
+    F.conv1d: "conv1d",
+    F.conv2d: "conv2d",
+    F.conv3d: "conv3d",
+    F.linear: "linear",
+    torch.conv2d: "conv2d",
+    torch.conv1d: "conv1d",
+    torch.conv3d: "conv3d",
+    F.conv_transpose2d: "conv_transpose2d",
+}
 
 
 class UnsupportedModelError(ValueError):
@@ -49,10 +56,10 @@ class _WeightedOpWatch(TorchFunctionMode):
 
 
 @contextmanager
-def _module_stack(model: nn.Module, stack: list[tuple[str, nn.Module]],
-                  calls: dict[str, int]) -> Iterator[None]:
+def _module_stack(model: nn.Module, stack: list[tuple[str, nn.Module]], calls: dict[str, int]) -> Iterator[None]:
     handles = []
     for name, module in model.named_modules():
+
         def pre(m: nn.Module, inp: object, name: str = name) -> None:
             stack.append((name, m))
             calls[name] = calls.get(name, 0) + 1
@@ -69,8 +76,9 @@ def _module_stack(model: nn.Module, stack: list[tuple[str, nn.Module]],
             h.remove()
 
 
-def check_quantizable(model: nn.Module, image_size: int, num_classes: int | None = None,
-                      label: str = "the model") -> list[tuple[str, nn.Module]]:
+def check_quantizable(
+    model: nn.Module, image_size: int, num_classes: int | None = None, label: str = "the model"
+) -> list[tuple[str, nn.Module]]:
     """The model's Conv2d and Linear layers in module order, after checking that they can be wrapped.
 
     Raises :class:`UnsupportedModelError` naming the layer for: a Conv2d/Linear reachable under
@@ -86,15 +94,18 @@ def check_quantizable(model: nn.Module, image_size: int, num_classes: int | None
     for name, module in model.named_modules(remove_duplicate=False):
         if isinstance(module, QUANTIZABLE):
             if id(module) in seen and seen[id(module)] != name:
-                raise UnsupportedModelError(f"{label}: layer {seen[id(module)]!r} is also registered as {name!r} "
-                                            "(weight sharing); each quantizable layer must be used once")
+                raise UnsupportedModelError(
+                    f"{label}: layer {seen[id(module)]!r} is also registered as {name!r} "
+                    "(weight sharing); each quantizable layer must be used once"
+                )
             seen.setdefault(id(module), name)
     owners: dict[int, str] = {}
     for name, module in layers:
         for pname, param in module.named_parameters(recurse=False):
             if id(param) in owners:
-                raise UnsupportedModelError(f"{label}: layer {name!r} shares its {pname} with layer "
-                                            f"{owners[id(param)]!r} (weight sharing)")
+                raise UnsupportedModelError(
+                    f"{label}: layer {name!r} shares its {pname} with layer {owners[id(param)]!r} (weight sharing)"
+                )
             owners[id(param)] = name
     param_names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
 
@@ -109,24 +120,34 @@ def check_quantizable(model: nn.Module, image_size: int, num_classes: int | None
         with _module_stack(model, stack, calls), watch, torch.no_grad():
             out = model(x)
     except (RuntimeError, ValueError, IndexError, AssertionError) as err:
-        raise UnsupportedModelError(f"{label} cannot take {image_size}x{image_size} RGB images "
-                                    f"(input [1, 3, {image_size}, {image_size}]): {str(err).splitlines()[0]}") from None
+        raise UnsupportedModelError(
+            f"{label} cannot take {image_size}x{image_size} RGB images "
+            f"(input [1, 3, {image_size}, {image_size}]): {str(err).splitlines()[0]}"
+        ) from None
     finally:
         model.train(was_training)
     if watch.found:
-        raise UnsupportedModelError(f"{label} computes {watch.found[0]}: the quantized wrappers handle only "
-                                    "nn.Conv2d and nn.Linear modules; make it a module")
+        raise UnsupportedModelError(
+            f"{label} computes {watch.found[0]}: the quantized wrappers handle only "
+            "nn.Conv2d and nn.Linear modules; make it a module"
+        )
     for name, _ in layers:
         n = calls.get(name, 0)
         if n == 0:
-            raise UnsupportedModelError(f"{label}: layer {name!r} is not called in the forward pass; "
-                                        "remove it or the search would decide bits it never uses")
+            raise UnsupportedModelError(
+                f"{label}: layer {name!r} is not called in the forward pass; "
+                "remove it or the search would decide bits it never uses"
+            )
         if n > 1:
-            raise UnsupportedModelError(f"{label}: layer {name!r} is called {n} times per forward pass "
-                                        "(weight sharing); each quantizable layer must be used once")
+            raise UnsupportedModelError(
+                f"{label}: layer {name!r} is called {n} times per forward pass "
+                "(weight sharing); each quantizable layer must be used once"
+            )
     if num_classes is not None:
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != num_classes:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise UnsupportedModelError(f"{label} returns {shape} for one image; expected logits [1, {num_classes}] "
-                                        f"for the dataset's {num_classes} classes")
+            raise UnsupportedModelError(
+                f"{label} returns {shape} for one image; expected logits [1, {num_classes}] "
+                f"for the dataset's {num_classes} classes"
+            )
     return layers

@@ -27,8 +27,14 @@ class FloatRecipe:
         return asdict(self)
 
 
-def train_float(model: nn.Module, bundle: DataBundle, recipe: FloatRecipe, seed: int, device: torch.device | str = "cpu",
-                progress: bool = True) -> float:
+def train_float(
+    model: nn.Module,
+    bundle: DataBundle,
+    recipe: FloatRecipe,
+    seed: int,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> float:
     """Train ``model`` on ``bundle.train``; returns top-1 (%) on ``bundle.test``.
 
     Deterministic on CPU for a given seed: batch order and augmentation come from a
@@ -40,8 +46,9 @@ def train_float(model: nn.Module, bundle: DataBundle, recipe: FloatRecipe, seed:
     model.to(device=device, memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = (len(images) + recipe.batch_size - 1) // recipe.batch_size
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.max_lr, momentum=recipe.momentum, nesterov=True,
-                          weight_decay=recipe.weight_decay)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=recipe.max_lr, momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay
+    )
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.max_lr, total_steps=recipe.epochs * steps_per_epoch)
     step = TrainStep(model, nn.CrossEntropyLoss())  # a CUDA graph per step on a GPU, plain on the CPU
     bar = tqdm(total=recipe.epochs * steps_per_epoch, desc="float pretraining", unit="step", disable=not progress)
@@ -49,7 +56,7 @@ def train_float(model: nn.Module, bundle: DataBundle, recipe: FloatRecipe, seed:
     for _ in range(recipe.epochs):
         order = torch.randperm(len(images), generator=gen).to(device)
         for start in range(0, len(images), recipe.batch_size):
-            idx = order[start:start + recipe.batch_size]
+            idx = order[start : start + recipe.batch_size]
             x = bundle.augment(images[idx], gen).contiguous(memory_format=torch.channels_last)
             loss, _ = step(x, labels[idx])
             opt.step()

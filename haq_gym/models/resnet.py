@@ -38,7 +38,7 @@ class CifarBasicBlock(nn.Module):
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1 and self.extra_channels == 0:
             return x
-        x = x[:, :, ::self.stride, ::self.stride]
+        x = x[:, :, :: self.stride, :: self.stride]
         front = self.extra_channels // 2
         return F.pad(x, (0, 0, 0, 0, front, self.extra_channels - front))
 

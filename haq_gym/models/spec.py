@@ -46,21 +46,29 @@ class ModelSpec:
             raise ModelSpecError(f"model must be a non-empty string, got {self.name!r}")
         if self.is_builtin:
             if self.kwargs:
-                raise ModelSpecError(f"model_kwargs are for torchvision or import-path models; the built-in "
-                                     f"{self.name!r} takes only width_mult")
+                raise ModelSpecError(
+                    f"model_kwargs are for torchvision or import-path models; the built-in "
+                    f"{self.name!r} takes only width_mult"
+                )
             if self.weights is not None:
-                raise ModelSpecError(f"weights= is for torchvision models; the built-in {self.name!r} "
-                                     "loads its float weights from checkpoint=")
+                raise ModelSpecError(
+                    f"weights= is for torchvision models; the built-in {self.name!r} "
+                    "loads its float weights from checkpoint="
+                )
         elif self.kind == "import":
             if self.weights is not None:
-                raise ModelSpecError("weights= is for torchvision models; an import-path model loads its float "
-                                     "weights from checkpoint=")
+                raise ModelSpecError(
+                    "weights= is for torchvision models; an import-path model loads its float weights from checkpoint="
+                )
             if self.width_mult != 1.0:
-                raise ModelSpecError("width_mult is for the built-in models; pass it to your builder through "
-                                     "model_kwargs")
+                raise ModelSpecError(
+                    "width_mult is for the built-in models; pass it to your builder through model_kwargs"
+                )
         elif self.kind == "torchvision" and self.width_mult != 1.0:
-            raise ModelSpecError("width_mult is for the built-in models; pass torchvision's own keywords through "
-                                 "model_kwargs (e.g. model_kwargs={'width_mult': 0.5} for mobilenet_v2)")
+            raise ModelSpecError(
+                "width_mult is for the built-in models; pass torchvision's own keywords through "
+                "model_kwargs (e.g. model_kwargs={'width_mult': 0.5} for mobilenet_v2)"
+            )
         if not isinstance(self.kwargs, Mapping):
             raise ModelSpecError(f"model_kwargs must be a mapping of keywords, got {type(self.kwargs).__name__}")
 
@@ -82,7 +90,9 @@ class ModelSpec:
         if self.kind == "builtin":
             return build_model(self.name, num_classes=num_classes, width_mult=self.width_mult)
         if self.kind == "torchvision":
-            return _build_torchvision(self.name[len(TORCHVISION_PREFIX):], num_classes, dict(self.kwargs), self.weights)
+            return _build_torchvision(
+                self.name[len(TORCHVISION_PREFIX) :], num_classes, dict(self.kwargs), self.weights
+            )
         return _build_imported(self.name, num_classes, dict(self.kwargs))
 
     def to_policy_kwargs(self, num_classes: int) -> dict[str, Any]:
@@ -97,14 +107,20 @@ class ModelSpec:
     @classmethod
     def from_policy_kwargs(cls, name: str, model_kwargs: Mapping[str, Any]) -> "ModelSpec":
         """The inverse of :meth:`to_policy_kwargs` (old policy files hold only ``width_mult``)."""
-        return cls(name, width_mult=float(model_kwargs.get("width_mult", 1.0)),
-                   kwargs=dict(model_kwargs.get("builder_kwargs") or {}), weights=model_kwargs.get("weights"))
+        return cls(
+            name,
+            width_mult=float(model_kwargs.get("width_mult", 1.0)),
+            kwargs=dict(model_kwargs.get("builder_kwargs") or {}),
+            weights=model_kwargs.get("weights"),
+        )
 
 
 def describe_model_names() -> str:
     """One line listing the accepted forms of ``model=``, for error messages and help."""
-    return (f"a built-in name ({', '.join(model_names())}), 'torchvision:<name>' (e.g. torchvision:mobilenet_v2) "
-            "or an import path 'package.module:builder'")
+    return (
+        f"a built-in name ({', '.join(model_names())}), 'torchvision:<name>' (e.g. torchvision:mobilenet_v2) "
+        "or an import path 'package.module:builder'"
+    )
 
 
 def _build_torchvision(name: str, num_classes: int, kwargs: dict[str, Any], weights: str | None) -> nn.Module:
@@ -115,9 +131,11 @@ def _build_torchvision(name: str, num_classes: int, kwargs: dict[str, Any], weig
 
     available = tvm.list_models(module=tvm)
     if name not in available:
-        raise ModelSpecError(f"torchvision has no classification model {name!r}; "
-                             f"examples: {', '.join(n for n in available if n in ('mobilenet_v2', 'resnet50', 'resnet18', 'efficientnet_b0'))} "
-                             f"({len(available)} in torchvision.models.list_models(torchvision.models))")
+        raise ModelSpecError(
+            f"torchvision has no classification model {name!r}; "
+            f"examples: {', '.join(n for n in available if n in ('mobilenet_v2', 'resnet50', 'resnet18', 'efficientnet_b0'))} "
+            f"({len(available)} in torchvision.models.list_models(torchvision.models))"
+        )
     kwargs.setdefault("num_classes", num_classes)
     try:
         return tvm.get_model(name, weights=weights, **kwargs)
@@ -132,8 +150,9 @@ def _build_imported(path: str, num_classes: int, kwargs: dict[str, Any]) -> nn.M
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # a user's module can fail to import in any way: report it, whatever it is
-        raise ModelSpecError(f"model {path!r}: module {module_name!r} does not import: "
-                             f"{type(err).__name__}: {err}") from None
+        raise ModelSpecError(
+            f"model {path!r}: module {module_name!r} does not import: {type(err).__name__}: {err}"
+        ) from None
     builder: Any = module
     for part in attr.split("."):
         if not hasattr(builder, part):
@@ -148,7 +167,9 @@ def _build_imported(path: str, num_classes: int, kwargs: dict[str, Any]) -> nn.M
     except TypeError as err:
         raise ModelSpecError(f"model {path!r}: calling the builder with model_kwargs {kwargs} failed: {err}") from None
     if not isinstance(model, nn.Module):
-        raise ModelSpecError(f"model {path!r}: the builder returned a {type(model).__name__}, expected a torch.nn.Module")
+        raise ModelSpecError(
+            f"model {path!r}: the builder returned a {type(model).__name__}, expected a torch.nn.Module"
+        )
     return model
 
 

@@ -8,5 +8,13 @@ from haq_gym.plots.policy_bits import plot_policy_bits
 from haq_gym.plots.search_progress import plot_search_progress
 from haq_gym.plots.strategy_curves import plot_strategy_curves
 
-__all__ = ["CostAxis", "budgeted_axis", "plot_finetune_curves", "plot_latency_table", "plot_pareto_front",
-           "plot_policy_bits", "plot_search_progress", "plot_strategy_curves"]
+__all__ = [
+    "CostAxis",
+    "budgeted_axis",
+    "plot_finetune_curves",
+    "plot_latency_table",
+    "plot_pareto_front",
+    "plot_policy_bits",
+    "plot_search_progress",
+    "plot_strategy_curves",
+]

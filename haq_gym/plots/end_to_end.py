@@ -30,8 +30,9 @@ def plot_uniform_curve(plan: "Plan", path: str | os.PathLike) -> None:
     ax.plot([u["latency"] for u in done], [u["val"] for u in done], "o-", label="validation (chooses the budget)")
     ax.plot([u["latency"] for u in done], [u["test"] for u in done], "s--", label="test (reported only)")
     for u in done:
-        ax.annotate(f"W{u['w']}A{u['a']}", (u["latency"], u["val"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=8)
+        ax.annotate(
+            f"W{u['w']}A{u['a']}", (u["latency"], u["val"]), textcoords="offset points", xytext=(4, 4), fontsize=8
+        )
     ax.axhline(plan.float_val_top1, color="grey", lw=1, label=f"float, validation ({plan.float_val_top1:.2f}%)")
     if plan.budget is not None:
         ax.axvline(plan.budget, color="red", ls=":", label=f"latency budget {plan.budget:.3f}")
@@ -45,8 +46,12 @@ def plot_uniform_curve(plan: "Plan", path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
-def plot_proxy_scatter(rows: Sequence["Row"], plan: "Plan", path: str | os.PathLike,
-                       proxies: Mapping[str, Mapping[str, float]] | None = None) -> None:
+def plot_proxy_scatter(
+    rows: Sequence["Row"],
+    plan: "Plan",
+    path: str | os.PathLike,
+    proxies: Mapping[str, Mapping[str, float]] | None = None,
+) -> None:
     """Each proxy's validation top-1 against final test top-1, one point per finetune.
 
     The first panel is the reward the searches used (accuracy before finetuning); one more
@@ -54,8 +59,9 @@ def plot_proxy_scatter(rows: Sequence["Row"], plan: "Plan", path: str | os.PathL
     """
     from haq_gym.experiments.report import RANDOM, UNIFORM
 
-    panels = {"search reward (as searched)": {r.policy: r.search_val_top1 for r in rows
-                                              if r.search_val_top1 is not None}}
+    panels = {
+        "search reward (as searched)": {r.policy: r.search_val_top1 for r in rows if r.search_val_top1 is not None}
+    }
     panels.update(proxies or {})
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), sharey=True, squeeze=False)
     groups = sorted({r.group for r in rows if r.group not in (UNIFORM, RANDOM)})
@@ -63,12 +69,19 @@ def plot_proxy_scatter(rows: Sequence["Row"], plan: "Plan", path: str | os.PathL
     for ax, (name, scores) in zip(axes[0], panels.items()):
         random_rows = [r for r in rows if r.group == RANDOM and r.policy in scores]
         if random_rows:
-            ax.scatter([scores[r.policy] for r in random_rows], [r.final_test_top1 for r in random_rows],
-                       c="lightgrey", edgecolors="grey", s=25, label="random feasible")
+            ax.scatter(
+                [scores[r.policy] for r in random_rows],
+                [r.final_test_top1 for r in random_rows],
+                c="lightgrey",
+                edgecolors="grey",
+                s=25,
+                label="random feasible",
+            )
         for i, group in enumerate(groups):
             rs = [r for r in rows if r.group == group and r.policy in scores]
-            ax.scatter([scores[r.policy] for r in rs], [r.final_test_top1 for r in rs], s=40, color=f"C{i}",
-                       label=group)
+            ax.scatter(
+                [scores[r.policy] for r in rs], [r.final_test_top1 for r in rs], s=40, color=f"C{i}", label=group
+            )
         w, a = plan.cost_matched_uniform
         for k, value in enumerate(uniform):
             ax.axhline(value, color="black", ls="--", lw=0.8, label=f"uniform W{w}A{a} (per seed)" if k == 0 else None)
@@ -95,8 +108,11 @@ def plot_accuracy_bars(intervals: Mapping[str, "Interval"], plan: "Plan", path: 
     colors = ["black" if n == UNIFORM else "grey" if n == RANDOM else f"C{i}" for i, n in enumerate(names)]
     ax.bar(range(len(names)), means, yerr=[low, high], capsize=5, color=colors, alpha=0.8)
     w, a = plan.cost_matched_uniform
-    ax.set_xticks(range(len(names)), [f"uniform W{w}A{a}" if n == UNIFORM else
-                                      "random feasible" if n == RANDOM else n for n in names], rotation=20)
+    ax.set_xticks(
+        range(len(names)),
+        [f"uniform W{w}A{a}" if n == UNIFORM else "random feasible" if n == RANDOM else n for n in names],
+        rotation=20,
+    )
     spread = [intervals[n].low for n in names] + [intervals[n].high for n in names]
     ax.set_ylim(min(spread) - 1.0, max(spread) + 0.5)
     ax.set_ylabel("final test top-1 (%), mean and 95% CI")

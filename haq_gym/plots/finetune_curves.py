@@ -38,8 +38,13 @@ def plot_finetune_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike
     if any(v == v for v in val):
         best = max(range(len(val)), key=lambda i: val[i] if val[i] == val[i] else float("-inf"))
         for ax in (ax_loss, ax_acc):
-            ax.axvline(epochs[best], color="black", linestyle="--", linewidth=0.8,
-                       label=f"best.pt (epoch {epochs[best]}, chosen on validation)")
+            ax.axvline(
+                epochs[best],
+                color="black",
+                linestyle="--",
+                linewidth=0.8,
+                label=f"best.pt (epoch {epochs[best]}, chosen on validation)",
+            )
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("top-1 (%)")
     ax_acc.set_title("Accuracy", fontsize=10)

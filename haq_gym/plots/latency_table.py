@@ -14,8 +14,13 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
-def plot_latency_table(table: np.ndarray, path: str | os.PathLike, layer_names: Sequence[str] | None = None,
-                       title: str | None = None, columns: int = 8) -> Figure:
+def plot_latency_table(
+    table: np.ndarray,
+    path: str | os.PathLike,
+    layer_names: Sequence[str] | None = None,
+    title: str | None = None,
+    columns: int = 8,
+) -> Figure:
     """Heat maps of ``table[layer, w_bit-1, a_bit-1]``, each layer relative to its own W8A8 entry.
 
     Layers differ in latency by orders of magnitude, so each map is divided by the layer's
@@ -43,8 +48,7 @@ def plot_latency_table(table: np.ndarray, path: str | os.PathLike, layer_names: 
         if i >= n:
             ax.axis("off")
             continue
-        image = ax.imshow(relative[i], origin="lower", cmap="magma", vmin=0.0, vmax=vmax,
-                          extent=(0.5, 8.5, 0.5, 8.5))
+        image = ax.imshow(relative[i], origin="lower", cmap="magma", vmin=0.0, vmax=vmax, extent=(0.5, 8.5, 0.5, 8.5))
         ax.set_title(f"{names[i]}\nW8A8 {reference[i]:.3g}", fontsize=6)
         ax.set_xticks([1, 4, 8])
         ax.set_yticks([1, 4, 8])

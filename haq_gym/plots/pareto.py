@@ -12,13 +12,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 OBJECTIVES = {"accuracy": "validation top-1 (%)", "latency_ratio": "latency ratio", "flash_ratio": "flash ratio"}
-PANELS = (("latency_ratio", "accuracy", "flash_ratio"), ("flash_ratio", "accuracy", "latency_ratio"),
-          ("latency_ratio", "flash_ratio", "accuracy"))
+PANELS = (
+    ("latency_ratio", "accuracy", "flash_ratio"),
+    ("flash_ratio", "accuracy", "latency_ratio"),
+    ("latency_ratio", "flash_ratio", "accuracy"),
+)
 
 
-def plot_pareto_front(trials: Sequence[Mapping[str, float]], front: Sequence[Mapping[str, float]],
-                      path: str | os.PathLike, budgets: Mapping[str, float | None] | None = None,
-                      title: str | None = None) -> Figure:
+def plot_pareto_front(
+    trials: Sequence[Mapping[str, float]],
+    front: Sequence[Mapping[str, float]],
+    path: str | os.PathLike,
+    budgets: Mapping[str, float | None] | None = None,
+    title: str | None = None,
+) -> Figure:
     """Three panels, one per pair of objectives, the front's points coloured by the third.
 
     A front that is non-dominated in three objectives need not look so in a projection: a
@@ -29,9 +36,16 @@ def plot_pareto_front(trials: Sequence[Mapping[str, float]], front: Sequence[Map
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     for ax, (x, y, third) in zip(axes, PANELS):
         ax.scatter([t[x] for t in trials], [t[y] for t in trials], s=10, color="0.75", label="trial")
-        points = ax.scatter([t[x] for t in front], [t[y] for t in front], c=[t[third] for t in front], s=30,
-                            cmap="viridis_r" if third != "accuracy" else "viridis", edgecolor="black", linewidth=0.4,
-                            label="Pareto front (3 objectives)")
+        points = ax.scatter(
+            [t[x] for t in front],
+            [t[y] for t in front],
+            c=[t[third] for t in front],
+            s=30,
+            cmap="viridis_r" if third != "accuracy" else "viridis",
+            edgecolor="black",
+            linewidth=0.4,
+            label="Pareto front (3 objectives)",
+        )
         fig.colorbar(points, ax=ax, label=OBJECTIVES[third])
         for name, limit in budgets.items():
             if limit is None:

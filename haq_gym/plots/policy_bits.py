@@ -20,8 +20,12 @@ from haq_gym.policy import PolicyFile  # noqa: E402
 KIND_COLOURS = {"depthwise": "#4c72b0", "conv": "#dd8452", "linear": "#55a868"}
 
 
-def plot_policy_bits(policy: PolicyFile, path: str | os.PathLike, layer_kinds: Sequence[str] | None = None,
-                     cost_shares: Sequence[float] | None = None) -> Figure:
+def plot_policy_bits(
+    policy: PolicyFile,
+    path: str | os.PathLike,
+    layer_kinds: Sequence[str] | None = None,
+    cost_shares: Sequence[float] | None = None,
+) -> Figure:
     """Weight bits above the axis and activation bits below, one pair per named layer; returns the figure.
 
     ``layer_kinds`` (``"depthwise"``, ``"conv"``, ``"linear"``) colours the bars, as the paper
@@ -36,8 +40,14 @@ def plot_policy_bits(policy: PolicyFile, path: str | os.PathLike, layer_kinds: S
     weight_only = all(a == -1 for _, a in policy.bits)
     axis = budgeted_axis(policy.budget, weight_only=weight_only)
     rows = 2 if cost_shares is not None else 1
-    fig, axes = plt.subplots(rows, 1, figsize=(max(8.0, n * 0.24), 4.4 + 2.2 * (rows - 1)), sharex=True,
-                             squeeze=False, gridspec_kw={"height_ratios": [2, 1][:rows]})
+    fig, axes = plt.subplots(
+        rows,
+        1,
+        figsize=(max(8.0, n * 0.24), 4.4 + 2.2 * (rows - 1)),
+        sharex=True,
+        squeeze=False,
+        gridspec_kw={"height_ratios": [2, 1][:rows]},
+    )
     ax = axes[0, 0]
     xs = list(range(n))
     w = [max(b[0], 0) for b in policy.bits]
@@ -56,8 +66,12 @@ def plot_policy_bits(policy: PolicyFile, path: str | os.PathLike, layer_kinds: S
     ax.yaxis.set_major_formatter(lambda value, _: f"{abs(int(value))}")
     ax.set_title(_title(policy, axis.name, axis.column), fontsize=9)
     present = [k for k in KIND_COLOURS if k in kinds]
-    ax.legend(handles=[Patch(color=KIND_COLOURS[k], label=k) for k in present], loc="upper right", fontsize=8,
-              ncol=len(present))
+    ax.legend(
+        handles=[Patch(color=KIND_COLOURS[k], label=k) for k in present],
+        loc="upper right",
+        fontsize=8,
+        ncol=len(present),
+    )
     if cost_shares is not None:
         if len(cost_shares) != n:
             raise ValueError(f"cost_shares has {len(cost_shares)} entries; the policy has {n} layers")

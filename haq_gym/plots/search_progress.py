@@ -33,11 +33,13 @@ class Episodes:
         if not rows:
             raise ValueError(f"{os.fspath(episodes_csv)} has no episodes to plot")
         cost_columns = [c for c in ("latency_ratio", "flash_ratio", "bitops_ratio") if c in rows[0]]
-        return cls(episode=np.array([int(r["episode"]) for r in rows]),
-                   reward=np.array([float(r["reward"]) for r in rows]),
-                   accuracy=np.array([float(r["accuracy"]) for r in rows]),
-                   feasible=np.array([r["budget_met"] == "1" for r in rows]),
-                   costs={c: np.array([float(r[c]) for r in rows]) for c in cost_columns})
+        return cls(
+            episode=np.array([int(r["episode"]) for r in rows]),
+            reward=np.array([float(r["reward"]) for r in rows]),
+            accuracy=np.array([float(r["accuracy"]) for r in rows]),
+            feasible=np.array([r["budget_met"] == "1" for r in rows]),
+            costs={c: np.array([float(r[c]) for r in rows]) for c in cost_columns},
+        )
 
     def best_so_far(self) -> np.ndarray:
         """Index of the best-reward feasible episode after each episode (-1 before the first feasible one)."""
@@ -61,8 +63,13 @@ def feasible_frontier(cost: np.ndarray, accuracy: np.ndarray) -> tuple[np.ndarra
     return np.array(xs), np.array(ys)
 
 
-def plot_search_progress(episodes_csv: str | os.PathLike, path: str | os.PathLike, axis: CostAxis = LATENCY,
-                         title: str | None = None, float_accuracy: float | None = None) -> Figure:
+def plot_search_progress(
+    episodes_csv: str | os.PathLike,
+    path: str | os.PathLike,
+    axis: CostAxis = LATENCY,
+    title: str | None = None,
+    float_accuracy: float | None = None,
+) -> Figure:
     """Two panels from a run's ``episodes.csv``, saved to ``path``; returns the (closed) figure.
 
     Left: validation top-1 of every evaluated policy (budget met or not) and the accuracy of
@@ -78,15 +85,23 @@ def plot_search_progress(episodes_csv: str | os.PathLike, path: str | os.PathLik
     fig, (ax_acc, ax_cost) = plt.subplots(1, 2, figsize=(12, 4.6))
 
     ax_acc.scatter(ep.episode[ep.feasible], ep.accuracy[ep.feasible], s=10, color="C0", label="budget met")
-    ax_acc.scatter(ep.episode[~ep.feasible], ep.accuracy[~ep.feasible], s=10, marker="x", color="0.6",
-                   label="budget broken")
+    ax_acc.scatter(
+        ep.episode[~ep.feasible], ep.accuracy[~ep.feasible], s=10, marker="x", color="0.6", label="budget broken"
+    )
     found = best >= 0
     if found.any():
-        ax_acc.plot(ep.episode[found], ep.accuracy[best[found]], drawstyle="steps-post", color="C3", linewidth=1.6,
-                    label="best feasible so far")
+        ax_acc.plot(
+            ep.episode[found],
+            ep.accuracy[best[found]],
+            drawstyle="steps-post",
+            color="C3",
+            linewidth=1.6,
+            label="best feasible so far",
+        )
     if float_accuracy is not None:
-        ax_acc.axhline(float_accuracy, color="black", linestyle=":", linewidth=0.9,
-                       label=f"float model {float_accuracy:.2f}%")
+        ax_acc.axhline(
+            float_accuracy, color="black", linestyle=":", linewidth=0.9, label=f"float model {float_accuracy:.2f}%"
+        )
     ax_acc.set_xlabel("policy evaluation (episode)")
     ax_acc.set_ylabel("validation top-1 (%)")
     ax_acc.set_title("Accuracy of each evaluated policy", fontsize=10)
@@ -98,11 +113,20 @@ def plot_search_progress(episodes_csv: str | os.PathLike, path: str | os.PathLik
         fx, fy = feasible_frontier(cost[ep.feasible], ep.accuracy[ep.feasible])
         ax_cost.plot(fx, fy, drawstyle="steps-post", color="C3", linewidth=1.4, label="feasible frontier")
         top = best[-1]
-        ax_cost.scatter([cost[top]], [ep.accuracy[top]], marker="*", s=160, color="C3", edgecolor="black",
-                        zorder=3, label=f"best: {ep.accuracy[top]:.2f}% at {cost[top]:.3f}")
+        ax_cost.scatter(
+            [cost[top]],
+            [ep.accuracy[top]],
+            marker="*",
+            s=160,
+            color="C3",
+            edgecolor="black",
+            zorder=3,
+            label=f"best: {ep.accuracy[top]:.2f}% at {cost[top]:.3f}",
+        )
     if axis.budget is not None:
-        ax_cost.axvline(axis.budget, color="black", linestyle="--", linewidth=1.0,
-                        label=f"{axis.name} budget {axis.budget:g}")
+        ax_cost.axvline(
+            axis.budget, color="black", linestyle="--", linewidth=1.0, label=f"{axis.name} budget {axis.budget:g}"
+        )
     ax_cost.set_xlabel(axis.label)
     ax_cost.set_ylabel("validation top-1 (%)")
     ax_cost.set_title(f"Accuracy against {axis.name}", fontsize=10)

@@ -14,8 +14,12 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
-def plot_strategy_curves(curves: Mapping[str, Sequence[Sequence[float]]], path: str | os.PathLike,
-                         ylabel: str = "best feasible reward", title: str | None = None) -> Figure:
+def plot_strategy_curves(
+    curves: Mapping[str, Sequence[Sequence[float]]],
+    path: str | os.PathLike,
+    ylabel: str = "best feasible reward",
+    title: str | None = None,
+) -> Figure:
     """Per strategy, the mean over seeds of the best-so-far value after each evaluation, as steps.
 
     ``curves`` maps a strategy to its seeds' best-so-far sequences (``-inf`` or NaN before the
@@ -35,7 +39,9 @@ def plot_strategy_curves(curves: Mapping[str, Sequence[Sequence[float]]], path: 
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(padded, axis=0)
             low, high = np.nanmin(padded, axis=0), np.nanmax(padded, axis=0)
-        ax.step(x, mean, where="post", color=f"C{i}", label=f"{strategy} ({len(runs)} seed{'' if len(runs) == 1 else 's'})")
+        ax.step(
+            x, mean, where="post", color=f"C{i}", label=f"{strategy} ({len(runs)} seed{'' if len(runs) == 1 else 's'})"
+        )
         if len(runs) > 1:
             ax.fill_between(x, low, high, step="post", color=f"C{i}", alpha=0.15)
     ax.set_xlabel("policy evaluations")
@@ -46,4 +52,3 @@ def plot_strategy_curves(curves: Mapping[str, Sequence[Sequence[float]]], path: 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return fig
-

@@ -25,11 +25,36 @@ PIN_MODES = (True, False, "wall")
 """``pin_first_last``: pin the first/last layers, let strategies decide them, or pin them only inside the wall (HAQ)."""
 
 # Settings consumed by :func:`haq_gym.search_setup.build_search_setup` (model, data, costs, evaluator).
-SETUP_FIELDS = ("model", "width_mult", "dataset", "data_root", "download", "checkpoint", "pretrain_epochs",
-                "val_size", "train_size", "calibration_size", "latency_table", "hardware", "float_bit",
-                "finetune_steps", "finetune_lr", "eval_batch_size", "device", "quantizer", "progress", "model_kwargs",
-                "weights", "image_size", "unquantized_cost", "calibration", "finetune_epochs", "finetune_batch_size",
-                "reward_accuracy", "use_top5")
+SETUP_FIELDS = (
+    "model",
+    "width_mult",
+    "dataset",
+    "data_root",
+    "download",
+    "checkpoint",
+    "pretrain_epochs",
+    "val_size",
+    "train_size",
+    "calibration_size",
+    "latency_table",
+    "hardware",
+    "float_bit",
+    "finetune_steps",
+    "finetune_lr",
+    "eval_batch_size",
+    "device",
+    "quantizer",
+    "progress",
+    "model_kwargs",
+    "weights",
+    "image_size",
+    "unquantized_cost",
+    "calibration",
+    "finetune_epochs",
+    "finetune_batch_size",
+    "reward_accuracy",
+    "use_top5",
+)
 
 
 @dataclass(frozen=True)
@@ -110,15 +135,18 @@ class ProblemConfig:
         AccuracySettings(source=self.reward_accuracy, top5=bool(self.use_top5), calibration=self.calibration)
         lo, hi = (MIN_KMEANS_BIT, MAX_KMEANS_BIT) if self.is_kmeans else LINEAR_BIT_RANGE
         if not lo <= self.min_bit <= self.max_bit <= hi:
-            raise ValueError(f"need {lo} <= min_bit <= max_bit <= {hi}, got min_bit={self.min_bit}, "
-                             f"max_bit={self.max_bit}")
+            raise ValueError(
+                f"need {lo} <= min_bit <= max_bit <= {hi}, got min_bit={self.min_bit}, max_bit={self.max_bit}"
+            )
         if self.enforcement not in ENFORCEMENTS:
             raise ValueError(f"unknown enforcement {self.enforcement!r}; expected one of {', '.join(ENFORCEMENTS)}")
         if self.reward not in REWARDS:
             raise ValueError(f"unknown reward {self.reward!r}; expected one of {', '.join(REWARDS)}")
         if self.is_kmeans and (self.reward != "haq" or self.latency_budget is not None):
-            raise ValueError("the k-means flow has HAQ's reward and a size (flash) budget only; got "
-                             f"reward={self.reward!r}, latency_budget={self.latency_budget!r}")
+            raise ValueError(
+                "the k-means flow has HAQ's reward and a size (flash) budget only; got "
+                f"reward={self.reward!r}, latency_budget={self.latency_budget!r}"
+            )
 
     @property
     def is_kmeans(self) -> bool:

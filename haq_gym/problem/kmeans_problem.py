@@ -32,8 +32,12 @@ class KMeansProblem(PolicyProblem):
 
     def _adapt(self, setup: SearchSetup) -> SearchSetup:
         use_kmeans_weights(setup.layers)
-        size_model = CostModel(setup.layer_infos, setup.cost_model.table, float_bit=setup.cost_model.float_bit,
-                               flash_reference_bit=REFERENCE_BIT)
+        size_model = CostModel(
+            setup.layer_infos,
+            setup.cost_model.table,
+            float_bit=setup.cost_model.float_bit,
+            flash_reference_bit=REFERENCE_BIT,
+        )
         return replace(setup, cost_model=size_model)
 
     def _pinned_policy(self, n: int) -> list[list[int | None]]:
@@ -45,8 +49,9 @@ class KMeansProblem(PolicyProblem):
     def file_size(self, policy: list[list[int]]) -> int:
         """Bytes of the k-means file of ``policy`` (the cost function :func:`haq_gym.cost.kmeans_size.kmeans_file_size`)."""
         s = self.setup
-        return kmeans_file_size([(name, tuple(layer.weight.shape), int(w))
-                                 for name, layer, (w, _) in zip(s.layer_names, s.layers, policy)])
+        return kmeans_file_size(
+            [(name, tuple(layer.weight.shape), int(w)) for name, layer, (w, _) in zip(s.layer_names, s.layers, policy)]
+        )
 
     def write_model_file(self, path: str | os.PathLike, policy: list[list[int]]) -> int:
         """Cluster the layers at ``policy``'s bits and write the codebook + packed-index file; returns its size.
@@ -64,15 +69,36 @@ class KMeansProblem(PolicyProblem):
         info = result.info() if isinstance(result, Outcome) else result
         s, c = self.setup, self.config
         return PolicyFile(
-            model=s.model_name, dataset=s.dataset, layer_names=list(s.layer_names),
+            model=s.model_name,
+            dataset=s.dataset,
+            layer_names=list(s.layer_names),
             bits=[[int(w), int(a)] for w, a in info["policy"]],
-            costs={"flash_ratio": float(info["flash_ratio"]), "size_bytes": float(info["size_bytes"]),
-                   "file_bytes": int(info["file_bytes"]), "latency_ratio": float(info["latency_ratio"]),
-                   "bitops_ratio": float(info["bitops_ratio"])},
-            accuracy={"search_val_top1": float(info["accuracy"]),
-                      "float_search_val_top1": float(info["reference_accuracy"])},
-            budget={"size": c.flash_budget, "reference_bit": REFERENCE_BIT, "min_bit": c.min_bit,
-                    "max_bit": c.max_bit, "enforcement": c.enforcement, "budget_met": bool(info["budget_met"])},
-            found_by={"reward": float(info["reward"]), "reward_strategy": "haq", "quantizer": "kmeans",
-                      "checkpoint": s.checkpoint, "created": now_iso(), **(found_by or {})},
-            model_kwargs=s.policy_model_kwargs())
+            costs={
+                "flash_ratio": float(info["flash_ratio"]),
+                "size_bytes": float(info["size_bytes"]),
+                "file_bytes": int(info["file_bytes"]),
+                "latency_ratio": float(info["latency_ratio"]),
+                "bitops_ratio": float(info["bitops_ratio"]),
+            },
+            accuracy={
+                "search_val_top1": float(info["accuracy"]),
+                "float_search_val_top1": float(info["reference_accuracy"]),
+            },
+            budget={
+                "size": c.flash_budget,
+                "reference_bit": REFERENCE_BIT,
+                "min_bit": c.min_bit,
+                "max_bit": c.max_bit,
+                "enforcement": c.enforcement,
+                "budget_met": bool(info["budget_met"]),
+            },
+            found_by={
+                "reward": float(info["reward"]),
+                "reward_strategy": "haq",
+                "quantizer": "kmeans",
+                "checkpoint": s.checkpoint,
+                "created": now_iso(),
+                **(found_by or {}),
+            },
+            model_kwargs=s.policy_model_kwargs(),
+        )

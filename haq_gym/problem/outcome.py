@@ -50,9 +50,18 @@ class Outcome:
 
     def info(self) -> dict[str, Any]:
         """The final-step ``info`` of an env episode (the keys the envs document; policies are copies)."""
-        return {"reward": self.reward, "accuracy": self.accuracy, "reference_accuracy": self.reference_accuracy,
-                "latency_ratio": self.latency_ratio, "flash_ratio": self.flash_ratio,
-                "bitops_ratio": self.bitops_ratio, **self.extras, "policy": [list(p) for p in self.policy],
-                "agent_policy": [list(p) for p in self.proposed], "budget_met": self.budget_met,
-                "eval_time_s": self.eval_time_s, "cached": self.cached,
-                "is_success": self.budget_met}  # SB3's convention: its success-rate logging reads this
+        return {
+            "reward": self.reward,
+            "accuracy": self.accuracy,
+            "reference_accuracy": self.reference_accuracy,
+            "latency_ratio": self.latency_ratio,
+            "flash_ratio": self.flash_ratio,
+            "bitops_ratio": self.bitops_ratio,
+            **self.extras,
+            "policy": [list(p) for p in self.policy],
+            "agent_policy": [list(p) for p in self.proposed],
+            "budget_met": self.budget_met,
+            "eval_time_s": self.eval_time_s,
+            "cached": self.cached,
+            "is_success": self.budget_met,
+        }  # SB3's convention: its success-rate logging reads this

@@ -41,13 +41,19 @@ def _check_setup_matches(setup: SearchSetup, config: ProblemConfig) -> None:
     acc = getattr(setup.evaluator, "accuracy", None)
     if not isinstance(acc, AccuracySettings):  # a stand-in evaluator may use the name for something else
         acc = AccuracySettings()
-    built = {"unquantized_cost": setup.cost_model.unquantized_cost, "reward_accuracy": acc.source,
-             "use_top5": acc.top5, "calibration": acc.calibration}
+    built = {
+        "unquantized_cost": setup.cost_model.unquantized_cost,
+        "reward_accuracy": acc.source,
+        "use_top5": acc.top5,
+        "calibration": acc.calibration,
+    }
     for key, value in built.items():
         asked = getattr(config, key)
         if asked != value:
-            raise ValueError(f"the prebuilt setup measures {key}={value!r}, but this problem asks {key}={asked!r}; "
-                             "build the setup with the same keywords")
+            raise ValueError(
+                f"the prebuilt setup measures {key}={value!r}, but this problem asks {key}={asked!r}; "
+                "build the setup with the same keywords"
+            )
 
 
 class PolicyProblem:
@@ -76,8 +82,9 @@ class PolicyProblem:
         self.decisions = [(i, j) for i, pair in enumerate(self.pinned) for j in (0, 1) if pair[j] is None]
         self.free = [(pair[0] is None, pair[1] is None) for pair in self.pinned]
         cheapest = self.fill(self.pinned, self.min_bit)
-        self.budget.check_feasible(self.cost_model,
-                                   cheapest if self.wall_pins is None else apply_pins(cheapest, self.wall_pins))
+        self.budget.check_feasible(
+            self.cost_model, cheapest if self.wall_pins is None else apply_pins(cheapest, self.wall_pins)
+        )
         self._observers: list[Observer] = []
 
     # ----- construction hooks (the k-means flow overrides them)
@@ -142,8 +149,10 @@ class PolicyProblem:
             except TypeError:
                 raise ValueError(f"bit widths must be integers; decision {i} has {b!r}") from None
             if not self.min_bit <= bits <= self.max_bit:
-                raise ValueError(f"bit widths must be in {self.min_bit}..{self.max_bit} (min_bit..max_bit); "
-                                 f"decision {i} {(layer, j)} has {bits}")
+                raise ValueError(
+                    f"bit widths must be in {self.min_bit}..{self.max_bit} (min_bit..max_bit); "
+                    f"decision {i} {(layer, j)} has {bits}"
+                )
             policy[layer][j] = bits
         return policy
 
@@ -169,16 +178,31 @@ class PolicyProblem:
         """Make ``policy`` fit the budget, evaluate it, reward it; tell the observers; return the outcome."""
         proposed = self._checked(policy)
         start = time.perf_counter()
-        enforced = enforce_budget(self.config.enforcement, [list(p) for p in proposed], self.free, self.cost_model,
-                                  self.budget, self.min_bit, pins=self.wall_pins)
+        enforced = enforce_budget(
+            self.config.enforcement,
+            [list(p) for p in proposed],
+            self.free,
+            self.cost_model,
+            self.budget,
+            self.min_bit,
+            pins=self.wall_pins,
+        )
         costs = self.costs(enforced)
         result = self.setup.evaluator.evaluate(enforced)
         reward = self.reward_fn(result.accuracy, self.reference_accuracy, costs, self.cost_model)
         extras = self._extras(enforced, costs)
-        outcome = Outcome(policy=[list(p) for p in enforced], proposed=proposed, accuracy=result.accuracy,
-                          reference_accuracy=self.reference_accuracy, costs=costs, reward=reward,
-                          budget_met=self.budget.satisfied(costs), cached=result.cached,
-                          eval_time_s=time.perf_counter() - start, extras=extras)
+        outcome = Outcome(
+            policy=[list(p) for p in enforced],
+            proposed=proposed,
+            accuracy=result.accuracy,
+            reference_accuracy=self.reference_accuracy,
+            costs=costs,
+            reward=reward,
+            budget_met=self.budget.satisfied(costs),
+            cached=result.cached,
+            eval_time_s=time.perf_counter() - start,
+            extras=extras,
+        )
         for observer in list(self._observers):
             observer(outcome)
         return outcome
@@ -194,8 +218,10 @@ class PolicyProblem:
                 if p is not None and b != p:
                     raise ValueError(f"layer {i} {'activation' if j else 'weight'} is pinned at {p}, got {b}")
                 if p is None and not self.min_bit <= b <= self.max_bit:
-                    raise ValueError(f"layer {i} {'activation' if j else 'weight'} bits must be in "
-                                     f"{self.min_bit}..{self.max_bit}, got {b}")
+                    raise ValueError(
+                        f"layer {i} {'activation' if j else 'weight'} bits must be in "
+                        f"{self.min_bit}..{self.max_bit}, got {b}"
+                    )
             out.append(pair)
         return out
 
@@ -209,18 +235,35 @@ class PolicyProblem:
         info = result.info() if isinstance(result, Outcome) else result
         s, c = self.setup, self.config
         return PolicyFile(
-            model=s.model_name, dataset=s.dataset, layer_names=list(s.layer_names),
+            model=s.model_name,
+            dataset=s.dataset,
+            layer_names=list(s.layer_names),
             bits=[[int(w), int(a)] for w, a in info["policy"]],
             costs={k: float(info[k]) for k in ("latency_ratio", "flash_ratio", "bitops_ratio")},
-            accuracy={"search_val_top1": float(info["accuracy"]),
-                      "float_search_val_top1": float(info["reference_accuracy"])},
-            budget={**self.budget.to_dict(), "float_bit": c.float_bit, "min_bit": c.min_bit, "max_bit": c.max_bit,
-                    "enforcement": c.enforcement, "budget_met": bool(info["budget_met"])},
-            found_by={"reward": float(info["reward"]), "reward_strategy": c.reward,
-                      "reward_accuracy": f"{c.reward_accuracy}, {'top-5' if c.use_top5 else 'top-1'}",
-                      "preset": c.preset, "checkpoint": s.checkpoint, "latency_table": s.latency_source,
-                      "created": now_iso(), **(found_by or {})},
-            model_kwargs=s.policy_model_kwargs())
+            accuracy={
+                "search_val_top1": float(info["accuracy"]),
+                "float_search_val_top1": float(info["reference_accuracy"]),
+            },
+            budget={
+                **self.budget.to_dict(),
+                "float_bit": c.float_bit,
+                "min_bit": c.min_bit,
+                "max_bit": c.max_bit,
+                "enforcement": c.enforcement,
+                "budget_met": bool(info["budget_met"]),
+            },
+            found_by={
+                "reward": float(info["reward"]),
+                "reward_strategy": c.reward,
+                "reward_accuracy": f"{c.reward_accuracy}, {'top-5' if c.use_top5 else 'top-1'}",
+                "preset": c.preset,
+                "checkpoint": s.checkpoint,
+                "latency_table": s.latency_source,
+                "created": now_iso(),
+                **(found_by or {}),
+            },
+            model_kwargs=s.policy_model_kwargs(),
+        )
 
 
 def build_problem(config: ProblemConfig, setup: SearchSetup | None = None) -> PolicyProblem:

@@ -69,8 +69,11 @@ def register_family(family: QuantizerFamily) -> QuantizerFamily:
 
 def family_names(learned: bool | None = None, grid: bool | None = None) -> tuple[str, ...]:
     """Registered family names, in registration order (only those with ``learned`` and ``grid`` as given, if given)."""
-    return tuple(name for name, f in _FAMILIES.items()
-                 if (learned is None or f.learned == learned) and (grid is None or f.grid == grid))
+    return tuple(
+        name
+        for name, f in _FAMILIES.items()
+        if (learned is None or f.learned == learned) and (grid is None or f.grid == grid)
+    )
 
 
 def get_family(name: str) -> QuantizerFamily:
@@ -81,21 +84,62 @@ def get_family(name: str) -> QuantizerFamily:
         raise ValueError(f"unknown quantizer family {name!r}; expected one of {', '.join(_FAMILIES)}") from None
 
 
-register_family(QuantizerFamily("linear", LinearWeightQuantizer, lambda seed: LinearActivationQuantizer(seed=seed), False,
-                                "haq-gym's: HAQ's grids, symmetric weights and calibrated activations, MSE-optimal clips"))
-register_family(QuantizerFamily("haq", HAQWeightQuantizer, lambda seed: HAQActivationQuantizer(seed=seed), True,
-                                "HAQ's own: KL-J clip below 5 bits and max above, activations capped at 6.0, "
-                                "trainable activation range"))
-register_family(QuantizerFamily("lsq", lambda: LSQQuantizer("weight"), lambda seed: LSQQuantizer("activation"), True,
-                                "learned step sizes (Esser et al. 2020)"))
-register_family(QuantizerFamily("lsq+", lambda: LSQQuantizer("weight"), lambda seed: LSQPlusQuantizer("activation"), True,
-                                "LSQ with a learned activation offset (Bhalgat et al. 2020)"))
-register_family(QuantizerFamily("pot", lambda: PowerOfTwoQuantizer("weight"),
-                                lambda seed: PowerOfTwoQuantizer("activation"), True,
-                                "learned power-of-two steps: requantisation is a shift"))
-register_family(QuantizerFamily("kmeans", KMeansWeightQuantizer, lambda seed: LinearActivationQuantizer(seed=seed), True,
-                                "HAQ's k-means weight sharing (2**bits shared values per layer), linear activations",
-                                grid=False, min_weight_bit=1))
+register_family(
+    QuantizerFamily(
+        "linear",
+        LinearWeightQuantizer,
+        lambda seed: LinearActivationQuantizer(seed=seed),
+        False,
+        "haq-gym's: HAQ's grids, symmetric weights and calibrated activations, MSE-optimal clips",
+    )
+)
+register_family(
+    QuantizerFamily(
+        "haq",
+        HAQWeightQuantizer,
+        lambda seed: HAQActivationQuantizer(seed=seed),
+        True,
+        "HAQ's own: KL-J clip below 5 bits and max above, activations capped at 6.0, trainable activation range",
+    )
+)
+register_family(
+    QuantizerFamily(
+        "lsq",
+        lambda: LSQQuantizer("weight"),
+        lambda seed: LSQQuantizer("activation"),
+        True,
+        "learned step sizes (Esser et al. 2020)",
+    )
+)
+register_family(
+    QuantizerFamily(
+        "lsq+",
+        lambda: LSQQuantizer("weight"),
+        lambda seed: LSQPlusQuantizer("activation"),
+        True,
+        "LSQ with a learned activation offset (Bhalgat et al. 2020)",
+    )
+)
+register_family(
+    QuantizerFamily(
+        "pot",
+        lambda: PowerOfTwoQuantizer("weight"),
+        lambda seed: PowerOfTwoQuantizer("activation"),
+        True,
+        "learned power-of-two steps: requantisation is a shift",
+    )
+)
+register_family(
+    QuantizerFamily(
+        "kmeans",
+        KMeansWeightQuantizer,
+        lambda seed: LinearActivationQuantizer(seed=seed),
+        True,
+        "HAQ's k-means weight sharing (2**bits shared values per layer), linear activations",
+        grid=False,
+        min_weight_bit=1,
+    )
+)
 DEFAULT_FAMILY = "linear"
 
 

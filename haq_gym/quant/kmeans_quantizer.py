@@ -121,8 +121,12 @@ def cluster_weight(weight: torch.Tensor, bits: int) -> Clustering:
     centroids, labels = kmeans_1d(weight.detach().float().cpu().numpy(), k)
     counts = np.bincount(labels, minlength=k)
     with torch.inference_mode(False):
-        return Clustering(bits, torch.from_numpy(centroids.astype(np.float32)),
-                          torch.from_numpy(labels.astype(np.uint8)), torch.from_numpy(counts))
+        return Clustering(
+            bits,
+            torch.from_numpy(centroids.astype(np.float32)),
+            torch.from_numpy(labels.astype(np.uint8)),
+            torch.from_numpy(counts),
+        )
 
 
 def shared_values(weight: torch.Tensor, clustering: Clustering) -> torch.Tensor:
@@ -132,7 +136,9 @@ def shared_values(weight: torch.Tensor, clustering: Clustering) -> torch.Tensor:
     """
     labels = clustering.labels.to(weight.device, torch.long)
     counts = clustering.counts.to(weight.device)
-    sums = torch.zeros(counts.numel(), dtype=weight.dtype, device=weight.device).index_add(0, labels, weight.reshape(-1))
+    sums = torch.zeros(counts.numel(), dtype=weight.dtype, device=weight.device).index_add(
+        0, labels, weight.reshape(-1)
+    )
     means = sums / counts.clamp(min=1).to(weight.dtype)
     return torch.where(counts > 0, means, clustering.centroids.to(weight.device, weight.dtype))
 
@@ -207,8 +213,10 @@ class KMeansWeightQuantizer(Quantizer):
 
 def _check_bits(bits: int) -> None:
     if not isinstance(bits, (int, np.integer)) or not MIN_KMEANS_BIT <= bits <= MAX_KMEANS_BIT:
-        raise ValueError(f"k-means weight quantization supports {MIN_KMEANS_BIT}..{MAX_KMEANS_BIT} bits "
-                         f"(2..256 centroids), got {bits!r}")
+        raise ValueError(
+            f"k-means weight quantization supports {MIN_KMEANS_BIT}..{MAX_KMEANS_BIT} bits "
+            f"(2..256 centroids), got {bits!r}"
+        )
 
 
 def use_kmeans_weights(layers: Sequence[QuantLayerMixin]) -> None:

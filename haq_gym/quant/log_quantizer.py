@@ -40,7 +40,7 @@ def log8_codes(weight: torch.Tensor) -> tuple[torch.Tensor, int]:
     mag = x.abs()
     if not bool((mag > 0).any()):
         return torch.full(x.shape, ZERO_CODE, dtype=torch.int32), 0
-    log2 = torch.log2(mag)                                       # -inf for zeros
+    log2 = torch.log2(mag)  # -inf for zeros
     top = math.floor(float(log2.max()) / DELTA)
     bottom = top - (LEVELS - 1)
     level = torch.clamp(torch.round(log2 / DELTA), bottom, top)
@@ -70,8 +70,9 @@ def log8_to_linear(codes: torch.Tensor, top: int, frac_bits: int) -> tuple[torch
     Integer ops only on the codes: a 128-entry magnitude table indexed by ``k`` and the
     sign bit. ``|code| <= 2**frac_bits``.
     """
-    table = torch.tensor([round(2.0 ** (frac_bits + (k - (LEVELS - 1)) * DELTA)) for k in range(LEVELS)],
-                         dtype=torch.int32)
+    table = torch.tensor(
+        [round(2.0 ** (frac_bits + (k - (LEVELS - 1)) * DELTA)) for k in range(LEVELS)], dtype=torch.int32
+    )
     mag = table[(codes & 0x7F).to(torch.int64)]
     signed = torch.where(codes >= ZERO_CODE, -mag, mag)
     linear = torch.where(codes == ZERO_CODE, torch.zeros_like(signed), signed).to(torch.int32)

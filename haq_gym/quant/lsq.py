@@ -65,8 +65,9 @@ class LSQFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, v: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None, g: float, qmin: int,
-                qmax: int) -> torch.Tensor:
+    def forward(
+        ctx, v: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None, g: float, qmin: int, qmax: int
+    ) -> torch.Tensor:
         u = (v if offset is None else v - offset).div(step)
         out = u.clamp(qmin, qmax).round_().mul_(step)  # clamp before round: same result, the ends are integers
         if offset is not None:
@@ -178,8 +179,12 @@ class LearnedStepQuantizer(Quantizer):
             self._init_from_tensor(tensor)
         qmin, qmax = self.qrange()
         offset = self.current_offset()
-        return QuantGrid(step=float(self.current_step().detach()), qmin=qmin, qmax=qmax,
-                         offset=0.0 if offset is None else float(offset.detach()))
+        return QuantGrid(
+            step=float(self.current_step().detach()),
+            qmin=qmin,
+            qmax=qmax,
+            offset=0.0 if offset is None else float(offset.detach()),
+        )
 
     # ---------------------------------------------------------------- bits and initialisation
     def set_bits(self, bits: int | None) -> None:

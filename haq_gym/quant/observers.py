@@ -100,7 +100,7 @@ class RandomSampleObserver(SampleObserver):
     def subsample(self, flat: torch.Tensor) -> torch.Tensor:
         flat = flat.float()
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        idx = torch.randperm(flat.numel(), generator=gen)[:min(self.size, flat.numel())].to(flat.device)
+        idx = torch.randperm(flat.numel(), generator=gen)[: min(self.size, flat.numel())].to(flat.device)
         return torch.cat([flat[idx], torch.stack([flat.min(), flat.max()])])
 
 

@@ -60,8 +60,13 @@ class QuantLayerMixin:
         one pass over the activations fewer. Otherwise each quantizer fake-quantizes its own tensor.
         """
         wq, aq = self.weight_quantizer, self.input_quantizer
-        if (isinstance(aq, InputCodes) and isinstance(wq, ScaledWeight) and aq.bits is not None
-                and not aq.observing and not (self.training and torch.is_grad_enabled())):
+        if (
+            isinstance(aq, InputCodes)
+            and isinstance(wq, ScaledWeight)
+            and aq.bits is not None
+            and not aq.observing
+            and not (self.training and torch.is_grad_enabled())
+        ):
             codes, step = aq.codes(x)
             return codes, wq.scaled(self.weight, step)
         return aq(x), wq(self.weight)

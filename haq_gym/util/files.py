@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import IO
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[IO[bytes]], object],
-                 overwrite: bool = True) -> None:
+def write_atomic(
+    path: str | os.PathLike, data: bytes | str | Callable[[IO[bytes]], object], overwrite: bool = True
+) -> None:
     """Replace ``path`` with ``data`` through a temporary file in the same folder and a rename.
 
     ``data`` is bytes, text (written as UTF-8) or a function that writes into the open

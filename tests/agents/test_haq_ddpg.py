@@ -233,9 +233,7 @@ def test_save_load_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         np.testing.assert_array_equal(restored.predict(obs), agent.predict(obs))
     assert restored.baseline == agent.baseline
     # RNG state and replay memory come back too, so the search resumes identically.
-    np.testing.assert_array_equal(
-        [restored.act(o, 10) for o in observations], [agent.act(o, 10) for o in observations]
-    )
+    np.testing.assert_array_equal([restored.act(o, 10) for o in observations], [agent.act(o, 10) for o in observations])
     assert restored.memory is not None and agent.memory is not None
     np.testing.assert_array_equal(restored.memory.rewards, agent.memory.rewards)
     assert (restored.memory.pos, len(restored.memory)) == (agent.memory.pos, len(agent.memory))
@@ -305,10 +303,24 @@ GOLDEN_STATS = [
     {"critic_loss": 0.111223523, "actor_loss": 0.0722336769, "baseline": -0.790047379},
     {"critic_loss": 0.0899143778, "actor_loss": 0.0676275283, "baseline": -0.766115774},
 ]
-GOLDEN_REWARDS = [-1.34581448, -1.04786827, -0.528395397, -0.352882072, -1.07337963, -0.527032834, -0.778149897,
-                  -0.81713228]
-GOLDEN_ACTOR_SUMS = {"fc1.weight": -5.70227882, "fc1.bias": -2.47288998, "fc2.weight": 1.67240888,
-                     "fc2.bias": 0.506053602, "fc3.weight": 0.652990266, "fc3.bias": 0.0873221233}
+GOLDEN_REWARDS = [
+    -1.34581448,
+    -1.04786827,
+    -0.528395397,
+    -0.352882072,
+    -1.07337963,
+    -0.527032834,
+    -0.778149897,
+    -0.81713228,
+]
+GOLDEN_ACTOR_SUMS = {
+    "fc1.weight": -5.70227882,
+    "fc1.bias": -2.47288998,
+    "fc2.weight": 1.67240888,
+    "fc2.bias": 0.506053602,
+    "fc3.weight": 0.652990266,
+    "fc3.bias": 0.0873221233,
+}
 
 
 def test_same_seed_gives_the_updates_recorded_before_the_cuda_graph_split(monkeypatch) -> None:
@@ -334,9 +346,16 @@ def test_same_seed_gives_the_updates_recorded_before_the_cuda_graph_split(monkey
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_updates_match_the_plain_updates_on_cuda() -> None:
     config = small_config(warmup=0)
-    agents = [HAQDDPG(ToyEnv().observation_space, ToyEnv().action_space,
-                      HAQDDPGConfig(**{**config.__dict__, "cuda_graph": graphed}), seed=0, device="cuda")
-              for graphed in (False, True)]
+    agents = [
+        HAQDDPG(
+            ToyEnv().observation_space,
+            ToyEnv().action_space,
+            HAQDDPGConfig(**{**config.__dict__, "cuda_graph": graphed}),
+            seed=0,
+            device="cuda",
+        )
+        for graphed in (False, True)
+    ]
     outs = [[a.observe_episode(fake_episode(0.1 * k), -0.5 * k, episode=k) for k in range(8)] for a in agents]
     assert agents[1]._graph_update is not None and agents[1]._graph_update.graph is not None
     for plain, graphed in zip(*outs):

@@ -7,9 +7,13 @@ import pytest
 
 from agents.optuna_samplers import SAMPLER_NAMES, build_sampler
 
-CLASSES = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-           "cmaes": optuna.samplers.CmaEsSampler, "gp": optuna.samplers.GPSampler,
-           "nsga2": optuna.samplers.NSGAIISampler}
+CLASSES = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+}
 
 
 @pytest.mark.parametrize("name", SAMPLER_NAMES)

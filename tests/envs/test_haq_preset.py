@@ -64,24 +64,33 @@ def test_agent_preset_sets_haq_replay_and_refuses_a_contradiction() -> None:
 def test_haq_ddpg_runner_uses_haq_replay_size_under_the_preset(haq_env, tmp_path) -> None:
     import torch
 
-    run_haq_ddpg(haq_env, episodes=1, seed=0, hyperparams={"warmup": 0, "batch_size": 8, "rmsize": 3},
-                 run_dir=tmp_path, progress=False)
+    run_haq_ddpg(
+        haq_env,
+        episodes=1,
+        seed=0,
+        hyperparams={"warmup": 0, "batch_size": 8, "rmsize": 3},
+        run_dir=tmp_path,
+        progress=False,
+    )
     memory = torch.load(tmp_path / "agent.pt", weights_only=True)["memory"]
     assert memory["capacity"] == 3 * haq_env.n_layers
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"preset": "haq2"}, "unknown preset 'haq2'; expected one of haq"),
-    ({"preset": "haq", "quantizer": "lsq"}, "preset='haq' sets quantizer='haq', but quantizer='lsq' was given"),
-    ({"preset": "haq", "pin_first_last": False}, "pin_first_last='wall'"),
-    ({"preset": "haq", "reward_accuracy": "val"}, None),  # the default value: the preset wins, no error
-    ({"float_bit": 9}, "float_bit must be an integer in 2..8"),
-    ({"float_bit": 1}, "float_bit must be an integer in 2..8"),
-    ({"float_bit": 7.5}, "float_bit must be an integer in 2..8"),
-    ({"unquantized_cost": "zero"}, "unknown unquantized_cost 'zero'"),
-    ({"pin_first_last": "sometimes"}, "pin_first_last must be True, False or 'wall'"),
-    ({"fc_feature_map": "area"}, "unknown fc_feature_map"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"preset": "haq2"}, "unknown preset 'haq2'; expected one of haq"),
+        ({"preset": "haq", "quantizer": "lsq"}, "preset='haq' sets quantizer='haq', but quantizer='lsq' was given"),
+        ({"preset": "haq", "pin_first_last": False}, "pin_first_last='wall'"),
+        ({"preset": "haq", "reward_accuracy": "val"}, None),  # the default value: the preset wins, no error
+        ({"float_bit": 9}, "float_bit must be an integer in 2..8"),
+        ({"float_bit": 1}, "float_bit must be an integer in 2..8"),
+        ({"float_bit": 7.5}, "float_bit must be an integer in 2..8"),
+        ({"unquantized_cost": "zero"}, "unknown unquantized_cost 'zero'"),
+        ({"pin_first_last": "sometimes"}, "pin_first_last must be True, False or 'wall'"),
+        ({"fc_feature_map": "area"}, "unknown fc_feature_map"),
+    ],
+)
 def test_bad_keywords_are_refused_before_anything_is_built(kwargs, message, monkeypatch) -> None:
     import haq_gym.problem.policy_problem as module
 
@@ -114,10 +123,13 @@ def test_preset_keys_are_env_keywords() -> None:
     assert set(HAQ_ENV_PRESET) <= set(keyword_defaults(LinearQuantizeEnv.__init__))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (["preset=haq2"], "error: unknown preset 'haq2'; expected one of haq (or None)\n"),
-    (["preset=haq", "quantizer=lsq"], "error: preset='haq' sets quantizer='haq', but quantizer='lsq' was given"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (["preset=haq2"], "error: unknown preset 'haq2'; expected one of haq (or None)\n"),
+        (["preset=haq", "quantizer=lsq"], "error: preset='haq' sets quantizer='haq', but quantizer='lsq' was given"),
+    ],
+)
 def test_command_line_refuses_bad_presets_in_one_line(kwargs, message, tmp_path, capsys) -> None:
     from train_agent import main
 

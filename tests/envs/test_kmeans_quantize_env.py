@@ -76,8 +76,9 @@ def test_finetune_with_reprojection_restores_float_weights(tmp_path) -> None:
     torch.manual_seed(0)
     ckpt = tmp_path / "r20.pt"
     save_checkpoint(ckpt, build_model("resnet20", 10, width_mult=0.25), {})
-    env = KMeansQuantizeEnv(model="resnet20", width_mult=0.25, checkpoint=str(ckpt), val_size=16, finetune_steps=2,
-                            progress=False)
+    env = KMeansQuantizeEnv(
+        model="resnet20", width_mult=0.25, checkpoint=str(ckpt), val_size=16, finetune_steps=2, progress=False
+    )
     before = {k: v.clone() for k, v in env.setup.model.state_dict().items()}
     info = episode(env, [3] * 20)
     assert info["budget_met"] and 0 <= info["accuracy"] <= 100

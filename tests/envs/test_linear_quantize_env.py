@@ -42,9 +42,11 @@ def test_gym_make_by_id_and_module_prefixed_id(tiny_env_kwargs) -> None:
     env = gym.make(ENV_ID, **tiny_env_kwargs)
     assert isinstance(env.unwrapped, LinearQuantizeEnv)
     assert env.observation_space.shape == (len(OBSERVATION_FEATURES),)
-    code = ("import gymnasium as gym, sys; "
-            "assert 'haq_gym' not in sys.modules; "
-            "env = gym.make('haq_gym:HAQ-MobileNetV2-v0', **eval(sys.argv[1])); print(type(env.unwrapped).__name__)")
+    code = (
+        "import gymnasium as gym, sys; "
+        "assert 'haq_gym' not in sys.modules; "
+        "env = gym.make('haq_gym:HAQ-MobileNetV2-v0', **eval(sys.argv[1])); print(type(env.unwrapped).__name__)"
+    )
     out = subprocess.run([sys.executable, "-c", code, repr(tiny_env_kwargs)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("LinearQuantizeEnv")
@@ -61,8 +63,19 @@ def test_episode_has_one_step_per_free_decision_and_final_info(setup) -> None:
     assert len(env.decisions) == 51 * 2
     obs_list, info = run_episode(env, [np.array([1.0], dtype=np.float32)])
     assert len(obs_list) == 103
-    for key in ("accuracy", "reference_accuracy", "latency_ratio", "flash_ratio", "bitops_ratio", "policy",
-                "agent_policy", "budget_met", "eval_time_s", "cached", "reward"):
+    for key in (
+        "accuracy",
+        "reference_accuracy",
+        "latency_ratio",
+        "flash_ratio",
+        "bitops_ratio",
+        "policy",
+        "agent_policy",
+        "budget_met",
+        "eval_time_s",
+        "cached",
+        "reward",
+    ):
         assert key in info
     assert info["agent_policy"][1:-1] == [[8, 8]] * 51  # action 1.0 -> max_bit everywhere
     assert info["policy"][0] == [8, -1] and info["policy"][-1] == [8, 8]

@@ -21,11 +21,17 @@ def test_env_evaluates_with_lsq_quantizers(tiny_env_kwargs, family):
     used = [q for layer in setup.layers for q in (layer.weight_quantizer, layer.input_quantizer) if q.bits is not None]
     assert used and all(q.is_initialized for q in used)
     if family == "pot":
-        assert all(q.grid(layer.weight).power_of_two for layer in setup.layers for q in [layer.weight_quantizer]
-                   if q.bits is not None)
+        assert all(
+            q.grid(layer.weight).power_of_two
+            for layer in setup.layers
+            for q in [layer.weight_quantizer]
+            if q.bits is not None
+        )
     env.close()
 
 
 def test_unknown_quantizer_family_is_rejected(tiny_env_kwargs):
-    with pytest.raises(ValueError, match="unknown quantizer family 'lsq2'; expected one of linear, haq, lsq, lsq\\+, pot, kmeans"):
+    with pytest.raises(
+        ValueError, match="unknown quantizer family 'lsq2'; expected one of linear, haq, lsq, lsq\\+, pot, kmeans"
+    ):
         gym.make("HAQ-MobileNetV2-v0", quantizer="lsq2", **tiny_env_kwargs)

@@ -91,8 +91,10 @@ def test_v1_ids_measure_the_reward_after_a_short_lsq_finetune(tiny_checkpoints: 
     v0 = gym.make("HAQ-ResNet20-v0", **small_kwargs("HAQ-ResNet20-v0", tiny_checkpoints)).unwrapped
     assert (v1.setup.evaluator.finetune.steps, v1.setup.evaluator.finetune.lr) == (20, 0.01)
     assert v0.setup.evaluator.finetune.steps == 0
-    assert {type(layer.weight_quantizer).__name__ for layer in v1.setup.layers} != \
-        {type(layer.weight_quantizer).__name__ for layer in v0.setup.layers}
-    overridden = gym.make("HAQ-ResNet20-v1", **small_kwargs("HAQ-ResNet20-v1", tiny_checkpoints),
-                          finetune_steps=0).unwrapped
+    assert {type(layer.weight_quantizer).__name__ for layer in v1.setup.layers} != {
+        type(layer.weight_quantizer).__name__ for layer in v0.setup.layers
+    }
+    overridden = gym.make(
+        "HAQ-ResNet20-v1", **small_kwargs("HAQ-ResNet20-v1", tiny_checkpoints), finetune_steps=0
+    ).unwrapped
     assert overridden.setup.evaluator.finetune.steps == 0  # keywords still override the version's defaults

@@ -82,7 +82,8 @@ def test_reward_and_its_inverse_cost_variant() -> None:
     costs = cm.costs([[8, -1], [3, 5], [6, 2], [8, 8]])
     assert get_reward("haq")(71.23, 72.05, costs, cm) == pytest.approx(0.1 * (71.23 - 72.05), abs=1e-12)
     assert get_reward("haq_inverse_cost")(71.23, 72.05, costs, cm) == pytest.approx(
-        0.1 * (71.23 - 72.05) + ORG_COST / 1272, abs=1e-12)
+        0.1 * (71.23 - 72.05) + ORG_COST / 1272, abs=1e-12
+    )
 
 
 def test_replay_capacity_counts_layers_as_haq_does() -> None:

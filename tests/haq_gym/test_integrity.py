@@ -97,8 +97,12 @@ def test_bit_flipped_agent_checkpoint_is_refused(tmp_path) -> None:
     from agents.haq_ddpg.ddpg import HAQDDPG, HAQDDPGConfig
 
     def agent(seed: int) -> HAQDDPG:
-        return HAQDDPG(spaces.Box(0, 1, (14,), np.float32), spaces.Box(0, 1, (1,), np.float32),
-                       HAQDDPGConfig(hidden1=8, hidden2=8), seed=seed)
+        return HAQDDPG(
+            spaces.Box(0, 1, (14,), np.float32),
+            spaces.Box(0, 1, (1,), np.float32),
+            HAQDDPGConfig(hidden1=8, hidden2=8),
+            seed=seed,
+        )
 
     saved = agent(0)
     path = tmp_path / "agent.pt"
@@ -135,4 +139,4 @@ def test_corrupted_cached_default_model_is_detected_and_retrained(monkeypatch, t
     assert len(trained) == 2 and meta["test_top1"] == 12.5
     assert "checkpoint is corrupt" in capsys.readouterr().out
     assert path.with_name(path.name + ".corrupt").exists()  # kept for inspection
-    load_checkpoint(path, tiny_model(1))                       # the new cache entry is sound
+    load_checkpoint(path, tiny_model(1))  # the new cache entry is sound

@@ -12,8 +12,14 @@ NAMES = ["features.0.0", "features.1.conv.0.0", "classifier.1"]
 
 
 def make() -> PolicyFile:
-    return PolicyFile(model="mobilenetv2", dataset="digits", layer_names=NAMES, bits=[[8, -1], [4, 5], [8, 8]],
-                      costs={"latency_ratio": 0.4}, found_by={"algo": "haq-ddpg"})
+    return PolicyFile(
+        model="mobilenetv2",
+        dataset="digits",
+        layer_names=NAMES,
+        bits=[[8, -1], [4, 5], [8, 8]],
+        costs={"latency_ratio": 0.4},
+        found_by={"algo": "haq-ddpg"},
+    )
 
 
 def test_round_trip(tmp_path) -> None:

@@ -42,4 +42,3 @@ def test_env_threads_reads_and_checks_the_variable(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(THREADS_ENV, "zero")
     with pytest.raises(ValueError, match=f"{THREADS_ENV} must be a positive integer, got 'zero'"):
         env_threads()
-

@@ -16,9 +16,16 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 def tiny_lsq_model(device: str = "cpu", policy=((8, -1), (3, 4), (4, 3))) -> tuple[nn.Module, list]:
     """Three quantized layers (a conv with BatchNorm, a depthwise conv, a classifier) with LSQ quantizers."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(),
-                          nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(8, 4))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU6(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+    )
     layers = [m for _, m in wrap_model(model)]
     set_quantizer_family(layers, "lsq")
     apply_policy(layers, [list(p) for p in policy])
@@ -30,8 +37,10 @@ def tiny_lsq_model(device: str = "cpu", policy=((8, -1), (3, 4), (4, 3))) -> tup
 
 def batches(n: int, device: str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
     gen = torch.Generator().manual_seed(2)
-    return [(torch.randn(16, 3, 8, 8, generator=gen).to(device), torch.randint(0, 4, (16,), generator=gen).to(device))
-            for _ in range(n)]
+    return [
+        (torch.randn(16, 3, 8, 8, generator=gen).to(device), torch.randint(0, 4, (16,), generator=gen).to(device))
+        for _ in range(n)
+    ]
 
 
 def train(model: nn.Module, mode: str, data, rtol: float = 1e-5) -> tuple[list, list]:

@@ -15,30 +15,33 @@ from haq_gym.policy import PolicyFile
 from haq_gym.validation import check_env_kwargs, check_policy_fits, check_seed
 
 
-@pytest.mark.parametrize("key,value,expected", [
-    ("latency_budget", "abc", "latency_budget must be a finite number in (0, 1] or None, got 'abc' (a string)"),
-    ("latency_budget", 1.5, "latency_budget must be a finite number in (0, 1]"),
-    ("latency_budget", math.inf, "latency_budget must be a finite number in (0, 1]"),
-    ("latency_budget", 0, "latency_budget must be a finite number in (0, 1]"),
-    ("flash_budget", True, "flash_budget must be a finite number"),
-    ("min_bit", "four", "min_bit must be an integer in [1, 8], got 'four' (a string)"),
-    ("min_bit", 2.5, "min_bit must be an integer in [1, 8], got 2.5"),
-    ("max_bit", 9, "max_bit must be an integer in [1, 8], got 9"),
-    ("width_mult", 0, "width_mult must be a finite number in (0, 4], got 0"),
-    ("width_mult", "wide", "width_mult must be a finite number"),
-    ("calibration_size", 0, "calibration_size must be an integer >= 1, got 0"),
-    ("val_size", 10.5, "val_size must be an integer >= 1 or None, got 10.5"),
-    ("finetune_steps", -1, "finetune_steps must be an integer >= 0"),
-    ("finetune_lr", 0.0, "finetune_lr must be a finite number > 0"),
-    ("pin_first_last", "yes", "pin_first_last must be True, False or 'wall'"),
-    ("finetune_epochs", -1, "finetune_epochs must be an integer >= 0"),
-    ("use_top5", "maybe", "use_top5 must be true or false"),
-    ("download", 1, "download must be true or false"),
-    ("eval_batch_size", None, "eval_batch_size must be an integer >= 1, got None"),
-    ("checkpoint", 3, "checkpoint must be a non-empty string or None"),
-    ("latency_table", 0.5, "latency_table must be a path (a string) or None"),
-    ("device", "tpu", "device must be cpu, cuda, cuda:N or auto"),
-])
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("latency_budget", "abc", "latency_budget must be a finite number in (0, 1] or None, got 'abc' (a string)"),
+        ("latency_budget", 1.5, "latency_budget must be a finite number in (0, 1]"),
+        ("latency_budget", math.inf, "latency_budget must be a finite number in (0, 1]"),
+        ("latency_budget", 0, "latency_budget must be a finite number in (0, 1]"),
+        ("flash_budget", True, "flash_budget must be a finite number"),
+        ("min_bit", "four", "min_bit must be an integer in [1, 8], got 'four' (a string)"),
+        ("min_bit", 2.5, "min_bit must be an integer in [1, 8], got 2.5"),
+        ("max_bit", 9, "max_bit must be an integer in [1, 8], got 9"),
+        ("width_mult", 0, "width_mult must be a finite number in (0, 4], got 0"),
+        ("width_mult", "wide", "width_mult must be a finite number"),
+        ("calibration_size", 0, "calibration_size must be an integer >= 1, got 0"),
+        ("val_size", 10.5, "val_size must be an integer >= 1 or None, got 10.5"),
+        ("finetune_steps", -1, "finetune_steps must be an integer >= 0"),
+        ("finetune_lr", 0.0, "finetune_lr must be a finite number > 0"),
+        ("pin_first_last", "yes", "pin_first_last must be True, False or 'wall'"),
+        ("finetune_epochs", -1, "finetune_epochs must be an integer >= 0"),
+        ("use_top5", "maybe", "use_top5 must be true or false"),
+        ("download", 1, "download must be true or false"),
+        ("eval_batch_size", None, "eval_batch_size must be an integer >= 1, got None"),
+        ("checkpoint", 3, "checkpoint must be a non-empty string or None"),
+        ("latency_table", 0.5, "latency_table must be a path (a string) or None"),
+        ("device", "tpu", "device must be cpu, cuda, cuda:N or auto"),
+    ],
+)
 def test_env_keyword_of_wrong_type_or_range_is_refused_by_the_env_itself(key, value, expected) -> None:
     with pytest.raises(ValueError) as err:
         check_env_kwargs("HAQ-MobileNetV2-v0", {key: value})
@@ -65,14 +68,17 @@ def test_seeds_outside_what_every_rng_takes(seed) -> None:
         check_seed(seed)
 
 
-@pytest.mark.parametrize("algo,hyper,expected", [
-    ("haq-ddpg", {"warmup": "abc"}, "haq-ddpg hyperparameter warmup must be an integer, got 'abc'"),
-    ("haq-ddpg", {"lr_actor": "fast"}, "haq-ddpg hyperparameter lr_actor must be a finite number"),
-    ("haq-ddpg", {"warmup": -1}, "warmup and n_update must be >= 0"),
-    ("haq-ddpg", {"batch_size": 2.5}, "haq-ddpg hyperparameter batch_size must be an integer, got 2.5"),
-    ("ppo", {"n_steps": "many"}, "ppo hyperparameter n_steps must be an integer"),
-    ("sac", {"gamma": "high"}, "sac hyperparameter gamma must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "algo,hyper,expected",
+    [
+        ("haq-ddpg", {"warmup": "abc"}, "haq-ddpg hyperparameter warmup must be an integer, got 'abc'"),
+        ("haq-ddpg", {"lr_actor": "fast"}, "haq-ddpg hyperparameter lr_actor must be a finite number"),
+        ("haq-ddpg", {"warmup": -1}, "warmup and n_update must be >= 0"),
+        ("haq-ddpg", {"batch_size": 2.5}, "haq-ddpg hyperparameter batch_size must be an integer, got 2.5"),
+        ("ppo", {"n_steps": "many"}, "ppo hyperparameter n_steps must be an integer"),
+        ("sac", {"gamma": "high"}, "sac hyperparameter gamma must be a finite number"),
+    ],
+)
 def test_hyperparameters_of_the_wrong_type_are_refused_before_the_agent_runs(algo, hyper, expected) -> None:
     with pytest.raises(ValueError) as err:
         check_hyperparam_values(algo, hyper)
@@ -80,8 +86,9 @@ def test_hyperparameters_of_the_wrong_type_are_refused_before_the_agent_runs(alg
 
 
 def test_structured_and_union_sb3_hyperparameters_are_left_to_sb3() -> None:
-    check_hyperparam_values("sac", {"train_freq": [1, "episode"], "policy_kwargs": {"net_arch": [8]}, "gamma": 1,
-                                    "ent_coef": 0.1})  # ent_coef's default is "auto"; a float is fine too
+    check_hyperparam_values(
+        "sac", {"train_freq": [1, "episode"], "policy_kwargs": {"net_arch": [8]}, "gamma": 1, "ent_coef": 0.1}
+    )  # ent_coef's default is "auto"; a float is fine too
 
 
 @pytest.mark.parametrize("latency", [1.01, math.inf, math.nan, "0.5"])
@@ -115,15 +122,37 @@ def test_policy_checked_against_its_model_before_anything_is_trained() -> None:
         check_policy_fits(_policy(names), "mobilenetv2", 0.0)
 
 
-@pytest.mark.parametrize("document,expected", [
-    ([1, 2], "expected a JSON object, got list"),
-    ({"format": "haq-gym-policy", "version": 1, "model": "m", "dataset": "d", "layers": [], "model_kwargs": None},
-     "model_kwargs must be a JSON object, got None"),
-    ({"format": "haq-gym-policy", "version": 1, "model": None, "dataset": "d", "layers": []},
-     "model must be a string"),
-    ({"format": "haq-gym-policy", "version": 1, "model": "m", "dataset": "d",
-      "layers": [{"name": "a", "w_bit": True, "a_bit": 8}]}, "expected [w_bit, a_bit] with integers"),
-])
+@pytest.mark.parametrize(
+    "document,expected",
+    [
+        ([1, 2], "expected a JSON object, got list"),
+        (
+            {
+                "format": "haq-gym-policy",
+                "version": 1,
+                "model": "m",
+                "dataset": "d",
+                "layers": [],
+                "model_kwargs": None,
+            },
+            "model_kwargs must be a JSON object, got None",
+        ),
+        (
+            {"format": "haq-gym-policy", "version": 1, "model": None, "dataset": "d", "layers": []},
+            "model must be a string",
+        ),
+        (
+            {
+                "format": "haq-gym-policy",
+                "version": 1,
+                "model": "m",
+                "dataset": "d",
+                "layers": [{"name": "a", "w_bit": True, "a_bit": 8}],
+            },
+            "expected [w_bit, a_bit] with integers",
+        ),
+    ],
+)
 def test_malformed_policy_documents(document, expected) -> None:
     with pytest.raises(ValueError) as err:
         PolicyFile.from_dict(document, source="policy file 'p.json'")

@@ -59,15 +59,19 @@ def fake_setup(real_setup: SearchSetup) -> SearchSetup:
 @pytest.fixture
 def make_problem(fake_setup: SearchSetup) -> Callable[..., PolicyProblem]:
     """``make_problem(**config)``: a fresh policy problem on the fake-evaluator setup (``ProblemConfig`` keywords)."""
+
     def make(**kwargs) -> PolicyProblem:
         return PolicyProblem(ProblemConfig(**kwargs), fake_setup)
+
     return make
 
 
 @pytest.fixture
 def make_recorded(make_problem: Callable[..., PolicyProblem]) -> Callable[..., RunRecorder]:
     """``make_recorded(run_dir, **config)``: a fake-evaluator problem recorded into ``run_dir`` (no TensorBoard)."""
+
     def make(run_dir: Path, **kwargs) -> RunRecorder:
         run_dir.mkdir(parents=True, exist_ok=True)
         return RunRecorder(make_problem(**kwargs), run_dir, tensorboard=False)
+
     return make

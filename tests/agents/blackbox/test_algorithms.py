@@ -21,10 +21,20 @@ CASES = [
     pytest.param("random", 3, {}, id="random"),
     pytest.param("uniform", 4, {}, id="uniform"),
     pytest.param("optuna-tpe", 4, {"n_startup_trials": 2}, id="optuna-tpe"),
-    pytest.param("optuna-cmaes", 4, {"n_startup_trials": 1, "population_size": 4, "with_margin": True},
-                 id="optuna-cmaes", marks=pytest.mark.filterwarnings("ignore:Argument ``with_margin``")),
-    pytest.param("optuna-gp", 3, {"n_startup_trials": 2, "deterministic_objective": True}, id="optuna-gp",
-                 marks=pytest.mark.filterwarnings("ignore:Argument ``deterministic_objective``")),
+    pytest.param(
+        "optuna-cmaes",
+        4,
+        {"n_startup_trials": 1, "population_size": 4, "with_margin": True},
+        id="optuna-cmaes",
+        marks=pytest.mark.filterwarnings("ignore:Argument ``with_margin``"),
+    ),
+    pytest.param(
+        "optuna-gp",
+        3,
+        {"n_startup_trials": 2, "deterministic_objective": True},
+        id="optuna-gp",
+        marks=pytest.mark.filterwarnings("ignore:Argument ``deterministic_objective``"),
+    ),
     pytest.param("optuna-nsga2", 4, {"population_size": 2, "start_from_uniform": True}, id="optuna-nsga2"),
     pytest.param("greedy-sensitivity", 4, {}, id="greedy-sensitivity"),
 ]
@@ -34,8 +44,15 @@ EXACT = {"random", "optuna-tpe", "optuna-cmaes", "optuna-gp", "optuna-nsga2"}
 def run_algo(recorder: RunRecorder, algo: str, episodes: int, seed: int = 0, hyperparams: dict | None = None) -> None:
     """Call the runner the way run_search does (the problem, keywords), then close the recorder."""
     try:
-        ALGORITHMS[algo].runner(recorder.problem, episodes=episodes, seed=seed, hyperparams=dict(hyperparams or {}),
-                                run_dir=recorder.run_dir, progress=False, writer=None)
+        ALGORITHMS[algo].runner(
+            recorder.problem,
+            episodes=episodes,
+            seed=seed,
+            hyperparams=dict(hyperparams or {}),
+            run_dir=recorder.run_dir,
+            progress=False,
+            writer=None,
+        )
     finally:
         recorder.close()
 
@@ -46,8 +63,15 @@ def episode_rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 def test_registry_entries() -> None:
-    assert set(ALGORITHMS) == {"random", "uniform", "optuna-tpe", "optuna-cmaes", "optuna-gp", "optuna-nsga2",
-                               "greedy-sensitivity"}
+    assert set(ALGORITHMS) == {
+        "random",
+        "uniform",
+        "optuna-tpe",
+        "optuna-cmaes",
+        "optuna-gp",
+        "optuna-nsga2",
+        "greedy-sensitivity",
+    }
     assert {c.values[0] for c in CASES} == set(ALGORITHMS)
     for spec in ALGORITHMS.values():
         assert set(spec.action_modes) == {"discrete", "continuous"} and spec.description
@@ -55,8 +79,9 @@ def test_registry_entries() -> None:
 
 
 @pytest.mark.parametrize(("algo", "episodes", "hyperparams"), CASES)
-def test_runs_end_to_end_within_its_budget(make_recorded, tmp_path: Path, algo: str, episodes: int,
-                                           hyperparams: dict) -> None:
+def test_runs_end_to_end_within_its_budget(
+    make_recorded, tmp_path: Path, algo: str, episodes: int, hyperparams: dict
+) -> None:
     assert set(hyperparams) <= ALGORITHMS[algo].hyperparams
     recorder = make_recorded(tmp_path / algo)
     run_algo(recorder, algo, episodes, hyperparams=hyperparams)
@@ -64,8 +89,9 @@ def test_runs_end_to_end_within_its_budget(make_recorded, tmp_path: Path, algo: 
     assert (len(rows) == episodes) if algo in EXACT else (1 <= len(rows) <= episodes)
     best = PolicyFile.load(recorder.run_dir / "best_policy.json")
     assert best.budget["budget_met"] is True
-    assert best.found_by["reward"] == pytest.approx(max(float(r["reward"]) for r in rows if r["budget_met"] == "1"),
-                                                    abs=1e-6)
+    assert best.found_by["reward"] == pytest.approx(
+        max(float(r["reward"]) for r in rows if r["budget_met"] == "1"), abs=1e-6
+    )
 
 
 def test_real_evaluator_end_to_end_with_tensorboard(real_setup, tmp_path: Path) -> None:
@@ -123,14 +149,24 @@ def test_nsga2_writes_a_mutually_non_dominated_pareto_front(make_recorded, tmp_p
             assert any(dominates(p, objectives(row)) or p == objectives(row) for p in points)
 
 
-@pytest.mark.parametrize(("budget", "expected"), [({}, 4), ({"latency_budget": 0.35}, 3),
-                                                   ({"latency_budget": None, "flash_budget": 0.45}, 3),
-                                                   ({"latency_budget": 1.0}, 8)])
-def test_uniform_picks_the_highest_feasible_width(make_problem, make_recorded, tmp_path: Path, budget: dict,
-                                                  expected: int) -> None:
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        ({}, 4),
+        ({"latency_budget": 0.35}, 3),
+        ({"latency_budget": None, "flash_budget": 0.45}, 3),
+        ({"latency_budget": 1.0}, 8),
+    ],
+)
+def test_uniform_picks_the_highest_feasible_width(
+    make_problem, make_recorded, tmp_path: Path, budget: dict, expected: int
+) -> None:
     problem = make_problem(**budget)
-    feasible = [b for b in range(problem.min_bit, problem.max_bit + 1)
-                if problem.budget.satisfied(problem.cost_model.costs(problem.fill(problem.pinned, b)))]
+    feasible = [
+        b
+        for b in range(problem.min_bit, problem.max_bit + 1)
+        if problem.budget.satisfied(problem.cost_model.costs(problem.fill(problem.pinned, b)))
+    ]
     assert max(feasible) == expected
     assert feasible_uniform_bits(problem) == sorted(feasible, reverse=True)
 
@@ -196,10 +232,12 @@ def test_greedy_sensitivity_spends_one_evaluation_when_max_bits_fit(make_recorde
 
 
 def test_bad_hyperparameters_are_rejected(make_recorded, tmp_path: Path) -> None:
-    cases = [("optuna-tpe", {"population_size": 4}, "optuna-tpe does not take hyperparameter.*population_size"),
-             ("random", {"seed": 1}, "random does not take hyperparameter.*it takes none"),
-             ("greedy-sensitivity", {"probe_bits": 8}, r"probe_bits must be in 2\.\.7"),
-             ("greedy-sensitivity", {"probe_bits": 1}, r"probe_bits must be in 2\.\.7")]
+    cases = [
+        ("optuna-tpe", {"population_size": 4}, "optuna-tpe does not take hyperparameter.*population_size"),
+        ("random", {"seed": 1}, "random does not take hyperparameter.*it takes none"),
+        ("greedy-sensitivity", {"probe_bits": 8}, r"probe_bits must be in 2\.\.7"),
+        ("greedy-sensitivity", {"probe_bits": 1}, r"probe_bits must be in 2\.\.7"),
+    ]
     for k, (algo, hyperparams, message) in enumerate(cases):
         recorder = make_recorded(tmp_path / str(k))
         with pytest.raises(ValueError, match=message):

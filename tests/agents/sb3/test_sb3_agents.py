@@ -24,8 +24,14 @@ from haq_gym.search_setup import SearchSetup, build_search_setup
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 EPISODES = 2  # each episode is a real policy evaluation (seconds on a busy CPU)
 NET = {"net_arch": [8]}
-OFF_POLICY = {"learning_starts": 102, "batch_size": 16, "buffer_size": 1000, "train_freq": [1, "episode"],
-              "gradient_steps": 2, "policy_kwargs": NET}
+OFF_POLICY = {
+    "learning_starts": 102,
+    "batch_size": 16,
+    "buffer_size": 1000,
+    "train_freq": [1, "episode"],
+    "gradient_steps": 2,
+    "policy_kwargs": NET,
+}
 # Tiny networks and updates; rollouts of 64 or 32 steps end mid-episode, so the exact stop is exercised.
 TINY: dict[str, dict[str, Any]] = {
     "ddpg": {**OFF_POLICY, "action_noise": 0.3},
@@ -96,12 +102,26 @@ def read_episodes(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def run_algo(name: str, setup: SearchSetup, run_dir: Path, action_mode: str, episodes: int = EPISODES,
-             seed: int = 0, tensorboard: bool = False) -> Recorded:
+def run_algo(
+    name: str,
+    setup: SearchSetup,
+    run_dir: Path,
+    action_mode: str,
+    episodes: int = EPISODES,
+    seed: int = 0,
+    tensorboard: bool = False,
+) -> Recorded:
     env = recorded(setup, run_dir, action_mode, tensorboard)
     try:
-        ALGORITHMS[name].runner(env, episodes=episodes, seed=seed, hyperparams=TINY[name], run_dir=run_dir,
-                                progress=False, writer=env.tensorboard_writer)
+        ALGORITHMS[name].runner(
+            env,
+            episodes=episodes,
+            seed=seed,
+            hyperparams=TINY[name],
+            run_dir=run_dir,
+            progress=False,
+            writer=env.tensorboard_writer,
+        )
     finally:
         env.close()
     return env
@@ -179,15 +199,17 @@ def test_relabel_needs_a_whole_episode_before_learning(setup: SearchSetup, tmp_p
 
 
 def test_unknown_hyperparameter_lists_allowed_keys(setup: SearchSetup, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"ppo does not take hyperparameter\(s\) episode_reward_relabel, n_step; "
-                                         r"it takes .*n_steps"):
+    with pytest.raises(
+        ValueError,
+        match=r"ppo does not take hyperparameter\(s\) episode_reward_relabel, n_step; "
+        r"it takes .*n_steps",
+    ):
         check_hyperparams("ppo", PPO, {"n_step": 64, "episode_reward_relabel": True})
     env = recorded(setup, tmp_path, "discrete")
     with pytest.raises(ValueError, match="it takes .*policy_kwargs"):
         ALGORITHMS["maskable-ppo"].runner(env, 1, 0, {"use_sde": True}, tmp_path, progress=False)
     with pytest.raises(ValueError, match="activation_fn 'relu'"):
-        train_sb3("maskable-ppo", MaskablePPO, env, 1, 0, {"policy_kwargs": {"activation_fn": "relu"}},
-                  progress=False)
+        train_sb3("maskable-ppo", MaskablePPO, env, 1, 0, {"policy_kwargs": {"activation_fn": "relu"}}, progress=False)
     env.close()
     assert env.episodes == 0
 
@@ -215,8 +237,15 @@ def test_device_is_a_hyperparameter_defaulting_to_the_cpu(setup: SearchSetup, tm
         model = train_sb3("ddpg", ALGORITHMS["ddpg"].runner.algo_class, env, 1, 0, dict(TINY["ddpg"]), progress=False)
         assert model.device.type == "cpu"
         with pytest.raises(ValueError, match="ddpg hyperparameter device: device must be cpu, cuda"):
-            train_sb3("ddpg", ALGORITHMS["ddpg"].runner.algo_class, env, 1, 0, {**TINY["ddpg"], "device": "tpu"},
-                      progress=False)
+            train_sb3(
+                "ddpg",
+                ALGORITHMS["ddpg"].runner.algo_class,
+                env,
+                1,
+                0,
+                {**TINY["ddpg"], "device": "tpu"},
+                progress=False,
+            )
     finally:
         env.close()
     assert "device" in ALGORITHMS["sac"].hyperparams

@@ -16,15 +16,22 @@ def make_buffer(size: int = 20) -> EpisodeRewardReplayBuffer:
     return EpisodeRewardReplayBuffer(size, OBS_SPACE, ACTION_SPACE, device="cpu")
 
 
-def add_episode(buffer: EpisodeRewardReplayBuffer, rewards: list[float], start: int = 0,
-                final_info: dict | None = None) -> list[int]:
+def add_episode(
+    buffer: EpisodeRewardReplayBuffer, rewards: list[float], start: int = 0, final_info: dict | None = None
+) -> list[int]:
     """Add one episode whose step t has observation [start + t] * 3; returns the buffer size after each add."""
     sizes = []
     for t, reward in enumerate(rewards):
         last = t == len(rewards) - 1
         obs = np.full((1, 3), start + t, dtype=np.float32)
-        buffer.add(obs, obs + 1, np.array([[0.1 * t]], dtype=np.float32), np.array([reward], dtype=np.float32),
-                   np.array([last]), [dict(final_info or {}) if last else {}])
+        buffer.add(
+            obs,
+            obs + 1,
+            np.array([[0.1 * t]], dtype=np.float32),
+            np.array([reward], dtype=np.float32),
+            np.array([last]),
+            [dict(final_info or {}) if last else {}],
+        )
         sizes.append(buffer.size())
     return sizes
 

@@ -23,20 +23,48 @@ STUDY = "tiny"
 def tuning_args(tiny_env_kwargs: dict) -> Callable[..., list[str]]:
     """``tuning_args(out, n_trials=2, episodes=2, n_seeds=1, extra=())``: ``train_agent.py`` arguments that tune
     haq-ddpg (small networks, warm-up fixed at 1, report every evaluation, sampler seed 0) on the tiny problem."""
-    def make(out: Path, n_trials: int = 2, episodes: int = 2, n_seeds: int = 1,
-             extra: tuple[str, ...] = ()) -> list[str]:
-        return (["--algo", "haq-ddpg", "--optimize", "--study-name", STUDY, "--output", str(out),
-                 "--n-trials", str(n_trials), "--episodes", str(episodes), "--n-seeds", str(n_seeds), "--seed", "0",
-                 "--report-every", "1", *extra, "--env-kwargs", *(f"{k}={v}" for k, v in tiny_env_kwargs.items()),
-                 "--hyperparams", "warmup=1", "batch_size=16", "hidden1=32", "hidden2=32"])
+
+    def make(
+        out: Path, n_trials: int = 2, episodes: int = 2, n_seeds: int = 1, extra: tuple[str, ...] = ()
+    ) -> list[str]:
+        return [
+            "--algo",
+            "haq-ddpg",
+            "--optimize",
+            "--study-name",
+            STUDY,
+            "--output",
+            str(out),
+            "--n-trials",
+            str(n_trials),
+            "--episodes",
+            str(episodes),
+            "--n-seeds",
+            str(n_seeds),
+            "--seed",
+            "0",
+            "--report-every",
+            "1",
+            *extra,
+            "--env-kwargs",
+            *(f"{k}={v}" for k, v in tiny_env_kwargs.items()),
+            "--hyperparams",
+            "warmup=1",
+            "batch_size=16",
+            "hidden1=32",
+            "hidden2=32",
+        ]
+
     return make
 
 
 @pytest.fixture
 def load_study() -> Callable[..., optuna.Study]:
     """``load_study(storage, name="tiny")``: the study in a journal path or database URL."""
+
     def load(storage: str | Path, name: str = STUDY) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=open_storage(os.fspath(storage)))
+
     return load
 
 

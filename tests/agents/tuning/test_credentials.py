@@ -19,8 +19,11 @@ FORMS = [
     ("user info, unparsable port", "postgresql://tuner:s3cr3t@db:port/optuna", "s3cr3t"),
     ("percent-encoded user info", "postgresql://tuner:s3%40cr3t@db/optuna", "s3@cr3t"),
     ("query password", "postgresql://tuner@db/optuna?password=s3cr3t", "s3cr3t"),
-    ("query password among others", "postgresql://tuner@db/optuna?sslmode=require&password=s3cr3t&connect_timeout=5",
-     "s3cr3t"),
+    (
+        "query password among others",
+        "postgresql://tuner@db/optuna?sslmode=require&password=s3cr3t&connect_timeout=5",
+        "s3cr3t",
+    ),
     ("query sslpassword", "postgresql://tuner@db/optuna?sslmode=verify-full&sslpassword=s3cr3t", "s3cr3t"),
     ("percent-encoded query key", "postgresql://tuner@db/optuna?pass%77ord=s3cr3t", "s3cr3t"),
     ("both places", "postgresql://tuner:s3cr3t@db/optuna?password=0th3r", "0th3r"),
@@ -45,8 +48,16 @@ def test_recorded_command_line_hides_the_secret(monkeypatch, form, url, secret) 
 
 @pytest.mark.parametrize("form,url,secret", FORMS, ids=[f[0] for f in FORMS])
 def test_tuning_yml_hides_the_secret(tmp_path, form, url, secret) -> None:
-    settings = TuningSettings(algo="haq-ddpg", env_id="HAQ-MobileNetV2-v0", env_kwargs={}, n_episodes=2,
-                              base_hyperparams={}, fixed_hyperparams={}, output=str(tmp_path), storage=url)
+    settings = TuningSettings(
+        algo="haq-ddpg",
+        env_id="HAQ-MobileNetV2-v0",
+        env_kwargs={},
+        n_episodes=2,
+        base_hyperparams={},
+        fixed_hyperparams={},
+        output=str(tmp_path),
+        storage=url,
+    )
     assert secret not in str(_marker(settings)) and "s3cr3t" not in str(_marker(settings))
 
 
@@ -59,8 +70,11 @@ def test_error_messages_are_scrubbed(form, url, secret) -> None:
 def test_storage_errors_never_show_the_secret() -> None:
     """SQLAlchemy's own parse error quotes the whole URL; the message shown is scrubbed."""
     pytest.importorskip("psycopg")
-    for url in ("postgresql://tuner:s3cr3t@db:port/optuna", "postgresql://tuner@127.0.0.1:1/optuna?password=s3cr3t",
-                "postgresql://tuner@127.0.0.1:1/optuna?sslpassword=s3cr3t&connect_timeout=2"):
+    for url in (
+        "postgresql://tuner:s3cr3t@db:port/optuna",
+        "postgresql://tuner@127.0.0.1:1/optuna?password=s3cr3t",
+        "postgresql://tuner@127.0.0.1:1/optuna?sslpassword=s3cr3t&connect_timeout=2",
+    ):
         with pytest.raises(StorageError) as err:
             open_storage(url)
         assert "s3cr3t" not in str(err.value)
@@ -72,9 +86,17 @@ def test_environment_passwords_are_never_recorded(monkeypatch, tmp_path) -> None
     monkeypatch.setenv("PGSSLPASSWORD", "s3cr3t")
     url = "postgresql://tuner@db/optuna"
     monkeypatch.setattr(sys, "argv", ["train_agent.py", "--optimize", "--storage", url])
-    settings = TuningSettings(algo="haq-ddpg", env_id="HAQ-MobileNetV2-v0", env_kwargs={}, n_episodes=2,
-                              base_hyperparams={}, fixed_hyperparams={}, output=str(tmp_path), storage=url,
-                              command=train_agent.command_line())
+    settings = TuningSettings(
+        algo="haq-ddpg",
+        env_id="HAQ-MobileNetV2-v0",
+        env_kwargs={},
+        n_episodes=2,
+        base_hyperparams={},
+        fixed_hyperparams={},
+        output=str(tmp_path),
+        storage=url,
+        command=train_agent.command_line(),
+    )
     records = [settings.command, str(_marker(settings)), str(settings.study_record()), redact(url)]
     assert all("s3cr3t" not in r for r in records)
     assert url_secrets(url) == []

@@ -28,8 +28,11 @@ class ShapeOnlyEnv(gym.Env):
 
     def __init__(self, action_mode: str) -> None:
         self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(14,), dtype=np.float32)
-        self.action_space = (gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32) if action_mode == "continuous"
-                             else gym.spaces.Discrete(7))
+        self.action_space = (
+            gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+            if action_mode == "continuous"
+            else gym.spaces.Discrete(7)
+        )
 
 
 def sampled(algo: str, seed: int, fixed: dict | None = None) -> tuple[dict, optuna.trial.Trial]:
@@ -81,8 +84,9 @@ def test_ranges_follow_the_problem() -> None:
 
 
 def test_algorithms_without_knobs_say_there_is_nothing_to_tune() -> None:
-    with pytest.raises(ValueError, match="random has no hyperparameters, so there is nothing to tune; "
-                                         "--optimize works with a2c, ars"):
+    with pytest.raises(
+        ValueError, match="random has no hyperparameters, so there is nothing to tune; --optimize works with a2c, ars"
+    ):
         get_hyperparams_sampler("random")
     with pytest.raises(ValueError, match="no hyperparameter search space for algorithm 'nope'"):
         get_hyperparams_sampler("nope")

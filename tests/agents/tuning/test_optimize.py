@@ -25,15 +25,16 @@ def episode_rows(run_dir: Path) -> int:
         return len(list(csv.DictReader(fh)))
 
 
-def test_tiny_tuning_run_writes_study_runs_and_outputs_then_resumes(tuning_args, load_study, tmp_path,
-                                                                     capsys) -> None:
+def test_tiny_tuning_run_writes_study_runs_and_outputs_then_resumes(tuning_args, load_study, tmp_path, capsys) -> None:
     out = tmp_path / "tune"
     assert train_agent.main(tuning_args(out, n_trials=2, n_seeds=2)) == 0
     trials = load_study(out / "study.log").get_trials()
     assert [(t.number, t.state) for t in trials] == [(0, TrialState.COMPLETE), (1, TrialState.COMPLETE)]
     for t in trials:
-        bests = [PolicyFile.load(out / f"trial_{t.number}" / f"seed_{s}" / "best_policy.json").found_by["reward"]
-                 for s in (0, 1)]
+        bests = [
+            PolicyFile.load(out / f"trial_{t.number}" / f"seed_{s}" / "best_policy.json").found_by["reward"]
+            for s in (0, 1)
+        ]
         assert t.value == pytest.approx(statistics.fmean(bests))
         # best-so-far reported after every evaluation, at step = evaluations spent by the trial (2 seeds x 2)
         assert sorted(t.intermediate_values) == [1, 2, 3, 4]
@@ -44,8 +45,9 @@ def test_tiny_tuning_run_writes_study_runs_and_outputs_then_resumes(tuning_args,
     study = load_study(out / "study.log")
     best_file = yaml.safe_load((out / "best_hyperparams.yml").read_text())
     assert best_file == {ENV_ID: study.best_trial.user_attrs["hyperparams"]}  # no tuning budget in it
-    again = train_agent.resolve_config(train_agent.build_parser().parse_args(
-        ["--algo", "haq-ddpg", "--config", str(out / "best_hyperparams.yml")]))
+    again = train_agent.resolve_config(
+        train_agent.build_parser().parse_args(["--algo", "haq-ddpg", "--config", str(out / "best_hyperparams.yml")])
+    )
     search_budget = train_agent.algo_defaults("haq-ddpg", ENV_ID)["n_episodes"]
     assert again["hyperparams"] == study.best_trial.user_attrs["hyperparams"] and search_budget > 2
     assert again["n_episodes"] == search_budget  # a search as long as the config's, not one trial's 2 episodes
@@ -85,9 +87,16 @@ def test_a_pruned_trial_stops_its_search_run(tiny_env_kwargs, tmp_path) -> None:
     base = train_agent.algo_defaults("haq-ddpg", ENV_ID)
     base.pop("n_episodes")
     settings = optimize.TuningSettings(
-        algo="haq-ddpg", env_id=ENV_ID, env_kwargs={**tiny_env_kwargs, "action_mode": "continuous"}, n_episodes=4,
-        base_hyperparams=base, fixed_hyperparams={"warmup": 1, "batch_size": 16, "hidden1": 32, "hidden2": 32},
-        output=str(tmp_path / "tune"), n_seeds=2, report_every=2)
+        algo="haq-ddpg",
+        env_id=ENV_ID,
+        env_kwargs={**tiny_env_kwargs, "action_mode": "continuous"},
+        n_episodes=4,
+        base_hyperparams=base,
+        fixed_hyperparams={"warmup": 1, "batch_size": 16, "hidden1": 32, "hidden2": 32},
+        output=str(tmp_path / "tune"),
+        n_seeds=2,
+        report_every=2,
+    )
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1e9))
     study.optimize(optimize.Objective(settings, *optimize._problem_and_setup(settings)), n_trials=1)
     trial = study.trials[0]
@@ -120,20 +129,22 @@ def test_ctrl_c_fails_and_requeues_the_running_trial(tuning_args, load_study, tm
     assert retried.params == failed.params and episode_rows(out / "trial_1" / "seed_0") == 3
 
 
-@pytest.mark.parametrize("extra, message", [
-    (("--sampler", "nope"), "unknown sampler 'nope'; expected one of tpe, random, cmaes, gp"),
-    (("--pruner", "nope"), "unknown pruner 'nope'; expected one of median, halving, none"),
-    (("--n-jobs", "0"), "--n-jobs must be at least 1, got 0"),
-    (("--n-seeds", "0"), "--n-seeds must be at least 1, got 0"),
-    (("--n-jobs", "4096"), "4096 workers need at least one CPU core each"),
-    (("--n-jobs", "2", "--device", "cuda:7"), "--device: device 'cuda:7'"),
-    (("--storage", "mysql://tuner@db/optuna"), "unsupported storage 'mysql://tuner@db/optuna': expected a journal"),
-    (("--storage", "postgresql://tuner@127.0.0.1:1/optuna"), "cannot open storage 'postgresql://tuner@127.0.0.1:1"),
-    (("--storage", "sqlite:///{tmp}/s.db", "--n-jobs", "2"), "SQLite storage takes one process at a time"),
-    (("--algo", "random"), "random has no hyperparameters, so there is nothing to tune"),
-])
-def test_bad_tuning_input_is_one_clear_line_and_writes_nothing(extra, message, tuning_args, tmp_path,
-                                                               capsys) -> None:
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--sampler", "nope"), "unknown sampler 'nope'; expected one of tpe, random, cmaes, gp"),
+        (("--pruner", "nope"), "unknown pruner 'nope'; expected one of median, halving, none"),
+        (("--n-jobs", "0"), "--n-jobs must be at least 1, got 0"),
+        (("--n-seeds", "0"), "--n-seeds must be at least 1, got 0"),
+        (("--n-jobs", "4096"), "4096 workers need at least one CPU core each"),
+        (("--n-jobs", "2", "--device", "cuda:7"), "--device: device 'cuda:7'"),
+        (("--storage", "mysql://tuner@db/optuna"), "unsupported storage 'mysql://tuner@db/optuna': expected a journal"),
+        (("--storage", "postgresql://tuner@127.0.0.1:1/optuna"), "cannot open storage 'postgresql://tuner@127.0.0.1:1"),
+        (("--storage", "sqlite:///{tmp}/s.db", "--n-jobs", "2"), "SQLite storage takes one process at a time"),
+        (("--algo", "random"), "random has no hyperparameters, so there is nothing to tune"),
+    ],
+)
+def test_bad_tuning_input_is_one_clear_line_and_writes_nothing(extra, message, tuning_args, tmp_path, capsys) -> None:
     if "psycopg" not in __import__("sys").modules and any(e.startswith("postgresql") for e in extra):
         pytest.importorskip("psycopg")
     out = tmp_path / "tune"

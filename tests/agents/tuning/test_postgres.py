@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-pytest.importorskip("psycopg", reason="the PostgreSQL driver is missing: pip install -e \".[distributed]\"")
+pytest.importorskip("psycopg", reason='the PostgreSQL driver is missing: pip install -e ".[distributed]"')
 
 
 def server_binaries() -> tuple[str, str] | None:
@@ -30,8 +30,7 @@ def server_binaries() -> tuple[str, str] | None:
     on_path = shutil.which("initdb"), shutil.which("pg_ctl")
     if all(on_path):
         return on_path
-    for bin_dir in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name),
-                          reverse=True):
+    for bin_dir in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True):
         found = os.path.join(bin_dir, "initdb"), os.path.join(bin_dir, "pg_ctl")
         if all(os.access(p, os.X_OK) for p in found):
             return found
@@ -61,24 +60,48 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL cluster on 127.0.0.1 (trust authentication, fsync off), stopped and deleted afterwards."""
     binaries, user = server_binaries(), server_user()
     if binaries is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on PATH or under /usr/lib/postgresql/*/bin; "
-                    "install Debian's postgresql package to run this test")
+        pytest.skip(
+            "no PostgreSQL server binaries (initdb, pg_ctl) on PATH or under /usr/lib/postgresql/*/bin; "
+            "install Debian's postgresql package to run this test"
+        )
     if user is None:
         pytest.skip("running as root and there is no unprivileged user (postgres, nobody) to run PostgreSQL as")
     initdb, pg_ctl = binaries
     root = tempfile.mkdtemp(prefix="haq-gym-pg-")
     os.chown(root, user.pw_uid, user.pw_gid)
     data, port = os.path.join(root, "data"), free_port()
-    as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [], "cwd": root,
-               "env": {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"}, "capture_output": True, "text": True}
+    as_user = {
+        "user": user.pw_uid,
+        "group": user.pw_gid,
+        "extra_groups": [],
+        "cwd": root,
+        "env": {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"},
+        "capture_output": True,
+        "text": True,
+    }
     try:
-        made = subprocess.run([initdb, "-D", data, "-U", "tuner", "--auth=trust", "--no-sync", "-E", "UTF8"],
-                              timeout=120, **as_user)
+        made = subprocess.run(
+            [initdb, "-D", data, "-U", "tuner", "--auth=trust", "--no-sync", "-E", "UTF8"], timeout=120, **as_user
+        )
         if made.returncode != 0:
             pytest.skip(f"initdb failed: {made.stderr.strip()[-500:]}")
-        started = subprocess.run([pg_ctl, "-D", data, "-l", os.path.join(root, "server.log"), "-w", "-t", "60",
-                                  "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -F", "start"],
-                                 timeout=120, **as_user)
+        started = subprocess.run(
+            [
+                pg_ctl,
+                "-D",
+                data,
+                "-l",
+                os.path.join(root, "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -F",
+                "start",
+            ],
+            timeout=120,
+            **as_user,
+        )
         if started.returncode != 0:
             log = Path(root, "server.log")
             pytest.skip(f"PostgreSQL did not start: {(log.read_text() if log.exists() else started.stderr)[-500:]}")
@@ -89,13 +112,21 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_two_workers_share_one_postgres_study(postgres_url, tuning_args, load_study, worker_cmd, worker_env,
-                                              tmp_path) -> None:
+def test_two_workers_share_one_postgres_study(
+    postgres_url, tuning_args, load_study, worker_cmd, worker_env, tmp_path
+) -> None:
     n_trials = 3
     outputs = [tmp_path / "machine_a", tmp_path / "machine_b"]  # as on two machines: each its own run folders
-    workers = [subprocess.Popen(worker_cmd(tuning_args(out, n_trials=n_trials, extra=("--storage", postgres_url))),
-                                env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for out in outputs]
+    workers = [
+        subprocess.Popen(
+            worker_cmd(tuning_args(out, n_trials=n_trials, extra=("--storage", postgres_url))),
+            env=worker_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for out in outputs
+    ]
     logs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], "\n".join(log[-3000:] for log in logs)
 

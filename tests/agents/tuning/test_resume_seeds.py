@@ -22,9 +22,19 @@ class DrawOnly:
 
 
 def params(out, n_trials: int, sampler: str, seed: int = 0) -> list[tuple]:
-    settings = TuningSettings(algo="haq-ddpg", env_id="HAQ-MobileNetV2-v0", env_kwargs={}, n_episodes=2,
-                              base_hyperparams={}, fixed_hyperparams={}, output=str(out), n_trials=n_trials,
-                              sampler=sampler, pruner="none", seed=seed)
+    settings = TuningSettings(
+        algo="haq-ddpg",
+        env_id="HAQ-MobileNetV2-v0",
+        env_kwargs={},
+        n_episodes=2,
+        base_hyperparams={},
+        fixed_hyperparams={},
+        output=str(out),
+        n_trials=n_trials,
+        sampler=sampler,
+        pruner="none",
+        seed=seed,
+    )
     out.mkdir(exist_ok=True)
     run_worker(settings)
     study = optuna.load_study(study_name=settings.name, storage=optimize.open_storage(settings.storage_url))

@@ -15,15 +15,20 @@ from optuna.trial import TrialState
 import train_agent
 from agents.tuning.storage import HEARTBEAT_KEY, HeartbeatJournalStorage, StorageError, open_storage, redact
 
-pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
-              pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+    pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize"),
+]
 
 
-@pytest.mark.parametrize("url, message", [
-    ("study.db", "unsupported storage 'study.db': expected a journal file path ending in .log or .journal"),
-    ("mysql://user@localhost/optuna", "unsupported storage 'mysql://user@localhost/optuna'"),
-    ("redis://localhost", "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("study.db", "unsupported storage 'study.db': expected a journal file path ending in .log or .journal"),
+        ("mysql://user@localhost/optuna", "unsupported storage 'mysql://user@localhost/optuna'"),
+        ("redis://localhost", "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"),
+    ],
+)
 def test_unsupported_storage_names_the_accepted_forms(url: str, message: str) -> None:
     with pytest.raises(StorageError, match=message.replace("[", r"\[").replace("]", r"\]")):
         open_storage(url)
@@ -43,15 +48,17 @@ def test_unreachable_postgres_is_a_clear_error_without_the_password() -> None:
     assert "secret" not in str(err.value)
 
 
-@pytest.mark.parametrize("url", ["postgresql://tuner:secret@db:5432/optuna",
-                                 "postgresql://tuner:secret@db:port/optuna"])  # unparsable port: regex fallback
+@pytest.mark.parametrize(
+    "url", ["postgresql://tuner:secret@db:5432/optuna", "postgresql://tuner:secret@db:port/optuna"]
+)  # unparsable port: regex fallback
 def test_passwords_are_redacted(url: str) -> None:
     assert redact(url) == url.replace("secret", "***")
 
 
 def test_recorded_command_lines_hide_passwords(monkeypatch) -> None:
-    monkeypatch.setattr(sys, "argv",
-                        ["train_agent.py", "--optimize", "--storage", "postgresql://tuner:secret@db/optuna"])
+    monkeypatch.setattr(
+        sys, "argv", ["train_agent.py", "--optimize", "--storage", "postgresql://tuner:secret@db/optuna"]
+    )
     assert train_agent.command_line() == "train_agent.py --optimize --storage 'postgresql://tuner:***@db/optuna'"
 
 
@@ -94,9 +101,17 @@ def test_a_live_worker_keeps_its_trial(tmp_path) -> None:
 
 def test_a_trial_of_a_dead_local_process_is_failed_and_requeued_at_once(tmp_path) -> None:
     study, storage, trial = running_trial(tmp_path)
-    storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_KEY, {
-        "trial_id": trial._trial_id, "time": time.time(), "pid": dead_pid(), "host": "here",
-        "namespace": storage.namespace})
+    storage.set_trial_system_attr(
+        trial._trial_id,
+        HEARTBEAT_KEY,
+        {
+            "trial_id": trial._trial_id,
+            "time": time.time(),
+            "pid": dead_pid(),
+            "host": "here",
+            "namespace": storage.namespace,
+        },
+    )
     optuna.storages.fail_stale_trials(study)
     failed, retry = study.get_trials(deepcopy=False)
     assert (failed.state, retry.state) == (TrialState.FAIL, TrialState.WAITING)

@@ -20,8 +20,9 @@ def recorded_episodes(episodes_csv: Path) -> int:
         return len(list(csv.DictReader(fh)))
 
 
-def test_killed_worker_trial_is_failed_and_retried_and_the_study_reaches_n(tuning_args, load_study, worker_cmd,
-                                                                           worker_env, tmp_path) -> None:
+def test_killed_worker_trial_is_failed_and_retried_and_the_study_reaches_n(
+    tuning_args, load_study, worker_cmd, worker_env, tmp_path
+) -> None:
     out = tmp_path / "tune"
     # No intermediate reports during the run, so the kill never lands inside a journal write.
     args = tuning_args(out, n_trials=2, episodes=3, extra=("--report-every", "100"))

@@ -20,7 +20,14 @@ def infos() -> list[LayerInfo]:
 def test_mobilenetv2_layers_are_measured(infos: list[LayerInfo]) -> None:
     assert len(infos) == 53
     stem = infos[0]
-    assert (stem.kind, stem.in_channels, stem.out_channels, stem.stride, stem.in_h, stem.out_h) == ("conv", 3, 32, 1, 32, 32)
+    assert (stem.kind, stem.in_channels, stem.out_channels, stem.stride, stem.in_h, stem.out_h) == (
+        "conv",
+        3,
+        32,
+        1,
+        32,
+        32,
+    )
     assert sum(i.kind == "depthwise" for i in infos) == 17
     assert infos[-1].kind == "linear" and infos[-1].weight_count == 1280 * 10
     assert infos[-2].in_h == 4  # CIFAR strides: 32 -> 32 -> 16 -> 8 -> 4

@@ -192,8 +192,10 @@ def test_batch_file_that_would_run_code_is_refused(tmp_path: Path) -> None:
     make_cifar10(tmp_path / "data")
     marker = tmp_path / "marker.txt"
     data = fake_images(PER_BATCH, 0)
-    write_pickle(tmp_path / "data" / "cifar-10-batches-py" / "data_batch_1",
-                 {b"labels": [0] * PER_BATCH, b"data": data, b"payload": _RunsCode(marker)})
+    write_pickle(
+        tmp_path / "data" / "cifar-10-batches-py" / "data_batch_1",
+        {b"labels": [0] * PER_BATCH, b"data": data, b"payload": _RunsCode(marker)},
+    )
     with pytest.raises(ValueError, match="data_batch_1: not a CIFAR batch file .*refusing to load"):
         load_dataset("cifar10", tmp_path / "data", val_size=8)
     assert not marker.exists()
@@ -204,7 +206,10 @@ def test_batches_pickled_with_old_and_new_protocols_load(tmp_path: Path, protoco
     make_cifar10(tmp_path)
     data = fake_images(PER_BATCH, 0)
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "wb") as handle:
-        pickle.dump({"batch_label": "x", "labels": [3] * PER_BATCH, "data": data, "filenames": ["a"] * PER_BATCH},
-                    handle, protocol=protocol)
+        pickle.dump(
+            {"batch_label": "x", "labels": [3] * PER_BATCH, "data": data, "filenames": ["a"] * PER_BATCH},
+            handle,
+            protocol=protocol,
+        )
     bundle = load_dataset("cifar10", tmp_path, val_size=8)
     assert len(bundle.train) + len(bundle.search_val) == 5 * PER_BATCH

@@ -77,7 +77,12 @@ def test_flat_gzip_items_labels_and_padding(flat_gz: tuple) -> None:
     root, arrays = flat_gz
     bundle = load_dataset("fashion-mnist", root, val_size=8, train_size=12, split_seed=3)
     assert (bundle.name, bundle.num_classes, bundle.image_size, bundle.hflip, bundle.pad) == (
-        "fashion-mnist", 10, 32, True, 2)
+        "fashion-mnist",
+        10,
+        32,
+        True,
+        2,
+    )
     assert (len(bundle.train), len(bundle.search_train), len(bundle.search_val), len(bundle.test)) == (22, 12, 8, 10)
 
     images, labels = materialize(bundle.test)
@@ -93,8 +98,9 @@ def test_flat_gzip_items_labels_and_padding(flat_gz: tuple) -> None:
     val_images, val_labels = materialize(bundle.search_val)
     for position, index in enumerate(bundle.search_val.indices):
         assert val_labels[position].item() == index % 10
-        assert torch.allclose(val_images[position], normalised(arrays["train-images-idx3-ubyte"][index], bundle),
-                              atol=1e-6)
+        assert torch.allclose(
+            val_images[position], normalised(arrays["train-images-idx3-ubyte"][index], bundle), atol=1e-6
+        )
 
 
 def test_mean_std_from_padded_training_pool(flat_gz: tuple) -> None:
@@ -200,18 +206,36 @@ def with_payload(name: str, change: int) -> bytes:
 
 
 BAD_FILES = [
-    ("train-images-idx3-ubyte", lambda n: b"\x12\x34" + idx_bytes(fake_split(30, 1)[0])[2:],
-     r"not an idx file: expected magic 0x00000803 .* found 0x12340803"),
-    ("train-labels-idx1-ubyte", lambda n: idx_bytes(fake_split(30, 1)[1], magic=0x0D01),
-     r"expected dtype code 0x08 \(unsigned byte, magic 0x00000801\), found 0x0d \(float32\)"),
-    ("train-labels-idx1-ubyte", lambda n: idx_bytes(fake_split(30, 1)[0]),
-     r"expected 1 dimension\(s\) \(magic 0x00000801\), found 3 \(magic 0x00000803\)"),
-    ("t10k-images-idx3-ubyte", lambda n: b"\x00\x00\x08\x03\x00\x00",
-     r"header truncated: expected 16 bytes .* found 6"),
-    ("train-images-idx3-ubyte", lambda n: with_payload(n, -1),
-     r"payload truncated: dimensions 30x28x28 need exactly 23520 bytes .* found 23519"),
-    ("t10k-labels-idx1-ubyte", lambda n: idx_bytes(fake_split(10, 2)[1]) + b"\x01",
-     r"payload trailing bytes: dimensions 10 need exactly 10 bytes after the 8-byte header, found 11"),
+    (
+        "train-images-idx3-ubyte",
+        lambda n: b"\x12\x34" + idx_bytes(fake_split(30, 1)[0])[2:],
+        r"not an idx file: expected magic 0x00000803 .* found 0x12340803",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        lambda n: idx_bytes(fake_split(30, 1)[1], magic=0x0D01),
+        r"expected dtype code 0x08 \(unsigned byte, magic 0x00000801\), found 0x0d \(float32\)",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        lambda n: idx_bytes(fake_split(30, 1)[0]),
+        r"expected 1 dimension\(s\) \(magic 0x00000801\), found 3 \(magic 0x00000803\)",
+    ),
+    (
+        "t10k-images-idx3-ubyte",
+        lambda n: b"\x00\x00\x08\x03\x00\x00",
+        r"header truncated: expected 16 bytes .* found 6",
+    ),
+    (
+        "train-images-idx3-ubyte",
+        lambda n: with_payload(n, -1),
+        r"payload truncated: dimensions 30x28x28 need exactly 23520 bytes .* found 23519",
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        lambda n: idx_bytes(fake_split(10, 2)[1]) + b"\x01",
+        r"payload trailing bytes: dimensions 10 need exactly 10 bytes after the 8-byte header, found 11",
+    ),
     ("train-images-idx3-ubyte", truncated_gzip, r"not a complete gzip stream"),
     ("train-labels-idx1-ubyte", bad_crc_gzip, r"not a complete gzip stream"),
 ]
@@ -277,16 +301,16 @@ def torchvision_datasets():
     return torchvision.datasets
 
 
-def test_download_then_read_raw_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                       torchvision_datasets) -> None:
+def test_download_then_read_raw_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torchvision_datasets) -> None:
     monkeypatch.setattr(torchvision_datasets, "FashionMNIST", FakeTorchvisionSource)
     bundle = load_dataset("fashion-mnist", tmp_path, val_size=5, download=True)
     assert FakeTorchvisionSource.calls == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
     assert len(bundle.test) == TEST_COUNT and (tmp_path / "FashionMNIST" / "raw" / FILES[0]).is_file()
 
 
-def test_failed_download_reports_missing_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              torchvision_datasets) -> None:
+def test_failed_download_reports_missing_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torchvision_datasets
+) -> None:
     def offline(root: str, train: bool = True, download: bool = False) -> None:
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
 
@@ -295,8 +319,9 @@ def test_failed_download_reports_missing_data(tmp_path: Path, monkeypatch: pytes
         load_dataset("mnist", tmp_path, download=True)
 
 
-def test_download_skipped_when_files_present(flat_gz: tuple, monkeypatch: pytest.MonkeyPatch,
-                                             torchvision_datasets) -> None:
+def test_download_skipped_when_files_present(
+    flat_gz: tuple, monkeypatch: pytest.MonkeyPatch, torchvision_datasets
+) -> None:
     monkeypatch.setattr(torchvision_datasets, "FashionMNIST", lambda *a, **k: pytest.fail("downloaded"))
     assert len(load_dataset("fashion-mnist", flat_gz[0], val_size=5, download=True).test) == TEST_COUNT
 
@@ -309,10 +334,16 @@ def test_debian_fashion_mnist() -> None:
     start = time.perf_counter()
     bundle = load_dataset("fashion-mnist")
     seconds = time.perf_counter() - start
-    print(f"\nFashion-MNIST from {mnist.DEBIAN_FASHION_MNIST_DIR}: loaded in {seconds:.2f} s; "
-          f"mean {bundle.mean[0]:.4f}, std {bundle.std[0]:.4f} (each channel)")
+    print(
+        f"\nFashion-MNIST from {mnist.DEBIAN_FASHION_MNIST_DIR}: loaded in {seconds:.2f} s; "
+        f"mean {bundle.mean[0]:.4f}, std {bundle.std[0]:.4f} (each channel)"
+    )
     assert (len(bundle.train), len(bundle.search_train), len(bundle.search_val), len(bundle.test)) == (
-        50_000, 20_000, 10_000, 10_000)
+        50_000,
+        20_000,
+        10_000,
+        10_000,
+    )
     pool_labels = bundle.train.dataset.labels
     assert pool_labels.shape == (60_000,)
     assert pool_labels[:5].tolist() == [9, 0, 0, 3, 0] and bundle.test.labels[:5].tolist() == [9, 2, 1, 1, 6]

@@ -23,10 +23,26 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def tiny_settings(checkpoint: str, **overrides) -> EndToEndSettings:
-    base = dict(env="HAQ-MobileNetV2-v0", dataset="digits", checkpoint=checkpoint, budget=None, gap=0.5,
-                strategies=("random",), search_seeds=(0,), finetune_seeds=(0,), baseline_seeds=(0, 1),
-                evaluations=2, random_policies=2, epochs=1, batch_size=256, lr=1e-3, uniform=((2, 2), (3, 3), (4, 4)),
-                env_kwargs={"width_mult": 0.35}, proxies={"lsq": {"quantizer": "lsq"}}, seed=0)
+    base = dict(
+        env="HAQ-MobileNetV2-v0",
+        dataset="digits",
+        checkpoint=checkpoint,
+        budget=None,
+        gap=0.5,
+        strategies=("random",),
+        search_seeds=(0,),
+        finetune_seeds=(0,),
+        baseline_seeds=(0, 1),
+        evaluations=2,
+        random_policies=2,
+        epochs=1,
+        batch_size=256,
+        lr=1e-3,
+        uniform=((2, 2), (3, 3), (4, 4)),
+        env_kwargs={"width_mult": 0.35},
+        proxies={"lsq": {"quantizer": "lsq"}},
+        seed=0,
+    )
     base.update(overrides)
     return EndToEndSettings(**base)
 
@@ -47,8 +63,12 @@ def test_every_phase_writes_its_runs_and_the_plan(finished_run: Path) -> None:
     assert plan["budget_source"].startswith("auto")
     w, a = plan["cost_matched_uniform"]
     assert curve[(w, a)]["latency"] <= plan["budget"] + 1e-9
-    for folder in ("search/random_seed0", "search/random-policies_seed0", f"finetune/uniform_w{w}a{a}_ft1",
-                   "finetune/random_seed0_ft0"):
+    for folder in (
+        "search/random_seed0",
+        "search/random-policies_seed0",
+        f"finetune/uniform_w{w}a{a}_ft1",
+        "finetune/random_seed0_ft0",
+    ):
         assert (finished_run / folder / DONE_FILE).is_file(), folder
     randoms = sorted((finished_run / "random_policies").glob("random_*.json"))
     assert 1 <= len(randoms) <= 2
@@ -83,8 +103,9 @@ def test_resume_reuses_finished_runs_and_refuses_other_settings(finished_run: Pa
 
 
 def test_a_failed_job_is_reported_and_set_aside_on_resume(tmp_path: Path) -> None:
-    failing = Job("fails", tmp_path / "a", ("-c", "import os, sys; os.makedirs(sys.argv[1]); sys.exit(3)",
-                                            str(tmp_path / "a")))
+    failing = Job(
+        "fails", tmp_path / "a", ("-c", "import os, sys; os.makedirs(sys.argv[1]); sys.exit(3)", str(tmp_path / "a"))
+    )
     working = Job("works", tmp_path / "b", ("-c", "import os, sys; os.makedirs(sys.argv[1])", str(tmp_path / "b")))
     results = run_jobs([failing, working], 2, resume=False, desc="test", progress=False)
     assert [r.ok for r in results] == [False, True]
@@ -96,17 +117,20 @@ def test_a_failed_job_is_reported_and_set_aside_on_resume(tmp_path: Path) -> Non
     assert (tmp_path / "a.unfinished-1").is_dir()  # the old attempt is kept, renamed
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("env", "HAQ-Nope-v0", "unknown env"),
-    ("env", "HAQ-KMeans-MobileNetV2-v0", "linear"),
-    ("env_kwargs", {"latency_budget": 0.3}, "set by the benchmark"),
-    ("env_kwargs", {"val_size": 10}, "set by the benchmark"),
-    ("budget", 1.5, "latency ratio"),
-    ("epochs", 0, "epochs"),
-    ("finetune_seeds", (), "at least one seed"),
-    ("uniform", ((1, 4),), "2..8"),
-    ("strategies", ("sac:gamma",), "not key=value"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("env", "HAQ-Nope-v0", "unknown env"),
+        ("env", "HAQ-KMeans-MobileNetV2-v0", "linear"),
+        ("env_kwargs", {"latency_budget": 0.3}, "set by the benchmark"),
+        ("env_kwargs", {"val_size": 10}, "set by the benchmark"),
+        ("budget", 1.5, "latency ratio"),
+        ("epochs", 0, "epochs"),
+        ("finetune_seeds", (), "at least one seed"),
+        ("uniform", ((1, 4),), "2..8"),
+        ("strategies", ("sac:gamma",), "not key=value"),
+    ],
+)
 def test_bad_settings_are_refused(field: str, value, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         tiny_settings("x.pt", **{field: value})
@@ -114,23 +138,31 @@ def test_bad_settings_are_refused(field: str, value, message: str) -> None:
 
 def test_strategy_labels_name_their_overrides() -> None:
     st = Strategy.parse("sac:gamma=0.5,learning_starts=10")
-    assert (st.algo, st.overrides, st.label) == ("sac", ("gamma=0.5", "learning_starts=10"),
-                                                 "sac_gamma-0.5_learning_starts-10")
+    assert (st.algo, st.overrides, st.label) == (
+        "sac",
+        ("gamma=0.5", "learning_starts=10"),
+        "sac_gamma-0.5_learning_starts-10",
+    )
 
 
 def test_command_line_refuses_a_used_output_and_bad_uniform(tmp_path: Path) -> None:
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "keep.txt").write_text("earlier results")
     script = str(REPO / "benchmarks" / "end_to_end.py")
-    used = subprocess.run([sys.executable, script, "--dataset", "digits", "--output", str(tmp_path / "old")],
-                          capture_output=True, text=True)
+    used = subprocess.run(
+        [sys.executable, script, "--dataset", "digits", "--output", str(tmp_path / "old")],
+        capture_output=True,
+        text=True,
+    )
     assert used.returncode == 2 and "not empty" in used.stderr
     assert (tmp_path / "old" / "keep.txt").read_text() == "earlier results"
-    bad = subprocess.run([sys.executable, script, "--uniform", "W4", "--output", str(tmp_path / "new")],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, script, "--uniform", "W4", "--output", str(tmp_path / "new")], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "W4A4" in bad.stderr
-    report = subprocess.run([sys.executable, script, "--report-only", "--output", str(tmp_path / "none")],
-                            capture_output=True, text=True)
+    report = subprocess.run(
+        [sys.executable, script, "--report-only", "--output", str(tmp_path / "none")], capture_output=True, text=True
+    )
     assert report.returncode == 2 and "no plan.json" in report.stderr
 
 

@@ -11,17 +11,23 @@ from haq_gym.experiments.jobs import DONE_FILE, GridSettings, Job, run_jobs
 from haq_gym.experiments.placement import available_cores
 
 # Writes its folder with what the worker saw: its thread count and its command line.
-RECORD = ("import json, os, sys; os.makedirs(sys.argv[1]); "
-          "json.dump({'threads': os.environ.get('HAQ_GYM_THREADS'), 'argv': sys.argv[2:]}, "
-          "open(os.path.join(sys.argv[1], 'seen.json'), 'w'))")
+RECORD = (
+    "import json, os, sys; os.makedirs(sys.argv[1]); "
+    "json.dump({'threads': os.environ.get('HAQ_GYM_THREADS'), 'argv': sys.argv[2:]}, "
+    "open(os.path.join(sys.argv[1], 'seen.json'), 'w'))"
+)
 # Kills itself with SIGKILL in the middle of its run, the first time only (a marker remembers it).
-KILLED_ONCE = ("import os, signal, sys; os.makedirs(sys.argv[1]); marker = sys.argv[1] + '.attempted'\n"
-               "if not os.path.exists(marker):\n    open(marker, 'w').close(); os.kill(os.getpid(), signal.SIGKILL)")
+KILLED_ONCE = (
+    "import os, signal, sys; os.makedirs(sys.argv[1]); marker = sys.argv[1] + '.attempted'\n"
+    "if not os.path.exists(marker):\n    open(marker, 'w').close(); os.kill(os.getpid(), signal.SIGKILL)"
+)
 
 
 def test_each_worker_gets_its_device_and_a_share_of_the_cores(tmp_path: Path) -> None:
-    jobs = [Job(f"run {k}", tmp_path / f"r{k}", ("-c", RECORD, str(tmp_path / f"r{k}")), device_flag="--device")
-            for k in range(4)]
+    jobs = [
+        Job(f"run {k}", tmp_path / f"r{k}", ("-c", RECORD, str(tmp_path / f"r{k}")), device_flag="--device")
+        for k in range(4)
+    ]
     results = run_jobs(jobs, GridSettings(workers=2, devices=("cpu",)), progress=False)
     assert all(r.ok and r.device == "cpu" for r in results)
     for job in jobs:

@@ -40,8 +40,23 @@ def read_results(path: Path) -> list[dict[str, str]]:
 
 def test_a_2x2_grid_on_ray_gives_the_local_pool_results(ray_instance, tiny_checkpoint: str, tmp_path: Path) -> None:
     bench = load_script("search_strategies")
-    common = ["--strategies", "random", "uniform", "--seeds", "0", "1", "--budgets", "1", "2", "--no-progress",
-              "--env-kwargs", "width_mult=0.35", f"checkpoint={tiny_checkpoint}", "val_size=64", "calibration_size=16"]
+    common = [
+        "--strategies",
+        "random",
+        "uniform",
+        "--seeds",
+        "0",
+        "1",
+        "--budgets",
+        "1",
+        "2",
+        "--no-progress",
+        "--env-kwargs",
+        "width_mult=0.35",
+        f"checkpoint={tiny_checkpoint}",
+        "val_size=64",
+        "calibration_size=16",
+    ]
     assert bench.main([*common, "--workers", "2", "--output", str(tmp_path / "local")]) == 0
     assert bench.main([*common, "--ray", "auto", "--output", str(tmp_path / "ray")]) == 0
     local, on_ray = read_results(tmp_path / "local" / "results.csv"), read_results(tmp_path / "ray" / "results.csv")
@@ -76,14 +91,33 @@ def test_a_ray_address_that_does_not_answer_is_named_within_seconds() -> None:
 def test_the_command_line_names_the_address_and_the_missing_extra(tmp_path: Path) -> None:
     script = str(REPO / "benchmarks" / "search_strategies.py")
     start = time.monotonic()
-    bad = subprocess.run([sys.executable, script, "--strategies", "random", "--ray", "10.255.255.1:6379",
-                          "--output", str(tmp_path / "a")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--strategies",
+            "random",
+            "--ray",
+            "10.255.255.1:6379",
+            "--output",
+            str(tmp_path / "a"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "Ray cluster at 10.255.255.1:6379 does not answer" in bad.stderr
     assert "Traceback" not in bad.stderr and time.monotonic() - start < 60
     # Ray not installed: an import of ray that fails
-    missing = subprocess.run([sys.executable, "-c", "import sys; sys.modules['ray'] = None; sys.argv[0] = 'x'; "
-                              "from haq_gym.experiments.ray_grid import import_ray; import_ray()"],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['ray'] = None; sys.argv[0] = 'x'; "
+            "from haq_gym.experiments.ray_grid import import_ray; import_ray()",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode != 0 and 'pip install "haq-gym[ray]"' in missing.stderr
 
 

@@ -9,8 +9,14 @@ import yaml
 
 from haq_gym.experiments.jobs import RunSettingsDiffer, check_reusable_run, run_settings_differences
 
-CONFIG = {"algo": "random", "env": "HAQ-MobileNetV2-v0", "seed": 0, "n_episodes": 3,
-          "env_kwargs": {"latency_budget": 0.5, "action_mode": "continuous"}, "hyperparams": {}}
+CONFIG = {
+    "algo": "random",
+    "env": "HAQ-MobileNetV2-v0",
+    "seed": 0,
+    "n_episodes": 3,
+    "env_kwargs": {"latency_budget": 0.5, "action_mode": "continuous"},
+    "hyperparams": {},
+}
 
 
 def finished_run(tmp_path, **changes) -> Path:
@@ -24,12 +30,15 @@ def test_same_settings_are_reused(tmp_path) -> None:
     check_reusable_run(finished_run(tmp_path), dict(CONFIG))
 
 
-@pytest.mark.parametrize("change,name", [
-    ({"env_kwargs": {"latency_budget": 0.3, "action_mode": "continuous"}}, "env_kwargs"),  # relabelled 0.5 as 0.3
-    ({"n_episodes": 10}, "n_episodes"),  # a 10-evaluation column from 3-evaluation runs
-    ({"hyperparams": {"n_startup_trials": 2}}, "hyperparams"),
-    ({"seed": 1}, "seed"),
-])
+@pytest.mark.parametrize(
+    "change,name",
+    [
+        ({"env_kwargs": {"latency_budget": 0.3, "action_mode": "continuous"}}, "env_kwargs"),  # relabelled 0.5 as 0.3
+        ({"n_episodes": 10}, "n_episodes"),  # a 10-evaluation column from 3-evaluation runs
+        ({"hyperparams": {"n_startup_trials": 2}}, "hyperparams"),
+        ({"seed": 1}, "seed"),
+    ],
+)
 def test_other_settings_are_refused(tmp_path, change, name) -> None:
     run = finished_run(tmp_path)
     with pytest.raises(RunSettingsDiffer, match=f"was run with other settings: {name} \\(run: "):
@@ -53,13 +62,28 @@ def _search_strategies():
     return module
 
 
-def test_search_strategies_resume_reuses_only_runs_made_with_the_same_settings(tiny_checkpoint, tmp_path,
-                                                                              capsys) -> None:
+def test_search_strategies_resume_reuses_only_runs_made_with_the_same_settings(
+    tiny_checkpoint, tmp_path, capsys
+) -> None:
     """A real run, resumed: the settings the benchmark expects are the ones train_agent.py recorded."""
     bench = _search_strategies()
     out = tmp_path / "bench"
-    common = ["--strategies", "random", "--seeds", "0", "--budgets", "2", "--no-progress", "--output", str(out),
-              "--env-kwargs", "width_mult=0.35", f"checkpoint={tiny_checkpoint}", "val_size=64", "calibration_size=16"]
+    common = [
+        "--strategies",
+        "random",
+        "--seeds",
+        "0",
+        "--budgets",
+        "2",
+        "--no-progress",
+        "--output",
+        str(out),
+        "--env-kwargs",
+        "width_mult=0.35",
+        f"checkpoint={tiny_checkpoint}",
+        "val_size=64",
+        "calibration_size=16",
+    ]
     assert bench.main(common) == 0
     episodes = (out / "runs" / "random_seed0" / "episodes.csv").read_text()
     assert bench.main([*common, "--resume"]) == 0  # same settings: reused, not run again

@@ -40,7 +40,7 @@ def tiny_state(digits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.reset_running_stats()
-            m.momentum = None          # cumulative average over the pass below
+            m.momentum = None  # cumulative average over the pass below
     model.train()
     with torch.no_grad():
         model(images[:512])
@@ -80,4 +80,3 @@ def make_quantized(tiny_state: dict[str, torch.Tensor], digits: dict[str, torch.
         return model, named
 
     return make
-

@@ -27,7 +27,7 @@ def test_three_bit_values_straddle_bytes():
     data = pack(values, 3, signed=True)
     assert len(data) == 3
     bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
-    assert bits[6:9].tolist() == [1, 1, 1]   # element 2 (-1 = 0b111) crosses bytes 0 and 1
+    assert bits[6:9].tolist() == [1, 1, 1]  # element 2 (-1 = 0b111) crosses bytes 0 and 1
     np.testing.assert_array_equal(unpack(data, 3, 8, signed=True), values)
 
 

@@ -25,16 +25,38 @@ def test_export_a_policy_then_run_the_file(tmp_path, tiny_checkpoint, layer_name
     policy = tmp_path / "best_policy.json"
     PolicyFile("mobilenetv2", "digits", layer_names, bits, model_kwargs={"width_mult": 0.35}).save(policy)
     out = tmp_path / "model.hqpk"
-    assert main(["export", "--policy", str(policy), "--float-checkpoint", tiny_checkpoint, "--out", str(out),
-                 "--threads", "2"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--policy",
+                str(policy),
+                "--float-checkpoint",
+                tiny_checkpoint,
+                "--out",
+                str(out),
+                "--threads",
+                "2",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     sizes = read_packed_file(out).sizes
-    flash_bytes = (sum(m.weight.numel() * w for (_, m), (w, _) in zip(
-        wrap_model(build_model("mobilenetv2", num_classes=10, width_mult=0.35)), bits)) + 7) // 8
+    flash_bytes = (
+        sum(
+            m.weight.numel() * w
+            for (_, m), (w, _) in zip(wrap_model(build_model("mobilenetv2", num_classes=10, width_mult=0.35)), bits)
+        )
+        + 7
+    ) // 8
     assert sizes.weights == flash_bytes
     assert f"header + packed weights = {sizes.flash:,} bytes, +{sizes.header:,} bytes from the cost model" in text
-    match = re.search(r"integer top-1 ([\d.]+)%, fake-quant top-1 ([\d.]+)% \(on cpu\), "
-                      r"identical predictions (\d+)/360", text)
+    match = re.search(
+        r"integer top-1 ([\d.]+)%, fake-quant top-1 ([\d.]+)% \(on cpu\), "
+        r"identical predictions (\d+)/360",
+        text,
+    )
     assert match, text
     assert int(match[3]) >= 356 and abs(float(match[1]) - float(match[2])) <= 1.2
     assert "integer-only ops checked" in text
@@ -57,10 +79,11 @@ def test_export_a_qat_checkpoint(tmp_path, tiny_checkpoint, layer_names, capsys)
     images = materialize(load_dataset("digits", None).search_train)[0][:16]
     calibrate(model, [m for _, m in named], images)
     with torch.no_grad():
-        model.eval()(images)                      # weight steps initialise on first use
+        model.eval()(images)  # weight steps initialise on first use
     path = tmp_path / "qat.pt"
-    checkpoint.save_qat_checkpoint(path, model, policy, "lsq",
-                                   {"model": "mobilenetv2", "width_mult": 0.35, "num_classes": 10, "dataset": "digits"})
+    checkpoint.save_qat_checkpoint(
+        path, model, policy, "lsq", {"model": "mobilenetv2", "width_mult": 0.35, "num_classes": 10, "dataset": "digits"}
+    )
     out = tmp_path / "qat.hqpk"
     assert main(["export", "--checkpoint", str(path), "--out", str(out), "--no-eval", "--threads", "2"]) == 0
     assert "QAT checkpoint" in capsys.readouterr().out
@@ -94,9 +117,14 @@ def test_onnx_export_writes_into_the_run_folder_and_matches(tmp_path, tiny_check
     run = tmp_path / "run"
     run.mkdir()
     PolicyFile("mobilenetv2", "digits", layer_names, bits, model_kwargs={"width_mult": 0.35}).save(
-        run / "best_policy.json")
-    assert main(["onnx", "--policy", str(run / "best_policy.json"), "--float-checkpoint", tiny_checkpoint,
-                 "--threads", "2"]) == 0
+        run / "best_policy.json"
+    )
+    assert (
+        main(
+            ["onnx", "--policy", str(run / "best_policy.json"), "--float-checkpoint", tiny_checkpoint, "--threads", "2"]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert (run / "model.onnx").exists() and "onnx.checker passed" in text
     match = re.search(r"onnxruntime top-1 ([\d.]+)%, fake-quant top-1 ([\d.]+)%, identical predictions (\d+)/360", text)
@@ -123,7 +151,10 @@ def test_accuracy_line_names_the_recorded_accuracy_and_the_input_quantization() 
 
     source = SimpleNamespace(meta={"test_top1": 98.0555, "epoch": 3})
     line = accuracy_line(source, {"fake_quant_float_input_top1": 98.0555, "integer_top1": 97.2222})
-    assert line == ("accuracy: finetune's test top-1 98.06% (best.pt, epoch 3, chosen on validation), here 98.06%; "
-                    "the integer model quantizes the input image to 8 bits, the one change: 97.22% (-0.83 points)")
-    assert "\n" not in accuracy_line(SimpleNamespace(meta={}), {"fake_quant_float_input_top1": 50.0,
-                                                                 "integer_top1": 50.0})
+    assert line == (
+        "accuracy: finetune's test top-1 98.06% (best.pt, epoch 3, chosen on validation), here 98.06%; "
+        "the integer model quantizes the input image to 8 bits, the one change: 97.22% (-0.83 points)"
+    )
+    assert "\n" not in accuracy_line(
+        SimpleNamespace(meta={}), {"fake_quant_float_input_top1": 50.0, "integer_top1": 50.0}
+    )

@@ -27,7 +27,7 @@ def check(xs: list[int], m: int, n: int) -> None:
     assert round_shift(x.to(torch.int64) * m, n).tolist() == want
 
 
-@pytest.mark.parametrize("value", [1.0, 0.5, 2.0**-20, 8.0, -0.25, -2.0**-7])
+@pytest.mark.parametrize("value", [1.0, 0.5, 2.0**-20, 8.0, -0.25, -(2.0**-7)])
 def test_powers_of_two_become_pure_shifts(value: float) -> None:
     m, n = to_dyadic(value)
     assert abs(m) == 1 and dyadic_value(m, n) == value
@@ -47,7 +47,7 @@ def test_mantissa_is_odd_31_bit_and_within_half_an_ulp() -> None:
     assert mm.tolist() == [[1, 3], [-3, 0]] and nn.tolist() == [[1, 2], [0, 0]]
 
 
-@pytest.mark.parametrize("bad", [math.inf, math.nan, 2.0**30, -2.0**31, 1.2345e-12])
+@pytest.mark.parametrize("bad", [math.inf, math.nan, 2.0**30, -(2.0**31), 1.2345e-12])
 def test_unrepresentable_multipliers_raise(bad: float) -> None:
     with pytest.raises(ValueError):
         to_dyadic(bad)
@@ -63,10 +63,10 @@ def test_exact_division_by_powers_of_two() -> None:
 def test_exact_halves_round_to_even_both_signs() -> None:
     # x / 2 for odd x: exactly half-way; small shifts (n < 32) take the general path.
     check(list(range(-21, 22)), 1, 1)
-    check([-7, -5, -3, -1, 1, 3, 5, 7], 1, 1)       # -> -4, -2, -2, 0, 0, 2, 2, 4
+    check([-7, -5, -3, -1, 1, 3, 5, 7], 1, 1)  # -> -4, -2, -2, 0, 0, 2, 2, 4
     assert requantize(torch.tensor([-7, -5, -1, 1, 5, 7], dtype=torch.int32), 1, 1).tolist() == [-4, -2, 0, 0, 2, 4]
     check([k * 4 + 2 for k in range(-10, 10)], 1, 2)  # (4k + 2) / 4 = k + 1/2
-    check([6, 10, -6, -10], 5, 2)                     # 7.5, 12.5, -7.5, -12.5 -> 8, 12, -8, -12
+    check([6, 10, -6, -10], 5, 2)  # 7.5, 12.5, -7.5, -12.5 -> 8, 12, -8, -12
 
 
 def test_reference_table_of_lsq_md() -> None:

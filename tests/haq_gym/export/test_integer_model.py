@@ -10,8 +10,7 @@ from torch.nn import functional as F
 from haq_gym.export.build import ExportError, export_integer_model
 from haq_gym.export.compare import compare_models, fake_quant_input, float64_reference
 from haq_gym.export.integer_guard import FloatingPointOperation, integer_only
-from haq_gym.export.integer_model import (ConvOp, IntegerModel, IntegerOverflow, Requant, RequantOp,
-                                          conv2d_int)
+from haq_gym.export.integer_model import ConvOp, IntegerModel, IntegerOverflow, Requant, RequantOp, conv2d_int
 from haq_gym.quant import wrap_model
 from haq_gym.quant.grid import QuantGrid
 
@@ -33,8 +32,10 @@ def w4a4(make_quantized, digits):
     return model, named, export_integer_model(model, named, digits["calib"])
 
 
-@pytest.mark.parametrize("cin,cout,k,stride,padding,groups", [
-    (5, 7, 3, 1, 1, 1), (6, 6, 3, 2, 1, 6), (4, 8, 1, 1, 0, 1), (6, 9, 3, 1, 0, 3), (3, 4, 3, 2, 1, 1)])
+@pytest.mark.parametrize(
+    "cin,cout,k,stride,padding,groups",
+    [(5, 7, 3, 1, 1, 1), (6, 6, 3, 2, 1, 6), (4, 8, 1, 1, 0, 1), (6, 9, 3, 1, 0, 3), (3, 4, 3, 2, 1, 1)],
+)
 def test_conv2d_int_equals_the_exact_convolution(cin, cout, k, stride, padding, groups) -> None:
     gen = torch.Generator().manual_seed(cin * 100 + cout)
     x = torch.randint(-128, 128, (2, cin, 9, 8), generator=gen, dtype=torch.int32)
@@ -82,7 +83,7 @@ def test_per_layer_codes_agree_except_near_ties(policy, w4a4, make_quantized, di
 def test_forward_runs_on_integer_tensors_only(w4a4, digits) -> None:
     _, _, im = w4a4
     codes = im.quantize_input(digits["test_x"][:4])
-    with integer_only() as guard:           # an outer guard sees every op of the forward
+    with integer_only() as guard:  # an outer guard sees every op of the forward
         logits, env = im.forward(codes, record=True)
     assert guard.ops > 200
     assert logits.dtype == torch.int32 and all(not t.is_floating_point() for t in env.values())
@@ -101,7 +102,7 @@ def test_every_layer_is_a_conv_op_with_int32_bias(w4a4) -> None:
     convs = [op for op in im.ops if isinstance(op, ConvOp)]
     assert [im.layers[op.layer].name for op in convs] == [n for n, _ in named]
     assert all(op.bias.dtype == torch.int32 for op in convs)
-    assert convs[-1].requant is None and convs[-1].kind == "linear"      # int32 logits
+    assert convs[-1].requant is None and convs[-1].kind == "linear"  # int32 logits
     for op in convs[:-1]:
         assert op.requant.multiplier.abs().max() < 2**31
 

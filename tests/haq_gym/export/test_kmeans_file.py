@@ -9,9 +9,17 @@ import pytest
 import torch
 
 from haq_gym.cost import BitSerialAccelerator, CostModel, measure_layers
-from haq_gym.export.kmeans_file import (KMeansLayer, decode_kmeans, encode_kmeans, kmeans_file_overhead,
-                                        kmeans_file_size, kmeans_layers, load_kmeans_weights, read_kmeans_file,
-                                        write_kmeans_file)
+from haq_gym.export.kmeans_file import (
+    KMeansLayer,
+    decode_kmeans,
+    encode_kmeans,
+    kmeans_file_overhead,
+    kmeans_file_size,
+    kmeans_layers,
+    load_kmeans_weights,
+    read_kmeans_file,
+    write_kmeans_file,
+)
 from haq_gym.models import build_model
 from haq_gym.quant import apply_policy, wrap_model
 from haq_gym.quant.kmeans_quantizer import use_kmeans_weights

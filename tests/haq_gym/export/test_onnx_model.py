@@ -8,8 +8,14 @@ from torch import nn
 
 pytest.importorskip("onnxruntime", reason="the onnx extra (haq-gym[onnx], part of [test]) is not installed")
 
-from haq_gym.export.onnx_model import (OnnxExportError, build_onnx_model, compare_onnx, load_onnx,  # noqa: E402
-                                       open_session, write_onnx)
+from haq_gym.export.onnx_model import (
+    OnnxExportError,
+    build_onnx_model,
+    compare_onnx,
+    load_onnx,  # noqa: E402
+    open_session,
+    write_onnx,
+)
 from haq_gym.models import build_model  # noqa: E402
 from haq_gym.quant import apply_policy, calibrate, wrap_model  # noqa: E402
 
@@ -34,8 +40,8 @@ def test_mobilenetv2_in_onnxruntime_predicts_what_the_fake_quant_model_does(poli
     images, labels = digits["test_x"][:8], digits["test_y"][:8]
     proto = build_onnx_model(model, named, tuple(images.shape[1:]))
     ops = [n.op_type for n in proto.graph.node]
-    assert ops.count("QuantizeLinear") == LAYERS - 1                 # every quantized input (the first stays float)
-    assert ops.count("DequantizeLinear") == 2 * LAYERS - 1           # those plus every weight
+    assert ops.count("QuantizeLinear") == LAYERS - 1  # every quantized input (the first stays float)
+    assert ops.count("DequantizeLinear") == 2 * LAYERS - 1  # those plus every weight
     cmp = compare_onnx(model, named, images, labels)
     assert cmp.identical_predictions == len(images)
     assert len(cmp.layer_codes) == LAYERS - 1
@@ -65,7 +71,7 @@ def test_resnet20_in_onnxruntime(digits) -> None:
     calibrate(model, [m for _, m in named], digits["calib"])
     model.eval()
     proto = build_onnx_model(model, named, (3, 32, 32))
-    assert {"Slice", "Pad", "Add"} <= {n.op_type for n in proto.graph.node}   # option-A shortcuts
+    assert {"Slice", "Pad", "Add"} <= {n.op_type for n in proto.graph.node}  # option-A shortcuts
     cmp = compare_onnx(model, named, digits["test_x"][:8], digits["test_y"][:8])
     assert cmp.identical_predictions == 8 and cmp.code_agreement >= 0.999
 
@@ -102,8 +108,12 @@ def test_missing_operator_names_operator_and_opset() -> None:
     from onnx import TensorProto, helper
 
     node = helper.make_node("Acosh", ["x"], ["y"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2])],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     proto.ir_version = 10
     with pytest.raises(OnnxExportError, match=r"no CPU kernel for operator Acosh at opset 9"):

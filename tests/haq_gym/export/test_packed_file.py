@@ -13,8 +13,15 @@ from haq_gym.cost.layer_info import measure_layers
 from haq_gym.cost.model_size import flash_bits
 from haq_gym.export.build import export_integer_model
 from haq_gym.export.integer_model import IntegerLayer
-from haq_gym.export.packed_file import (FIXED_HEADER, PackedFileError, decode, encode, load_integer_model,
-                                        read_packed_file, write_packed_file)
+from haq_gym.export.packed_file import (
+    FIXED_HEADER,
+    PackedFileError,
+    decode,
+    encode,
+    load_integer_model,
+    read_packed_file,
+    write_packed_file,
+)
 
 LAYERS = 53
 
@@ -51,32 +58,32 @@ def test_every_width_round_trips_exactly() -> None:
         np.testing.assert_array_equal(got.codes, want.codes.numpy())
         assert got.step == np.float32(want.step)
     total_bits = sum(w.codes.numel() * w.bits for w in layers)
-    assert sizes.weights == (total_bits + 7) // 8          # one stream: no per-layer padding
+    assert sizes.weights == (total_bits + 7) // 8  # one stream: no per-layer padding
     assert len(data) == sizes.header + sizes.weights and sizes.integer_model == 0
 
 
 def test_byte_layout_is_low_nibble_first_twos_complement() -> None:
     # seed 000's C example: byte 0xEF holds -1 (low nibble 0xF) then -2 (high nibble 0xE).
     data, sizes = encode([layer("a", np.array([-1, -2, -8, 7]), 4)])
-    payload = data[sizes.header:]
+    payload = data[sizes.header :]
     assert payload == bytes([0xEF, 0x78])
     assert decode(data).layers[0].codes.tolist() == [-1, -2, -8, 7]
     # a 3-bit layer of 3 values (9 bits) then a 2-bit one: the second starts at bit 9, mid-byte
     data, sizes = encode([layer("a", np.array([-4, 3, -1]), 3), layer("b", np.array([1, -2]), 2)])
-    bits = np.unpackbits(np.frombuffer(data[sizes.header:], np.uint8), bitorder="little")
+    bits = np.unpackbits(np.frombuffer(data[sizes.header :], np.uint8), bitorder="little")
     assert bits[:13].tolist() == [0, 0, 1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 1]
     assert sizes.weights == 2
 
 
 def test_header_is_small_and_file_is_flash_plus_header(make_quantized, digits) -> None:
-    policy = [[4, -1]] + [[4, 4]] * (LAYERS - 2) + [[4, 8]]    # every weight at 4 bits
+    policy = [[4, -1]] + [[4, 4]] * (LAYERS - 2) + [[4, 8]]  # every weight at 4 bits
     model, named = make_quantized(policy, family="lsq")
     im = export_integer_model(model, named, digits["calib"])
     data, sizes = encode(im.layers)
     weights = sum(m.weight.numel() for _, m in named)
     infos = measure_layers(model, named, 32)
     assert flash_bits(infos, policy, 8) == weights * 4
-    assert len(data) - weights * 4 / 8 == sizes.header < 600          # "within a few hundred bytes"
+    assert len(data) - weights * 4 / 8 == sizes.header < 600  # "within a few hundred bytes"
     with_model, full = encode(im.layers, im)
     assert full.weights == sizes.weights and full.header == sizes.header
     assert full.bias == 4 * sum(int(op.bias.numel()) for op in im.ops if hasattr(op, "bias"))

@@ -48,11 +48,12 @@ def _mixed(n: int, seed: int = 0) -> list[list[int]]:
 def test_resnet20_matches_the_fake_quant_model(policy, digits, tmp_path) -> None:
     torch.manual_seed(0)
     model = _with_data_statistics(build_model("resnet20", 10, width_mult=0.5), digits["train_x"][:128])
-    named = _quantize(model, digits["calib"], (lambda n: [[8, -1]] + [[4, 4]] * (n - 2) + [[8, 8]])
-                      if policy == "w4a4" else _mixed)
+    named = _quantize(
+        model, digits["calib"], (lambda n: [[8, -1]] + [[4, 4]] * (n - 2) + [[8, 8]]) if policy == "w4a4" else _mixed
+    )
     im = export_integer_model(model, named, digits["calib"])
-    assert sum(isinstance(op, ShortcutOp) for op in im.ops) == 2          # the two stride-2 option-A blocks
-    assert sum(isinstance(op, ReluOp) for op in im.ops) == 9              # one after every block's add
+    assert sum(isinstance(op, ShortcutOp) for op in im.ops) == 2  # the two stride-2 option-A blocks
+    assert sum(isinstance(op, ReluOp) for op in im.ops) == 9  # one after every block's add
     report = compare_models(model, named, im, digits["test_x"][:16], digits["test_y"][:16])
     assert len(report.layers) == 20
     assert report.unexplained_mismatches == []
@@ -78,7 +79,7 @@ def test_torchvision_resnet_with_projection_shortcuts(digits) -> None:
     test = F.interpolate(digits["test_x"][:6], size=16, mode="bilinear", align_corners=False)
     model = _with_data_statistics(model, small)
     named = _quantize(model, small[:32], lambda n: [[8, -1]] + [[5, 6]] * (n - 2) + [[8, 8]])
-    assert len(named) == 13                                              # stem, 8 block convs, 3 downsample, fc
+    assert len(named) == 13  # stem, 8 block convs, 3 downsample, fc
     im = export_integer_model(model, named, small[:32])
     report = compare_models(model, named, im, test, digits["test_y"][:6])
     assert report.unexplained_mismatches == []

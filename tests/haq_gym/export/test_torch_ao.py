@@ -22,8 +22,11 @@ from haq_gym.export.build import fold_conv
 from haq_gym.export.integer_model import conv2d_int
 from haq_gym.quant.grid import QuantGrid
 
-CASES = [(e, top) for e, top in (("x86", 127), ("fbgemm", 127), ("qnnpack", 255))
-         if e in torch.backends.quantized.supported_engines]
+CASES = [
+    (e, top)
+    for e, top in (("x86", 127), ("fbgemm", 127), ("qnnpack", 255))
+    if e in torch.backends.quantized.supported_engines
+]
 TIE = 1e-3
 """torch.ao's float32 rescale can move a value this close to a half across it."""
 
@@ -33,7 +36,7 @@ def test_w8a8_conv_matches_torch_ao_except_at_ties(engine: str, act_top: int) ->
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 24, 3, padding=1, bias=True).eval()
     weight, bias = conv.weight.detach(), conv.bias.detach()
-    x = torch.rand(8, 16, 12, 12) * 4.0                          # non-negative: quint8, zero point 0
+    x = torch.rand(8, 16, 12, 12) * 4.0  # non-negative: quint8, zero point 0
     s_x = 4.0 / act_top
     s_w = float(weight.abs().max()) / 127
     with torch.no_grad():
@@ -63,7 +66,7 @@ def test_w8a8_conv_matches_torch_ao_except_at_ties(engine: str, act_top: int) ->
     assert float(differ.double().mean()) < 1e-3
     if bool(differ.any()):
         assert int((ours - theirs).abs().max()) == 1
-        assert float(tie_distance[differ].max()) < TIE            # every difference is a rounding tie
-    clear = tie_distance >= TIE                                   # elsewhere both give the exact rounding
+        assert float(tie_distance[differ].max()) < TIE  # every difference is a rounding tie
+    clear = tie_distance >= TIE  # elsewhere both give the exact rounding
     want = torch.round(exact).clamp(0, 255).to(torch.int64)
     assert torch.equal(ours[clear], want[clear]) and torch.equal(theirs[clear], want[clear])

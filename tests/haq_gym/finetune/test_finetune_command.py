@@ -28,13 +28,37 @@ def _rows(run_dir):
 @pytest.fixture(scope="module")
 def w4a4_run(tmp_path_factory, tiny_checkpoint):
     out = tmp_path_factory.mktemp("ft") / "w4a4"
-    assert main(["--w-bits", "4", "--a-bits", "4", "--epochs", "1", "--init-checkpoint", tiny_checkpoint,
-                 "--output", str(out), *TINY]) == 0
+    assert (
+        main(
+            [
+                "--w-bits",
+                "4",
+                "--a-bits",
+                "4",
+                "--epochs",
+                "1",
+                "--init-checkpoint",
+                tiny_checkpoint,
+                "--output",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     return out
 
 
 def test_uniform_run_writes_folder_and_checkpoint_with_policy(w4a4_run):
-    for name in ("config.yml", "policy.json", "metrics.csv", "last.pt", "best.pt", "tensorboard", "training_curves.png"):
+    for name in (
+        "config.yml",
+        "policy.json",
+        "metrics.csv",
+        "last.pt",
+        "best.pt",
+        "tensorboard",
+        "training_curves.png",
+    ):
         assert (w4a4_run / name).exists(), name
     rows = _rows(w4a4_run)
     assert [int(r["epoch"]) for r in rows] == [1] and 0.0 <= float(rows[0]["test_top1"]) <= 100.0
@@ -43,7 +67,9 @@ def test_uniform_run_writes_folder_and_checkpoint_with_policy(w4a4_run):
     assert bits[0] == [8, -1] and bits[-1] == [8, 8] and all(b == [4, 4] for b in bits[1:-1])
     assert ckpt.policy.bits == bits and ckpt.family == "lsq"
     quantizers = [m for m in ckpt.model.modules() if isinstance(m, LSQQuantizer) and m.bits is not None]
-    assert quantizers and all(q.is_initialized and bool(q.initialized) and q.current_step().item() > 0 for q in quantizers)
+    assert quantizers and all(
+        q.is_initialized and bool(q.initialized) and q.current_step().item() > 0 for q in quantizers
+    )
     assert ckpt.policy.accuracy["finetune_test_top1"] == pytest.approx(float(_rows(w4a4_run)[0]["test_top1"]))
 
 
@@ -63,12 +89,44 @@ def test_lsq_checkpoint_starts_a_lower_precision_policy(w4a4_run, tmp_path):
     policy = PolicyFile("mobilenetv2", "digits", layer_names, bits, model_kwargs={"width_mult": 0.35})
     policy.save(tmp_path / "p.json")
     out = tmp_path / "from_w4a4"
-    assert main(["--policy", str(tmp_path / "p.json"), "--epochs", "1", "--init-checkpoint", str(w4a4_run / "last.pt"),
-                 "--output", str(out), "--no-progress", "--lr", "0"]) == 2  # lr must be positive
+    assert (
+        main(
+            [
+                "--policy",
+                str(tmp_path / "p.json"),
+                "--epochs",
+                "1",
+                "--init-checkpoint",
+                str(w4a4_run / "last.pt"),
+                "--output",
+                str(out),
+                "--no-progress",
+                "--lr",
+                "0",
+            ]
+        )
+        == 2
+    )  # lr must be positive
     assert not (out / "last.pt").exists()
     # A tiny positive lr barely moves the step, so the rescaling by Qp(4 bit)/Qp(2 bit) = 7 shows.
-    assert main(["--policy", str(tmp_path / "p.json"), "--epochs", "1", "--init-checkpoint", str(w4a4_run / "last.pt"),
-                 "--output", str(out), "--no-progress", "--lr", "1e-9"]) == 0
+    assert (
+        main(
+            [
+                "--policy",
+                str(tmp_path / "p.json"),
+                "--epochs",
+                "1",
+                "--init-checkpoint",
+                str(w4a4_run / "last.pt"),
+                "--output",
+                str(out),
+                "--no-progress",
+                "--lr",
+                "1e-9",
+            ]
+        )
+        == 0
+    )
     after = load_qat_checkpoint(out / "last.pt")
     assert after.layers[5][1].weight_quantizer.step.item() == pytest.approx(step4 * 7, rel=1e-3)
     assert [[l.w_bit, l.a_bit] for _, l in after.layers] == bits
@@ -93,6 +151,7 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_checkpoint, 
     monkeypatch.setattr(trainer_module, "top1_accuracy", real_eval)
     assert [int(r["epoch"]) for r in _rows(tmp_path / "crashed")] == [1]
     assert main(["--resume", str(tmp_path / "crashed"), "--no-progress"]) == 0
+
     def trajectory(run):
         return [(r["epoch"], r["train_loss"], r["test_top1"]) for r in _rows(tmp_path / run)]
 
@@ -120,8 +179,23 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_checkpoint
 
     monkeypatch.setattr(nn.CrossEntropyLoss, "forward", nan_in_second_epoch)
     out = tmp_path / "nan"
-    code = main(["--w-bits", "4", "--a-bits", "4", "--epochs", "2", "--init-checkpoint", tiny_checkpoint,
-                 "--lr", "1e-3", "--output", str(out), *TINY])
+    code = main(
+        [
+            "--w-bits",
+            "4",
+            "--a-bits",
+            "4",
+            "--epochs",
+            "2",
+            "--init-checkpoint",
+            tiny_checkpoint,
+            "--lr",
+            "1e-3",
+            "--output",
+            str(out),
+            *TINY,
+        ]
+    )
     assert code == 3
     err = capsys.readouterr().err
     assert "loss became nan at epoch 2" in err and "last.pt" in err
@@ -136,21 +210,33 @@ def test_bad_inputs_give_clear_errors(tmp_path, tiny_checkpoint, capsys):
         return capsys.readouterr().err
 
     assert "--w-bits must be in 2..8, got 9" in error_of(
-        ["--w-bits", "9", "--a-bits", "4", "--init-checkpoint", tiny_checkpoint, *TINY, "--output", str(tmp_path / "a")])
+        ["--w-bits", "9", "--a-bits", "4", "--init-checkpoint", tiny_checkpoint, *TINY, "--output", str(tmp_path / "a")]
+    )
     assert "--w-bits and --a-bits go together" in error_of(["--w-bits", "4", *TINY])
     # a checkpoint of another architecture (width 1.0 vs 0.35)
     wide = tmp_path / "wide.pt"
     save_checkpoint(wide, build_model("mobilenetv2", 10, 1.0), {})
-    msg = error_of(["--w-bits", "4", "--a-bits", "4", "--init-checkpoint", str(wide), *TINY,
-                    "--output", str(tmp_path / "b")])
+    msg = error_of(
+        ["--w-bits", "4", "--a-bits", "4", "--init-checkpoint", str(wide), *TINY, "--output", str(tmp_path / "b")]
+    )
     assert "wide.pt" in msg and "does not fit" in msg
     # a policy for another model: layer count and names differ
     other = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 28 * 28, 10))
     names = [n for n, _ in wrap_model(other)]
-    PolicyFile("mobilenetv2", "digits", names, [[8, -1], [4, 4], [8, 8]],
-               model_kwargs={"width_mult": 0.35}).save(tmp_path / "other.json")
-    msg = error_of(["--policy", str(tmp_path / "other.json"), "--init-checkpoint", tiny_checkpoint,
-                    "--no-progress", "--output", str(tmp_path / "c")])
+    PolicyFile("mobilenetv2", "digits", names, [[8, -1], [4, 4], [8, 8]], model_kwargs={"width_mult": 0.35}).save(
+        tmp_path / "other.json"
+    )
+    msg = error_of(
+        [
+            "--policy",
+            str(tmp_path / "other.json"),
+            "--init-checkpoint",
+            tiny_checkpoint,
+            "--no-progress",
+            "--output",
+            str(tmp_path / "c"),
+        ]
+    )
     assert "policy has 3 layers but the model has 53" in msg
     assert not (tmp_path / "c").exists()
 
@@ -166,14 +252,35 @@ def test_haq_linear_quantizer_trains_its_activation_range_and_reloads(tmp_path, 
     from haq_gym.quant.haq_linear import HAQActivationQuantizer
 
     out = tmp_path / "haq"
-    assert main(["--w-bits", "3", "--a-bits", "3", "--epochs", "1", "--batch-size", "256", "--quantizer", "haq",
-                 "--init-checkpoint", tiny_checkpoint, "--output", str(out), *TINY]) == 0
+    assert (
+        main(
+            [
+                "--w-bits",
+                "3",
+                "--a-bits",
+                "3",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "256",
+                "--quantizer",
+                "haq",
+                "--init-checkpoint",
+                tiny_checkpoint,
+                "--output",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     ckpt = load_qat_checkpoint(out / "best.pt")
     assert ckpt.family == "haq"
     saved = torch.load(out / "best.pt", weights_only=True)["state_dict"]
     quantizers = [(n, m) for n, m in ckpt.model.named_modules() if isinstance(m, HAQActivationQuantizer) and m.bits]
-    assert quantizers and all(float(m.activation_range.detach()) == float(saved[f"{n}.activation_range"])
-                              for n, m in quantizers)
+    assert quantizers and all(
+        float(m.activation_range.detach()) == float(saved[f"{n}.activation_range"]) for n, m in quantizers
+    )
     assert any(float(saved[f"{n}.activation_range"]) != 6.0 for n, _ in quantizers)  # calibrated, not the initial 6.0
     val_x, val_y = materialize(load_dataset("digits", None).search_val)
     acc = top1_accuracy(ckpt.model, val_x.contiguous(memory_format=torch.channels_last), val_y)
@@ -186,11 +293,31 @@ def test_kmeans_long_finetune_frees_high_bit_layers_then_reclusters_everything(t
     names = [n for n, _ in wrap_model(model)]
     bits = [[7 if i % 3 == 0 else 1 + i % 2, -1] for i in range(len(names))]
     policy_path = tmp_path / "kmeans_policy.json"
-    PolicyFile(model="mobilenetv2", dataset="digits", layer_names=names, bits=bits,
-               model_kwargs={"width_mult": 0.35}).save(policy_path)
+    PolicyFile(
+        model="mobilenetv2", dataset="digits", layer_names=names, bits=bits, model_kwargs={"width_mult": 0.35}
+    ).save(policy_path)
     out = tmp_path / "km"
-    assert main(["--policy", str(policy_path), "--quantizer", "kmeans", "--free-high-bit", "--epochs", "2",
-                 "--batch-size", "256", "--init-checkpoint", tiny_checkpoint, "--output", str(out), *TINY]) == 0
+    assert (
+        main(
+            [
+                "--policy",
+                str(policy_path),
+                "--quantizer",
+                "kmeans",
+                "--free-high-bit",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "256",
+                "--init-checkpoint",
+                tiny_checkpoint,
+                "--output",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     rows = _rows(out)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     ckpt = load_qat_checkpoint(out / "best.pt")
@@ -198,5 +325,20 @@ def test_kmeans_long_finetune_frees_high_bit_layers_then_reclusters_everything(t
     for (name, layer), (w, _) in zip(ckpt.layers, bits):
         distinct = torch.unique(layer.weight.detach()).numel()
         assert distinct <= 2**w, (name, w, distinct)  # shared weights, the 7-bit layers re-clustered too
-    assert main(["--policy", str(policy_path), "--quantizer", "lsq", "--free-high-bit", "--epochs", "1",
-                 "--output", str(tmp_path / "bad"), *TINY]) == 2
+    assert (
+        main(
+            [
+                "--policy",
+                str(policy_path),
+                "--quantizer",
+                "lsq",
+                "--free-high-bit",
+                "--epochs",
+                "1",
+                "--output",
+                str(tmp_path / "bad"),
+                *TINY,
+            ]
+        )
+        == 2
+    )

@@ -56,7 +56,8 @@ def tv_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A user's model package on sys.path: a good builder and the kinds the wrappers must refuse."""
-    (tmp_path / "my_nets.py").write_text(textwrap.dedent("""
+    (tmp_path / "my_nets.py").write_text(
+        textwrap.dedent("""
         import torch
         from torch import nn
         from torch.nn import functional as F
@@ -98,18 +99,32 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
         def not_a_model():
             return 42
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "my_nets"
     sys.modules.pop("my_nets", None)
 
 
-def test_torchvision_mobilenet_v2_searches_an_image_folder(image_tree: Path, tv_checkpoint: str, tmp_path: Path) -> None:
-    env = gym.make("HAQ-MobileNetV2-v0", model="torchvision:mobilenet_v2", dataset="imagefolder",
-                   data_root=str(image_tree), image_size=SIZE, checkpoint=tv_checkpoint, val_size=4,
-                   calibration_size=4, latency_budget=None, progress=False)
+def test_torchvision_mobilenet_v2_searches_an_image_folder(
+    image_tree: Path, tv_checkpoint: str, tmp_path: Path
+) -> None:
+    env = gym.make(
+        "HAQ-MobileNetV2-v0",
+        model="torchvision:mobilenet_v2",
+        dataset="imagefolder",
+        data_root=str(image_tree),
+        image_size=SIZE,
+        checkpoint=tv_checkpoint,
+        val_size=4,
+        calibration_size=4,
+        latency_budget=None,
+        progress=False,
+    )
     setup = env.unwrapped.setup
-    assert len(setup.layers) == 53 and setup.layer_names[0] == "features.0.0" and setup.layer_names[-1] == "classifier.1"
+    assert (
+        len(setup.layers) == 53 and setup.layer_names[0] == "features.0.0" and setup.layer_names[-1] == "classifier.1"
+    )
     stem, last = setup.layer_infos[0], setup.layer_infos[-1]
     # torchvision's stride-2 stem at 64 px: 32x32 outputs; MACs = weights x output positions, from the traced pass.
     assert (stem.in_h, stem.out_h, stem.macs) == (SIZE, SIZE // 2, 32 * 3 * 3 * 3 * (SIZE // 2) ** 2)
@@ -125,16 +140,37 @@ def test_torchvision_mobilenet_v2_searches_an_image_folder(image_tree: Path, tv_
     policy.save(tmp_path / "policy.json")
 
     # The export rebuilds the same model from the policy file with the shared builder (no search setup).
-    source = source_from_policy(PolicyFile.load(tmp_path / "policy.json"), data_root=str(image_tree),
-                                float_checkpoint=tv_checkpoint, calibration_size=4)
+    source = source_from_policy(
+        PolicyFile.load(tmp_path / "policy.json"),
+        data_root=str(image_tree),
+        float_checkpoint=tv_checkpoint,
+        calibration_size=4,
+    )
     assert [n for n, _ in source.layers] == setup.layer_names and source.bits == policy.bits
     assert source.calibration_images.shape[-1] == SIZE
 
     # The finetune takes the same policy and streams the folder with random-resized crops.
     out = tmp_path / "ft"
-    assert finetune_main(["--policy", str(tmp_path / "policy.json"), "--data-root", str(image_tree), "--epochs", "1",
-                          "--batch-size", "8", "--init-checkpoint", tv_checkpoint, "--output", str(out),
-                          "--no-progress"]) == 0
+    assert (
+        finetune_main(
+            [
+                "--policy",
+                str(tmp_path / "policy.json"),
+                "--data-root",
+                str(image_tree),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--init-checkpoint",
+                tv_checkpoint,
+                "--output",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     ckpt = QuantizedModel.from_checkpoint(out / "best.pt")
     assert ckpt.spec.name == "torchvision:mobilenet_v2" and ckpt.meta["image_size"] == SIZE
     assert [[m.w_bit, m.a_bit] for m in ckpt.modules] == policy.bits
@@ -162,9 +198,16 @@ def test_import_path_model_with_kwargs_and_checkpoint(user_module: str, tmp_path
     assert [[m.w_bit, m.a_bit] for m in qm.modules] == [[8, -1], [4, 4], [8, 8]]
     assert torch.equal(qm.model.stem.weight, net.stem.weight)
 
-    env = gym.make("HAQ-MobileNetV2-v0", model=f"{user_module}:build", model_kwargs={"width": 4},
-                   checkpoint=str(tmp_path / "w.pt"), val_size=16, calibration_size=4, latency_budget=None,
-                   progress=False)
+    env = gym.make(
+        "HAQ-MobileNetV2-v0",
+        model=f"{user_module}:build",
+        model_kwargs={"width": 4},
+        checkpoint=str(tmp_path / "w.pt"),
+        val_size=16,
+        calibration_size=4,
+        latency_budget=None,
+        progress=False,
+    )
     assert env.unwrapped.setup.layer_names == ["stem", "body.1", "head"]
     assert len(env.unwrapped.decisions) == 2  # first and last pinned: body.1's weight and activation bits
 
@@ -176,11 +219,14 @@ def test_import_path_model_with_kwargs_and_checkpoint(user_module: str, tmp_path
         QuantizedModel.from_float(spec, 10, 32)
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("Functional", r"functional conv2d in module '<root>' \(weight extra\)"),
-    ("Shared", r"layer 'body.1' is called 2 times per forward pass \(weight sharing\)"),
-    ("Flat", r"cannot take 16x16 RGB images"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("Functional", r"functional conv2d in module '<root>' \(weight extra\)"),
+        ("Shared", r"layer 'body.1' is called 2 times per forward pass \(weight sharing\)"),
+        ("Flat", r"cannot take 16x16 RGB images"),
+    ],
+)
 def test_models_the_wrappers_cannot_handle_are_named(user_module: str, name: str, message: str) -> None:
     module = sys.modules.get(user_module) or __import__(user_module)
     model = getattr(module, name)()
@@ -217,9 +263,19 @@ def test_haq_strategy_lists_are_validated(tmp_path: Path) -> None:
 
 def test_finetune_takes_a_haq_strategy_list(tiny_checkpoint: str, tmp_path: Path, capsys) -> None:
     strategy = [[8, -1]] + [[6, 5]] * 51 + [[8, 8]]
-    common = ["--model", "mobilenetv2", "--width-mult", "0.35", "--epochs", "1", "--lr", "1e-9",
-              "--init-checkpoint", tiny_checkpoint,
-              "--no-progress"]
+    common = [
+        "--model",
+        "mobilenetv2",
+        "--width-mult",
+        "0.35",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-9",
+        "--init-checkpoint",
+        tiny_checkpoint,
+        "--no-progress",
+    ]
     assert finetune_main(["--policy", str(strategy[:-1]), *common, "--output", str(tmp_path / "short")]) == 2
     assert "lists 52 [w_bit, a_bit] pairs but the model has 53" in capsys.readouterr().err
     assert not (tmp_path / "short").exists()

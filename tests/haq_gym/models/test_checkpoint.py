@@ -55,17 +55,26 @@ def test_default_checkpoint_is_trained_once_then_loaded(monkeypatch, tmp_path) -
     monkeypatch.setattr(ck, "train_float", counting)
     recipe = FloatRecipe(epochs=1, batch_size=256)
     m1 = build_model("mobilenetv2", 10, width_mult=0.35)
-    path, meta = ensure_default_checkpoint("mobilenetv2", 0.35, "digits", m1, bundle, recipe=recipe, progress=False,
-                                           min_accuracy=None)
+    path, meta = ensure_default_checkpoint(
+        "mobilenetv2", 0.35, "digits", m1, bundle, recipe=recipe, progress=False, min_accuracy=None
+    )
     assert path == default_checkpoint_path("mobilenetv2", 0.35, "digits", recipe, 0) and path.exists()
     m2 = build_model("mobilenetv2", 10, width_mult=0.35)
-    path2, meta2 = ensure_default_checkpoint("mobilenetv2", 0.35, "digits", m2, bundle, recipe=recipe, progress=False,
-                                             min_accuracy=None)
+    path2, meta2 = ensure_default_checkpoint(
+        "mobilenetv2", 0.35, "digits", m2, bundle, recipe=recipe, progress=False, min_accuracy=None
+    )
     assert len(calls) == 1 and path2 == path and meta2["test_top1"] == meta["test_top1"]
     with pytest.raises(RuntimeError, match="not caching"):
-        ensure_default_checkpoint("mobilenetv2", 0.35, "digits", build_model("mobilenetv2", 10, width_mult=0.35),
-                                  bundle, recipe=FloatRecipe(epochs=1, batch_size=512), progress=False,
-                                  min_accuracy=DEFAULT_MIN_ACCURACY)
+        ensure_default_checkpoint(
+            "mobilenetv2",
+            0.35,
+            "digits",
+            build_model("mobilenetv2", 10, width_mult=0.35),
+            bundle,
+            recipe=FloatRecipe(epochs=1, batch_size=512),
+            progress=False,
+            min_accuracy=DEFAULT_MIN_ACCURACY,
+        )
 
 
 def test_concurrent_first_runs_train_the_default_model_once(monkeypatch, tmp_path) -> None:
@@ -88,8 +97,9 @@ def test_concurrent_first_runs_train_the_default_model_once(monkeypatch, tmp_pat
 
     def first_run(name: str) -> None:
         model = build_model("mobilenetv2", 10, width_mult=0.35)
-        results[name] = ensure_default_checkpoint("mobilenetv2", 0.35, "digits", model, None,
-                                                  recipe=FloatRecipe(epochs=1), progress=False, min_accuracy=None)
+        results[name] = ensure_default_checkpoint(
+            "mobilenetv2", 0.35, "digits", model, None, recipe=FloatRecipe(epochs=1), progress=False, min_accuracy=None
+        )
 
     threads = [threading.Thread(target=first_run, args=(n,), name=n) for n in ("a", "b")]
     for t in threads:

@@ -29,6 +29,7 @@ def test_registry_names_and_errors() -> None:
         build_model("resnet18", 10, width_mult=0.5)
     with pytest.raises(ValueError, match="6n \\+ 2"):
         from haq_gym.models.resnet import CifarResNet
+
         CifarResNet(depth=21)
     assert default_recipe("mobilenetv2") == FloatRecipe()  # unchanged: existing cached checkpoints stay valid
     assert default_recipe("resnet18").epochs < FloatRecipe().epochs
@@ -86,11 +87,13 @@ def test_hardswish_inputs_are_quantized_signed_and_relu_inputs_unsigned() -> Non
 @pytest.mark.parametrize("width, channels", [(1.0, (16, 32, 64)), (0.5, (8, 16, 32))])
 def test_resnet20_option_a_shortcut(width: float, channels: tuple[int, int, int]) -> None:
     model = build_model("resnet20", 10, width_mult=width)
-    assert [model.conv1.out_channels, model.layer2[0].conv1.out_channels, model.layer3[0].conv1.out_channels] == list(channels)
+    assert [model.conv1.out_channels, model.layer2[0].conv1.out_channels, model.layer3[0].conv1.out_channels] == list(
+        channels
+    )
     block = model.layer2[0]
     x = torch.randn(1, channels[0], 8, 8)
     short = block.shortcut(x)
     assert short.shape == (1, channels[1], 4, 4)
     front = (channels[1] - channels[0]) // 2
-    assert torch.equal(short[:, front:front + channels[0]], x[:, :, ::2, ::2])
-    assert short[:, :front].abs().sum() == 0 and short[:, front + channels[0]:].abs().sum() == 0
+    assert torch.equal(short[:, front : front + channels[0]], x[:, :, ::2, ::2])
+    assert short[:, :front].abs().sum() == 0 and short[:, front + channels[0] :].abs().sum() == 0

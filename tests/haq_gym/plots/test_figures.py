@@ -8,22 +8,46 @@ import numpy as np
 import pytest
 from matplotlib.lines import Line2D
 
-from haq_gym.plots import (budgeted_axis, plot_finetune_curves, plot_latency_table, plot_pareto_front,
-                           plot_policy_bits, plot_search_progress, plot_strategy_curves)
+from haq_gym.plots import (
+    budgeted_axis,
+    plot_finetune_curves,
+    plot_latency_table,
+    plot_pareto_front,
+    plot_policy_bits,
+    plot_search_progress,
+    plot_strategy_curves,
+)
 from haq_gym.plots.search_progress import feasible_frontier
 from haq_gym.policy import PolicyFile
 
 EPISODE_ROWS = [  # episode, reward, accuracy, latency, flash, budget_met
-    (1, -1.0, 80.0, 0.70, 0.60, 0), (2, -0.5, 85.0, 0.45, 0.50, 1), (3, -0.8, 82.0, 0.30, 0.40, 1),
-    (4, -0.2, 90.0, 0.48, 0.55, 1), (5, -0.1, 93.0, 0.90, 0.90, 0), (6, -0.6, 84.0, 0.40, 0.45, 1),
+    (1, -1.0, 80.0, 0.70, 0.60, 0),
+    (2, -0.5, 85.0, 0.45, 0.50, 1),
+    (3, -0.8, 82.0, 0.30, 0.40, 1),
+    (4, -0.2, 90.0, 0.48, 0.55, 1),
+    (5, -0.1, 93.0, 0.90, 0.90, 0),
+    (6, -0.6, 84.0, 0.40, 0.45, 1),
 ]
 
 
 def write_episodes(path, rows=EPISODE_ROWS):
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["episode", "reward", "accuracy", "latency_ratio", "flash_ratio", "bitops_ratio", "budget_met",
-                    "cached", "eval_time_s", "w_bits", "a_bits"])
+        w.writerow(
+            [
+                "episode",
+                "reward",
+                "accuracy",
+                "latency_ratio",
+                "flash_ratio",
+                "bitops_ratio",
+                "budget_met",
+                "cached",
+                "eval_time_s",
+                "w_bits",
+                "a_bits",
+            ]
+        )
         for ep, reward, acc, lat, fl, ok in rows:
             w.writerow([ep, reward, acc, lat, fl, lat * fl, ok, 0, 0.1, "8 4", "-1 4"])
     return path
@@ -75,9 +99,15 @@ def test_feasible_frontier_is_the_running_best_by_cost():
 
 def policy(bits, budget):
     names = [f"features.{i}.conv" for i in range(len(bits))]
-    return PolicyFile(model="mobilenetv2", dataset="digits", layer_names=names, bits=bits,
-                      costs={"latency_ratio": 0.41, "flash_ratio": 0.3},
-                      accuracy={"search_val_top1": 97.5, "float_search_val_top1": 98.0}, budget=budget)
+    return PolicyFile(
+        model="mobilenetv2",
+        dataset="digits",
+        layer_names=names,
+        bits=bits,
+        costs={"latency_ratio": 0.41, "flash_ratio": 0.3},
+        accuracy={"search_val_top1": 97.5, "float_search_val_top1": 98.0},
+        budget=budget,
+    )
 
 
 def test_policy_bits_names_layers_and_shows_cost_shares(tmp_path):
@@ -137,8 +167,10 @@ def test_pareto_front_has_three_labelled_panels_and_the_budget(tmp_path):
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert len(panels) == 3
     assert {(ax.get_xlabel(), ax.get_ylabel()) for ax in panels} == {
-        ("latency ratio", "validation top-1 (%)"), ("flash ratio", "validation top-1 (%)"),
-        ("latency ratio", "flash ratio")}
+        ("latency ratio", "validation top-1 (%)"),
+        ("flash ratio", "validation top-1 (%)"),
+        ("latency ratio", "flash ratio"),
+    }
     assert sum(bool(labelled_lines(ax, "latency budget")) for ax in panels) == 2
 
 

@@ -95,6 +95,7 @@ def test_observers_see_every_outcome_in_order_until_removed(setup: SearchSetup) 
 
     def stop(outcome: Outcome) -> None:
         raise KeyboardInterrupt
+
     problem.add_observer(stop)
     with pytest.raises(KeyboardInterrupt):  # an observer can stop the search that evaluates
         problem.evaluate(policy)
@@ -111,11 +112,12 @@ def test_bad_policies_and_configs_are_rejected_clearly(setup: SearchSetup) -> No
     with pytest.raises(ValueError, match=r"layer 3 activation bits must be in 2\.\.8, got 9"):
         problem.evaluate(good[:3] + [[4, 9]] + good[4:])
     assert setup.evaluator.calls == []
-    for kwargs, message in [({"min_bit": 1}, r"need 2 <= min_bit <= max_bit <= 8"),
-                            ({"enforcement": "wall"}, "unknown enforcement 'wall'"),
-                            ({"reward": "acc"}, "unknown reward 'acc'"),
-                            ({"quantizer": "kmeans", "reward": "autoq", "latency_budget": None},
-                             "the k-means flow has HAQ's reward")]:
+    for kwargs, message in [
+        ({"min_bit": 1}, r"need 2 <= min_bit <= max_bit <= 8"),
+        ({"enforcement": "wall"}, "unknown enforcement 'wall'"),
+        ({"reward": "acc"}, "unknown reward 'acc'"),
+        ({"quantizer": "kmeans", "reward": "autoq", "latency_budget": None}, "the k-means flow has HAQ's reward"),
+    ]:
         with pytest.raises(ValueError, match=message):
             ProblemConfig(**kwargs)
     with pytest.raises(ValueError, match="latency budget 0.01 is impossible"):
@@ -137,8 +139,10 @@ def test_the_env_is_a_view_whose_last_step_is_the_problems_outcome(setup: Search
 
 def test_build_problem_picks_the_flow(real_setup: SearchSetup, tiny_env_kwargs: dict) -> None:
     kmeans_setup = build_search_setup(**{**tiny_env_kwargs, "calibration_size": 1})
-    kmeans = build_problem(ProblemConfig(quantizer="kmeans", latency_budget=None, flash_budget=0.2, min_bit=1,
-                                         pin_first_last=False), kmeans_setup)
+    kmeans = build_problem(
+        ProblemConfig(quantizer="kmeans", latency_budget=None, flash_budget=0.2, min_bit=1, pin_first_last=False),
+        kmeans_setup,
+    )
     assert isinstance(kmeans, KMeansProblem) and kmeans.pinned == [[None, -1]] * len(kmeans_setup.layers)
     assert kmeans.cost_model.flash_reference_bit == 32
     assert type(build_problem(ProblemConfig(), real_setup)) is PolicyProblem

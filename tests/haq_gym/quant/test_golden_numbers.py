@@ -28,8 +28,14 @@ SECOND_POLICY = [[6, 8], [5, 2], [2, 3]]
 
 
 def _net() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(), nn.Conv2d(8, 8, 1),
-                         nn.Flatten(), nn.Linear(8 * 16, 4))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU6(),
+        nn.Conv2d(8, 8, 1),
+        nn.Flatten(),
+        nn.Linear(8 * 16, 4),
+    )
 
 
 def _grids(layers: list) -> list[list[float]]:
@@ -63,8 +69,11 @@ def fingerprint(family: str) -> dict[str, Any]:
     net.train()
     loss = net(x).square().mean()
     loss.backward()
-    result["grads"] = {name: [float(p.grad.sum()), float(p.grad.abs().sum())]
-                       for name, p in net.named_parameters() if p.grad is not None}
+    result["grads"] = {
+        name: [float(p.grad.sum()), float(p.grad.abs().sum())]
+        for name, p in net.named_parameters()
+        if p.grad is not None
+    }
     net.eval()
     apply_policy(layers, SECOND_POLICY)
     with torch.no_grad():

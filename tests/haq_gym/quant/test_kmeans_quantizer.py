@@ -87,7 +87,7 @@ def test_finetune_step_matches_haq_centroid_reprojection() -> None:
     """SGD steps (momentum, weight decay) through the quantizer = HAQ's steps on the clustered weight, each re-projected."""
     torch.manual_seed(0)
     layer = nn.Linear(20, 6)
-    (_, qlayer), = wrap_model(nn.Sequential(layer))
+    ((_, qlayer),) = wrap_model(nn.Sequential(layer))
     use_kmeans_weights([qlayer])
     qlayer.set_bits(2, -1)
     x, y = torch.randn(16, 20), torch.randint(0, 6, (16,))
@@ -122,7 +122,7 @@ def test_finetune_step_matches_haq_centroid_reprojection() -> None:
 
 
 def test_use_kmeans_weights_keeps_bits_and_input_quantizer() -> None:
-    (_, qlayer), = wrap_model(nn.Sequential(nn.Conv2d(3, 4, 3)))
+    ((_, qlayer),) = wrap_model(nn.Sequential(nn.Conv2d(3, 4, 3)))
     qlayer.set_bits(4, -1)
     inp = qlayer.input_quantizer
     use_kmeans_weights([qlayer])

@@ -55,8 +55,8 @@ def test_forward_equals_seed_004_reference(seed: int) -> None:
     q = LogWeightQuantizer().eval()
     q.set_bits(8)
     got, want = q(w).numpy(), mimic_hisi(w.numpy())
-    np.testing.assert_array_equal(levels(got), levels(want))      # same sign, level and zero flush
-    np.testing.assert_allclose(got, want, rtol=4e-16, atol=0)     # torch.pow and NumPy's 2**y may differ by an ulp
+    np.testing.assert_array_equal(levels(got), levels(want))  # same sign, level and zero flush
+    np.testing.assert_allclose(got, want, rtol=4e-16, atol=0)  # torch.pow and NumPy's 2**y may differ by an ulp
 
 
 def test_codes_are_sign_magnitude_bytes_and_decode_exactly() -> None:
@@ -65,8 +65,8 @@ def test_codes_are_sign_magnitude_bytes_and_decode_exactly() -> None:
     assert codes.dtype == torch.int32 and int(codes.min()) >= 0 and int(codes.max()) <= 255
     assert bool((codes[w == 0] == ZERO_CODE).all())
     negative = codes[(w < 0) & (codes != ZERO_CODE)]
-    assert int((negative & 0x7F).min()) >= 1                     # level 0 belongs to the positive side
-    assert int((codes[w > 0] & 0x80).max()) in (0, 0x80)         # positives are k or flushed to zero
+    assert int((negative & 0x7F).min()) >= 1  # level 0 belongs to the positive side
+    assert int((codes[w > 0] & 0x80).max()) in (0, 0x80)  # positives are k or flushed to zero
     assert top == int(np.floor(16 * np.log2(w.abs().max().item())))
     np.testing.assert_array_equal(levels(log8_decode(codes, top, torch.float64).numpy()), levels(mimic_hisi(w.numpy())))
     q = LogWeightQuantizer().eval()

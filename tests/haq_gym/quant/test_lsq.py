@@ -72,7 +72,7 @@ def test_lsq_plus_offset_gradient_is_one_only_where_clipped():
 def test_power_of_two_step_is_rounded_and_its_exponent_learns():
     q = PowerOfTwoQuantizer("weight")
     q.set_bits(3)
-    q.set_step(2 ** -1.2)  # log2_step = -1.2 rounds to -1: step 0.5
+    q.set_step(2**-1.2)  # log2_step = -1.2 rounds to -1: step 0.5
     assert q.grid().step == 0.5 and q.grid().power_of_two
     v = torch.tensor(VALUES)
     (q(v) * torch.tensor(COEF)).sum().backward()
@@ -108,8 +108,14 @@ def test_bad_bits_and_roles_are_rejected():
 @pytest.mark.parametrize("family", ["lsq", "lsq+", "pot"])
 def test_family_plugs_into_wrappers_and_state_dict_round_trips(family):
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(), nn.Conv2d(8, 8, 1),
-                        nn.Flatten(), nn.Linear(8 * 16, 4))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU6(),
+        nn.Conv2d(8, 8, 1),
+        nn.Flatten(),
+        nn.Linear(8 * 16, 4),
+    )
     named = wrap_model(net)
     layers = [m for _, m in named]
     set_quantizer_family(layers, family)
@@ -120,8 +126,14 @@ def test_family_plugs_into_wrappers_and_state_dict_round_trips(family):
     net.eval()
     out = net(x)
     assert not layers[1].input_quantizer.is_signed  # after ReLU6: unsigned grid
-    copy = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(), nn.Conv2d(8, 8, 1),
-                         nn.Flatten(), nn.Linear(8 * 16, 4))
+    copy = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU6(),
+        nn.Conv2d(8, 8, 1),
+        nn.Flatten(),
+        nn.Linear(8 * 16, 4),
+    )
     copy_layers = [m for _, m in wrap_model(copy)]
     set_quantizer_family(copy_layers, family)
     apply_policy(copy_layers, [[8, -1], [3, 4], [8, 8]])
@@ -134,6 +146,7 @@ def test_family_plugs_into_wrappers_and_state_dict_round_trips(family):
 
 def _textbook_lsq(v, step, offset, g, qmin, qmax):
     """LSQ as the paper composes it: gradient-scaled step, clamp, straight-through round."""
+
     def scaled(x):
         return (x - x * g).detach() + x * g
 

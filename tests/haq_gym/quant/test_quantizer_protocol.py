@@ -7,8 +7,14 @@ import torch
 from torch import nn
 
 from haq_gym.quant import apply_policy, calibrate, wrap_model
-from haq_gym.quant.families import (QuantizerFamily, family_names, get_family, quantizer_family, register_family,
-                                    set_quantizer_family)
+from haq_gym.quant.families import (
+    QuantizerFamily,
+    family_names,
+    get_family,
+    quantizer_family,
+    register_family,
+    set_quantizer_family,
+)
 from haq_gym.quant.grid import QuantGrid
 from haq_gym.quant.kmeans_quantizer import KMeansWeightQuantizer
 from haq_gym.quant.linear_quantizers import LinearActivationQuantizer, LinearWeightQuantizer
@@ -77,13 +83,20 @@ def test_observers_add_nothing_to_the_state_dict(family: str) -> None:
     apply_policy(layers, [[8, 8], [4, 4]])
     calibrate(net, layers, torch.randn(4, 3, 3, 3))
     extra = sorted({k.split(".")[-1] for k in net.state_dict() if "quantizer" in k})
-    learned = {"linear": [], "kmeans": [], "haq": ["activation_range", "range_bits", "signed_input", "weight_range"],
-               "lsq": ["initialized", "signed", "step"], "lsq+": ["initialized", "offset", "signed", "step"],
-               "pot": ["initialized", "log2_step", "signed"]}
+    learned = {
+        "linear": [],
+        "kmeans": [],
+        "haq": ["activation_range", "range_bits", "signed_input", "weight_range"],
+        "lsq": ["initialized", "signed", "step"],
+        "lsq+": ["initialized", "offset", "signed", "step"],
+        "pot": ["initialized", "log2_step", "signed"],
+    }
     assert extra == learned[family]
 
 
-@pytest.mark.parametrize(("cls", "bits"), [(LinearWeightQuantizer, 4), (KMeansWeightQuantizer, 4), (LogWeightQuantizer, 8)])
+@pytest.mark.parametrize(
+    ("cls", "bits"), [(LinearWeightQuantizer, 4), (KMeansWeightQuantizer, 4), (LogWeightQuantizer, 8)]
+)
 def test_weight_only_quantizers_follow_the_protocol(cls: type[Quantizer], bits: int) -> None:
     q = cls()
     assert isinstance(q, Quantizer) and q.role == "weight" and q.family is None
@@ -135,7 +148,9 @@ def test_the_contract_is_enforced_when_a_quantizer_is_made() -> None:
 
 
 def test_unknown_family_error_lists_the_known_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown quantizer family 'lsq2'; expected one of linear, haq, lsq, lsq\+, pot, kmeans"):
+    with pytest.raises(
+        ValueError, match=r"unknown quantizer family 'lsq2'; expected one of linear, haq, lsq, lsq\+, pot, kmeans"
+    ):
         get_family("lsq2")
     layers = [m for _, m in wrap_model(nn.Sequential(nn.Linear(2, 2)))]
     with pytest.raises(ValueError, match="unknown quantizer family"):

@@ -111,6 +111,7 @@ def test_calibration_marks_linear_bottleneck_inputs_signed_and_policy_changes_ou
     calibrate(model, layers, x)
     # the image input, the 16 expansion convs' inputs and the last 1x1 conv's input can be negative
     assert sum(layer.input_quantizer.signed for layer in layers) == 18
+
     def rel_err(out: torch.Tensor) -> float:
         return float((out - ref).norm() / ref.norm())
 
