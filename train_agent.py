@@ -309,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
             get_hyperparams_sampler(config["algo"])
         run_config = RunConfig.from_dict(config)
         run_config.validate()
+        if args.checkpoint_every is not None:
+            from agents.registry import resume_refusal
+
+            refusal = resume_refusal(run_config.algo, run_config.hyperparams)
+            if refusal is not None:
+                raise UsageError(f"--checkpoint-every: {refusal}")
         configure_cpu_runtime()
         if args.optimize:
             return optimize(args, config)

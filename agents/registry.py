@@ -106,6 +106,23 @@ def resumable_algos() -> tuple[str, ...]:
     return tuple(name for name in algo_names() if _ALGOS[name].resumable)
 
 
+def resume_refusal(name: str, hyperparams: dict[str, Any]) -> str | None:
+    """Why a run of ``name`` with ``hyperparams`` cannot be checkpointed and resumed exactly; None when it can.
+
+    SB3's state-dependent exploration (``use_sde``) draws new noise at the start of every
+    rollout, before the callback that takes the checkpoint at that episode boundary, so a
+    resumed run would draw it again from other RNG states.
+    """
+    if not get_spec(name).resumable:
+        return f"{name} runs cannot be resumed; the algorithms that can: {', '.join(resumable_algos())}"
+    if isinstance(get_spec(name).runner, SB3Runner) and hyperparams.get("use_sde"):
+        return (
+            f"{name} with use_sde cannot be resumed exactly: SB3 draws the exploration noise at the start of a "
+            "rollout, before the episode boundary where the checkpoint is taken; drop use_sde to resume"
+        )
+    return None
+
+
 def check_action_mode(name: str, action_mode: str) -> None:
     """Raise if the algorithm cannot drive an env in ``action_mode``."""
     modes = get_spec(name).action_modes

@@ -6,6 +6,9 @@ problem's observers count and record every evaluation exactly like an RL agent's
 The runners take the :class:`~haq_gym.problem.PolicyProblem`, not an env, so the env's
 action mode does not matter to them.
 
+Every baseline resumes (``train_agent.py --resume``): random search checkpoints its
+generator, the others replay their recorded outcomes (:class:`EvaluationBudget`).
+
 ``uniform`` and ``greedy-sensitivity`` know in advance how many evaluations they need
 and stop early, possibly spending fewer than ``episodes``; the others spend exactly
 ``episodes``.
@@ -40,6 +43,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         frozenset(),
         "every decision at one bit width: the feasible widths, highest first (stops early)",
         PROBLEM,
+        resumable=True,
     ),
     "optuna-tpe": AlgorithmSpec(
         partial(run_optuna, sampler="tpe"),
@@ -47,6 +51,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         sampler_hyperparams("tpe"),
         "Optuna TPESampler over per-decision bits, maximising the reward",
         PROBLEM,
+        resumable=True,
     ),
     "optuna-cmaes": AlgorithmSpec(
         partial(run_optuna, sampler="cmaes"),
@@ -54,6 +59,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         sampler_hyperparams("cmaes"),
         "Optuna CmaEsSampler over per-decision bits, maximising the reward (needs cmaes)",
         PROBLEM,
+        resumable=True,
     ),
     "optuna-gp": AlgorithmSpec(
         partial(run_optuna, sampler="gp"),
@@ -61,6 +67,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         sampler_hyperparams("gp"),
         "Optuna GPSampler (Bayesian optimisation) over per-decision bits, maximising reward",
         PROBLEM,
+        resumable=True,
     ),
     "optuna-nsga2": AlgorithmSpec(
         partial(run_optuna, sampler="nsga2"),
@@ -68,6 +75,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         sampler_hyperparams("nsga2"),
         "Optuna NSGAIISampler on (accuracy, latency, flash); writes pareto_front.csv/.png",
         PROBLEM,
+        resumable=True,
     ),
     "greedy-sensitivity": AlgorithmSpec(
         run_greedy_sensitivity,
@@ -75,6 +83,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         GREEDY_HYPERPARAMS,
         "AIMET/HAWQ-style probe-then-lower greedy (stops early)",
         PROBLEM,
+        resumable=True,
     ),
 }
 

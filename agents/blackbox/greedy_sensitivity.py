@@ -41,12 +41,15 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.blackbox.evaluation import EvaluationBudget, meets_budget, policy_costs
 from agents.blackbox.uniform import feasible_uniform_bits
 from haq_gym.problem import Outcome, PolicyProblem
 from haq_gym.util import check_known_keys
+
+if TYPE_CHECKING:
+    from haq_gym.runs.checkpoint import SearchCheckpoint
 
 HYPERPARAMS = frozenset({"probe_bits"})
 SENSITIVITY_COLUMNS = (
@@ -113,12 +116,14 @@ def run_greedy_sensitivity(
     run_dir: str | os.PathLike,
     progress: bool = True,
     writer: Any = None,
+    checkpoint: SearchCheckpoint | None = None,
 ) -> None:
     """Probe per-decision sensitivity, lower the least sensitive decisions until the budget holds, evaluate.
 
     Hyperparameter ``probe_bits`` (default ``min_bit + 2`` clipped to ``min_bit..max_bit-1``).
     Spends at most ``min(episodes, len(decisions) + 1)`` evaluations and may stop early
     (see the module docstring). Deterministic (``seed`` is unused); ``writer`` is unused.
+    Resumable through ``checkpoint`` by replaying its record (:class:`EvaluationBudget`).
     """
     check_known_keys("greedy-sensitivity", hyperparams, HYPERPARAMS)
     lo, hi, n = problem.min_bit, problem.max_bit, len(problem.decisions)
@@ -129,7 +134,7 @@ def run_greedy_sensitivity(
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     top = [hi] * n
     if meets_budget(problem, top):
-        with EvaluationBudget(problem, 1, "greedy-sensitivity", progress) as evaluate:
+        with EvaluationBudget(problem, 1, "greedy-sensitivity", progress, checkpoint) as evaluate:
             evaluate(top)
         return
 
@@ -139,7 +144,7 @@ def run_greedy_sensitivity(
     savings = cost_savings(problem, max(probe_width, lo))
     by_saving = sorted(range(n), key=lambda d: (-savings[d], d))
     probed = by_saving[: min(n, episodes - 1)] if can_probe else []
-    with EvaluationBudget(problem, len(probed) + 1, "greedy-sensitivity", progress) as evaluate:
+    with EvaluationBudget(problem, len(probed) + 1, "greedy-sensitivity", progress, checkpoint) as evaluate:
         results: dict[int, Outcome] = {}
         for d in probed:
             bits = [anchor] * n

@@ -14,7 +14,8 @@ over-budget suggestion the sampler learns "these bits, after the wall, score thi
 Each trial's user attributes hold the outcome (``reward``, ``accuracy``, ``latency_ratio``,
 ``flash_ratio``, ``budget_met``, ``enforced``).
 
-Studies live in memory. Optuna is imported lazily, so the other baselines work without it;
+Studies live in memory (a resumed run replays its record into a new one, see
+:func:`run_optuna`). Optuna is imported lazily, so the other baselines work without it;
 ``cmaes`` also needs the ``cmaes`` package and ``gp`` needs torch.
 """
 
@@ -33,6 +34,8 @@ from haq_gym.util import check_known_keys
 
 if TYPE_CHECKING:
     import optuna
+
+    from haq_gym.runs.checkpoint import SearchCheckpoint
 
 # Hyperparameters each sampler takes; names are the samplers' own keywords, except that
 # CMA-ES's ``popsize`` is exposed as ``population_size`` like NSGA-II's.
@@ -66,6 +69,7 @@ def run_optuna(
     run_dir: str | os.PathLike,
     progress: bool = True,
     writer: Any = None,
+    checkpoint: SearchCheckpoint | None = None,
     *,
     sampler: str,
 ) -> None:
@@ -77,6 +81,12 @@ def run_optuna(
     episodes. The sampler is seeded with ``seed``. Optuna's per-trial log lines are
     silenced for the run; a bar counts evaluations. ``writer`` is unused (the problem's
     recorder logs every evaluation).
+
+    Resumable through ``checkpoint`` with no pickle: a seeded sampler's proposals are a
+    function of its seed and of the trials it was told, so the resumed run builds the same
+    sampler and a fresh study and replays the recorded trials through ask/tell
+    (:class:`EvaluationBudget` answers them from the record), which leaves the sampler's
+    RNG and the study exactly where the uninterrupted run had them.
     """
     import optuna
 
@@ -97,7 +107,7 @@ def run_optuna(
         if start_from_uniform:
             uniform = feasible_uniform_bits(problem)[0]
             study.enqueue_trial({f"d{i}": uniform for i in range(n)})
-        with EvaluationBudget(problem, episodes, f"optuna-{sampler}", progress) as evaluate:
+        with EvaluationBudget(problem, episodes, f"optuna-{sampler}", progress, checkpoint) as evaluate:
             for _ in range(episodes):
                 trial = study.ask()
                 outcome = evaluate([trial.suggest_int(f"d{i}", problem.min_bit, problem.max_bit) for i in range(n)])

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.blackbox.evaluation import EvaluationBudget, meets_budget
 from haq_gym.problem import PolicyProblem
 from haq_gym.util import check_known_keys
+
+if TYPE_CHECKING:
+    from haq_gym.runs.checkpoint import SearchCheckpoint
 
 
 def feasible_uniform_bits(problem: PolicyProblem) -> list[int]:
@@ -27,6 +30,7 @@ def run_uniform(
     run_dir: str | os.PathLike,
     progress: bool = True,
     writer: Any = None,
+    checkpoint: SearchCheckpoint | None = None,
 ) -> None:
     """Evaluate the feasible uniform policies, highest bit width first; may use fewer than ``episodes``.
 
@@ -37,12 +41,13 @@ def run_uniform(
     and never enforced, so the runner stops early: it spends
     ``min(episodes, number of feasible widths)`` evaluations, at most
     ``max_bit - min_bit + 1``. Deterministic (``seed`` is unused); no hyperparameters.
+    Resumable through ``checkpoint`` by replaying its record (:class:`EvaluationBudget`).
     """
     check_known_keys("uniform", hyperparams, frozenset())
     n = len(problem.decisions)
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     candidates = feasible_uniform_bits(problem)[:episodes]
-    with EvaluationBudget(problem, len(candidates), "uniform", progress) as evaluate:
+    with EvaluationBudget(problem, len(candidates), "uniform", progress, checkpoint) as evaluate:
         for b in candidates:
             evaluate([b] * n)

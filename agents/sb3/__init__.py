@@ -4,7 +4,10 @@ Every algorithm runs through :class:`~agents.sb3.runner.SB3Runner`: the budget i
 in episodes, SB3's ``seed`` makes runs repeatable on CPU, and the model is saved to
 ``run_dir/agent.zip``. The off-policy ones take ``episode_reward_relabel: true``, HAQ's
 trick of storing every transition with its episode's final reward
-(:class:`~agents.sb3.episode_relabel_buffer.EpisodeRewardReplayBuffer`).
+(:class:`~agents.sb3.episode_relabel_buffer.EpisodeRewardReplayBuffer`). Every one of them
+resumes (``train_agent.py --resume``) from checkpoints taken at episode boundaries
+(:class:`~agents.sb3.runner.EpisodeCheckpoint`), except with ``use_sde`` (see
+:func:`agents.registry.resume_refusal`).
 
 The first action mode of each spec is the one ``train_agent.py`` picks by default: the
 on-policy algorithms start with ``discrete`` (a categorical choice among bit widths
@@ -16,7 +19,6 @@ from __future__ import annotations
 from sb3_contrib import ARS, TQC, TRPO, MaskablePPO
 from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from agents.sb3.episode_relabel_buffer import EpisodeRewardReplayBuffer
 from agents.sb3.runner import SB3Runner, allowed_hyperparams, check_hyperparams, train_sb3
@@ -49,7 +51,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         modes,
         allowed_hyperparams(cls),
         description,
-        resumable=issubclass(cls, OffPolicyAlgorithm),
+        resumable=True,
     )
     for name, (cls, modes, description) in _TABLE.items()
 }

@@ -160,11 +160,15 @@ class EpisodeCheckpoint(BaseCallback):
     """Hands the model's state to a :class:`~haq_gym.runs.checkpoint.SearchCheckpoint` at episode boundaries.
 
     The boundary is the start of a rollout right after an episode's last step: by then SB3
-    has stored that step's transition and trained on it, and nothing of the next episode
-    has happened. (With a ``train_freq`` in steps that does not divide the episode length
-    such starts are rare, and checkpoints with them.) The state is the model
-    (``save``), its replay buffer (``save_replay_buffer``) and the action space's RNG
-    (SB3 draws warm-up actions from it); the global RNGs are the checkpoint's.
+    has stored that step's transition and trained on it (off-policy: on the replay buffer;
+    on-policy: on the rollout just collected, whose buffer is emptied at a rollout's start),
+    and nothing of the next episode has happened. (With a rollout or ``train_freq`` in steps
+    that does not divide the episode length such starts are rare, and checkpoints with
+    them.) The state is the model (``save``: policy, optimiser, schedules, counters), its
+    replay buffer (``save_replay_buffer``, off-policy) and the action space's RNG (SB3 draws
+    warm-up actions from it); the global RNGs are the checkpoint's. ARS draws its
+    perturbations before it starts a rollout, so its checkpoint keeps the global RNG states
+    of the previous rollout's end (the update in between draws nothing).
     """
 
     def __init__(self, monitor: Monitor, checkpoint: Any, done_before: int) -> None:
@@ -173,15 +177,23 @@ class EpisodeCheckpoint(BaseCallback):
         self.checkpoint = checkpoint
         self.done_before = done_before
         self.last = done_before
+        self.rng_at_rollout_end: dict[str, Any] | None = None
 
     def _on_step(self) -> bool:
         return True
+
+    def _on_rollout_end(self) -> None:
+        if isinstance(self.model, ARS):
+            from haq_gym.runs.checkpoint import global_rng_state  # haq_gym.runs imports the agents
+
+            self.rng_at_rollout_end = global_rng_state()
 
     def _on_rollout_start(self) -> None:
         done = self.done_before + len(self.monitor.get_episode_rewards())
         if done > self.last and not self.monitor.rewards:
             self.last = done
-            self.checkpoint.episode_end(done, lambda folder: save_state(self.model, folder))
+            rng = self.rng_at_rollout_end if isinstance(self.model, ARS) else None
+            self.checkpoint.episode_end(done, lambda folder: save_state(self.model, folder), rng)
 
 
 AGENT_FILE = "agent.zip"
@@ -238,9 +250,9 @@ def train_sb3(
 ) -> BaseAlgorithm:
     """Train ``algo_class`` on ``env`` for exactly ``episodes`` episodes and return the model.
 
-    With ``checkpoint`` (a :class:`~haq_gym.runs.checkpoint.SearchCheckpoint`, off-policy
-    algorithms only) the model is checkpointed at episode boundaries (:class:`EpisodeCheckpoint`)
-    and, when the checkpoint holds a state, continued from it for the episodes left.
+    With ``checkpoint`` (a :class:`~haq_gym.runs.checkpoint.SearchCheckpoint`) the model is
+    checkpointed at episode boundaries (:class:`EpisodeCheckpoint`) and, when the checkpoint
+    holds a state, continued from it for the episodes left.
 
     ``env`` is wrapped in a Monitor (which counts the episodes) and a one-env DummyVecEnv;
     the VecEnv is not closed, so ``env`` stays open for its owner. The model runs on the

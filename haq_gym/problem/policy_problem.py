@@ -178,7 +178,27 @@ class PolicyProblem:
         """Make ``policy`` fit the budget, evaluate it, reward it; tell the observers; return the outcome."""
         proposed = self._checked(policy)
         start = time.perf_counter()
-        enforced = enforce_budget(
+        enforced = self._enforced(proposed)
+        result = self.setup.evaluator.evaluate(enforced)
+        outcome = self._outcome(proposed, enforced, result.accuracy, result.cached, start)
+        for observer in list(self._observers):
+            observer(outcome)
+        return outcome
+
+    def recorded(self, policy: Sequence[Sequence[int]], accuracy: float) -> Outcome:
+        """The outcome an earlier evaluation of ``policy`` gave, rebuilt from its measured ``accuracy``.
+
+        Nothing is evaluated and no observer is told: a resumed search replays its recorded
+        episodes through this, so its strategy sees exactly what it saw before the kill.
+        ``accuracy`` is that of the policy after the wall (as ``episodes.csv`` records it).
+        """
+        proposed = self._checked(policy)
+        start = time.perf_counter()
+        return self._outcome(proposed, self._enforced(proposed), accuracy, True, start)
+
+    def _enforced(self, proposed: list[list[int]]) -> list[list[int]]:
+        """``proposed`` after the enforcement wall (a copy; unchanged when it meets the budget)."""
+        return enforce_budget(
             self.config.enforcement,
             [list(p) for p in proposed],
             self.free,
@@ -187,25 +207,26 @@ class PolicyProblem:
             self.min_bit,
             pins=self.wall_pins,
         )
+
+    def _outcome(
+        self, proposed: list[list[int]], enforced: list[list[int]], accuracy: float, cached: bool, start: float
+    ) -> Outcome:
+        """The :class:`Outcome` of ``enforced`` measured at ``accuracy`` (costs, reward and extras computed here)."""
         costs = self.costs(enforced)
-        result = self.setup.evaluator.evaluate(enforced)
-        reward = self.reward_fn(result.accuracy, self.reference_accuracy, costs, self.cost_model)
+        reward = self.reward_fn(accuracy, self.reference_accuracy, costs, self.cost_model)
         extras = self._extras(enforced, costs)
-        outcome = Outcome(
+        return Outcome(
             policy=[list(p) for p in enforced],
             proposed=proposed,
-            accuracy=result.accuracy,
+            accuracy=accuracy,
             reference_accuracy=self.reference_accuracy,
             costs=costs,
             reward=reward,
             budget_met=self.budget.satisfied(costs),
-            cached=result.cached,
+            cached=cached,
             eval_time_s=time.perf_counter() - start,
             extras=extras,
         )
-        for observer in list(self._observers):
-            observer(outcome)
-        return outcome
 
     def _checked(self, policy: Sequence[Sequence[int]]) -> list[list[int]]:
         """A copy of ``policy`` after checking it has this problem's shape, pinned bits and bit range."""

@@ -16,6 +16,13 @@ On ``--resume``, the runner rebuilds its agent from :attr:`SearchCheckpoint.path
 the episodes from :attr:`SearchCheckpoint.episodes` on; the run's ``episodes.csv`` is cut
 back to those episodes first (:mod:`haq_gym.runs.resume`), so the episodes after the
 checkpoint are played again exactly as before.
+
+A strategy whose state is a function of its seed and the outcomes it has seen (the
+black-box strategies: Optuna's samplers, uniform, greedy) saves nothing of its own: on
+resume it runs again from the start, and its first :attr:`SearchCheckpoint.episodes`
+evaluations are answered from :attr:`SearchCheckpoint.history` (the recorded policies and
+accuracies) without evaluating or recording anything; the global RNGs are put back once
+that replay ends (``restore`` with a loader that does nothing).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,16 +54,18 @@ class SearchInterrupted(KeyboardInterrupt):
         self.run_dir = run_dir
 
 
-def _global_rng_state() -> dict:
+def global_rng_state() -> dict[str, Any]:
     """torch, NumPy and Python global RNG states in types ``torch.load(weights_only=True)`` reads."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)],
-            "python": [int(version), list(internal), gauss_next]}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": [int(version), list(internal), gauss_next],
+    }
 
 
-def _set_global_rng_state(state: dict) -> None:
+def _set_global_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
@@ -63,11 +73,17 @@ def _set_global_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
+RecordedEvaluation = tuple[list[list[int]], float]
+"""One recorded episode: the policy as evaluated (after the budget wall) and its exact accuracy."""
+
+
 class SearchCheckpoint:
     """Where and when one run saves its resumable state (see the module docstring).
 
     ``every``: checkpoint every that many episodes (0: only on a requested stop).
     ``episodes``: episodes already done by the state in :attr:`path` (0 for a new run).
+    ``history``: on resume, the recorded evaluations of those episodes, in order (set by
+    :func:`~haq_gym.runs.run_search`; replaying strategies read it).
     """
 
     def __init__(self, run_dir: str | os.PathLike, every: int = DEFAULT_CHECKPOINT_EVERY) -> None:
@@ -77,6 +93,7 @@ class SearchCheckpoint:
         self.every = every
         self.stop_requested = False
         self.episodes = read_checkpoint_episodes(self.run_dir)
+        self.history: list[RecordedEvaluation] = []
 
     @property
     def path(self) -> Path:
@@ -87,10 +104,14 @@ class SearchCheckpoint:
         """Stop at the next episode boundary, after writing a checkpoint there."""
         self.stop_requested = True
 
-    def episode_end(self, episodes_done: int, save: Callable[[Path], None]) -> None:
-        """Called by the runner at an episode boundary; writes a checkpoint when due, stops when asked."""
+    def episode_end(self, episodes_done: int, save: Callable[[Path], None], rng: dict[str, Any] | None = None) -> None:
+        """Called by the runner at an episode boundary; writes a checkpoint when due, stops when asked.
+
+        ``rng``: the global RNG states to store (:func:`global_rng_state`), for a runner that
+        has already drawn from them past the boundary (default: the states as they are now).
+        """
         if self.stop_requested or (self.every and episodes_done % self.every == 0):
-            self._write(episodes_done, save)
+            self._write(episodes_done, save, rng)
         if self.stop_requested:
             raise SearchInterrupted(episodes_done)
 
@@ -99,13 +120,13 @@ class SearchCheckpoint:
         load(self.path)
         _set_global_rng_state(torch.load(self.path / STATE_FILE, weights_only=True)["rng"])
 
-    def _write(self, episodes_done: int, save: Callable[[Path], None]) -> None:
+    def _write(self, episodes_done: int, save: Callable[[Path], None], rng: dict[str, Any] | None) -> None:
         tmp = self.run_dir / f"{CHECKPOINT_DIR}.tmp"
         old = self.run_dir / f"{CHECKPOINT_DIR}.old"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         save(tmp)
-        torch.save({"episodes": episodes_done, "rng": _global_rng_state()}, tmp / STATE_FILE)
+        torch.save({"episodes": episodes_done, "rng": global_rng_state() if rng is None else rng}, tmp / STATE_FILE)
         shutil.rmtree(old, ignore_errors=True)
         if self.path.exists():
             os.replace(self.path, old)

@@ -23,14 +23,14 @@ import torch
 import yaml
 
 import haq_gym
-from agents.registry import get_runner, get_spec, resumable_algos
+from agents.registry import get_runner, get_spec, resume_refusal
 from agents.spec import PROBLEM
 from haq_gym.plots import budgeted_axis, plot_latency_table, plot_policy_bits, plot_search_progress
 from haq_gym.policy import PolicyFile
 from haq_gym.runs.checkpoint import DEFAULT_CHECKPOINT_EVERY, SearchCheckpoint, SearchInterrupted
 from haq_gym.runs.recorder import RunRecorder
-from haq_gym.runs.run_config import RunConfig, UsageError, command_line
 from haq_gym.runs.resume import RunHistory, keep_rows, read_run, restore_history
+from haq_gym.runs.run_config import RunConfig, UsageError, command_line
 from haq_gym.runs.run_folder import lock_folder, point_latest, prepare_run_folder, release_unused
 from haq_gym.runs.summary import UniformBaseline, finetune_command, summary_table, uniform_baseline
 from haq_gym.search_setup import SearchSetup
@@ -52,10 +52,19 @@ class RunResult:
         return None if self.best_episode is None else self.run_dir / "best_policy.json"
 
 
-def run_search(config: RunConfig | None, output: str | None = None, progress: bool = True, *,
-               setup: SearchSetup | None = None, watch: Callable[[RunRecorder], None] | None = None,
-               command: str | None = None, baseline: bool = True, resume: str | os.PathLike | None = None,
-               checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, clean_ctrl_c: bool = False) -> RunResult:
+def run_search(
+    config: RunConfig | None,
+    output: str | None = None,
+    progress: bool = True,
+    *,
+    setup: SearchSetup | None = None,
+    watch: Callable[[RunRecorder], None] | None = None,
+    command: str | None = None,
+    baseline: bool = True,
+    resume: str | os.PathLike | None = None,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    clean_ctrl_c: bool = False,
+) -> RunResult:
     """Build the env of ``config``, run its algorithm for ``n_episodes`` evaluations, write the run folder.
 
     ``output``: the run folder (must not exist or be empty; default
@@ -69,9 +78,9 @@ def run_search(config: RunConfig | None, output: str | None = None, progress: bo
     ``action_mode`` when it has none. ``baseline`` evaluates the widest uniform precision
     within the budget once at the end (one more evaluation, not an episode) for the summary.
 
-    Algorithms that can resume (:attr:`~agents.spec.AlgorithmSpec.resumable`) checkpoint
-    their state into ``run_dir/checkpoint/`` every ``checkpoint_every`` episodes (0: only
-    on a requested stop). ``resume``: a run folder to continue instead (``config`` and
+    Runs that can resume (every algorithm, except the settings
+    :func:`~agents.registry.resume_refusal` names) checkpoint their state into
+    ``run_dir/checkpoint/`` every ``checkpoint_every`` episodes (0: only on a requested stop). ``resume``: a run folder to continue instead (``config`` and
     ``output`` must be None; the folder's ``config.yml`` is used): from its latest checkpoint
     to its episode budget, appending to its files (:mod:`haq_gym.runs.resume`); the folder
     is locked meanwhile. With ``clean_ctrl_c`` (the command line), in the main thread, a
@@ -87,13 +96,12 @@ def run_search(config: RunConfig | None, output: str | None = None, progress: bo
             raise UsageError("--resume continues a run folder with its own config.yml; give no other run settings")
         history = read_run(resume)
         config = history.config
-        if not get_spec(config.algo).resumable:
-            raise UsageError(f"{config.algo} runs cannot be resumed; the algorithms that can: "
-                             f"{', '.join(resumable_algos())}")
+        refusal = resume_refusal(config.algo, config.hyperparams)
+        if refusal is not None:
+            raise UsageError(refusal)
         lock = lock_folder(history.run_dir)
     try:
-        return _run(config, output, progress, setup, watch, command, baseline, history, checkpoint_every,
-                    clean_ctrl_c)
+        return _run(config, output, progress, setup, watch, command, baseline, history, checkpoint_every, clean_ctrl_c)
     finally:
         if lock is not None:
             lock.close()
@@ -119,9 +127,18 @@ def _clean_ctrl_c(checkpoint: SearchCheckpoint | None) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _run(config: RunConfig, output: str | None, progress: bool, setup: SearchSetup | None,
-         watch: Callable[[RunRecorder], None] | None, command: str | None, baseline: bool,
-         history: RunHistory | None, checkpoint_every: int, clean_ctrl_c: bool) -> RunResult:
+def _run(
+    config: RunConfig,
+    output: str | None,
+    progress: bool,
+    setup: SearchSetup | None,
+    watch: Callable[[RunRecorder], None] | None,
+    command: str | None,
+    baseline: bool,
+    history: RunHistory | None,
+    checkpoint_every: int,
+    clean_ctrl_c: bool,
+) -> RunResult:
     """:func:`run_search` once the run (new, or ``history`` resumed and locked) is known."""
     config.validate()
     spec = get_spec(config.algo)
@@ -143,45 +160,78 @@ def _run(config: RunConfig, output: str | None, progress: bool, setup: SearchSet
         if history is None:  # an env refused at construction leaves no folder behind (its claim included)
             release_unused(run_dir)
         raise
-    checkpoint = SearchCheckpoint(run_dir, checkpoint_every) if spec.resumable else None
+    resumable = resume_refusal(config.algo, config.hyperparams) is None
+    checkpoint = SearchCheckpoint(run_dir, checkpoint_every) if resumable else None
     if history is None:
         lock = lock_folder(run_dir)
         with open(run_dir / "config.yml", "w") as fh:
-            yaml.safe_dump({**config.to_dict(), "haq_gym_version": haq_gym.__version__,
-                            "command": command if command is not None else command_line()}, fh, sort_keys=False)
+            yaml.safe_dump(
+                {
+                    **config.to_dict(),
+                    "haq_gym_version": haq_gym.__version__,
+                    "command": command if command is not None else command_line(),
+                },
+                fh,
+                sort_keys=False,
+            )
     else:
         lock = None
-        kept = history.rows[:checkpoint.episodes]
+        kept = history.rows[: checkpoint.episodes]
         keep_rows(run_dir / "episodes.csv", kept)
-        print(f"resuming {run_dir} from episode {len(kept)} of {config.n_episodes} "
-              f"({len(history.rows) - len(kept)} episodes after the last checkpoint are played again)")
+        print(
+            f"resuming {run_dir} from episode {len(kept)} of {config.n_episodes} "
+            f"({len(history.rows) - len(kept)} episodes after the last checkpoint are played again)"
+        )
     problem = env.unwrapped.problem
     setup = problem.setup
     np.save(run_dir / "latency_table.npy", problem.cost_model.table)
-    plot_latency_table(problem.cost_model.table, run_dir / "latency_table.png", list(problem.layer_names),
-                       title=f"{config.env} latency table" + (f" ({setup.latency_source})" if setup.latency_source else ""))
+    plot_latency_table(
+        problem.cost_model.table,
+        run_dir / "latency_table.png",
+        list(problem.layer_names),
+        title=f"{config.env} latency table" + (f" ({setup.latency_source})" if setup.latency_source else ""),
+    )
     print(f"float model: {setup.checkpoint} (validation top-1 {problem.reference_accuracy:.2f}%)")
     print(f"budget: {problem.budget.to_dict()}  decisions per episode: {len(problem.decisions)}")
-    recorder = RunRecorder(problem, run_dir, found_by={"algo": config.algo, "seed": config.seed,
-                                                       "env_id": config.env, "env_kwargs": config.env_kwargs})
+    recorder = RunRecorder(
+        problem,
+        run_dir,
+        found_by={"algo": config.algo, "seed": config.seed, "env_id": config.env, "env_kwargs": config.env_kwargs},
+    )
     if history is not None:
-        recorder.continue_from(checkpoint.episodes, *restore_history(problem, kept))
+        restored = restore_history(problem, kept)
+        recorder.continue_from(checkpoint.episodes, restored.best_reward, restored.best_episode)
+        checkpoint.history = restored.evaluations
     try:
         if watch is not None:
             watch(recorder)
         target: Any = problem if spec.drives == PROBLEM else env
         extra = {} if checkpoint is None else {"checkpoint": checkpoint}
         with _clean_ctrl_c(checkpoint if clean_ctrl_c else None):
-            get_runner(config.algo)(target, episodes=config.n_episodes, seed=config.seed,
-                                    hyperparams=config.hyperparams, run_dir=run_dir, progress=progress,
-                                    writer=recorder.tensorboard_writer, **extra)
-        recorder.write_hparams({"algo": config.algo, "env": config.env, "seed": config.seed,
-                                "n_episodes": config.n_episodes,
-                                **{f"env/{k}": v for k, v in config.env_kwargs.items()},
-                                **{f"agent/{k}": v for k, v in config.hyperparams.items()}})
+            get_runner(config.algo)(
+                target,
+                episodes=config.n_episodes,
+                seed=config.seed,
+                hyperparams=config.hyperparams,
+                run_dir=run_dir,
+                progress=progress,
+                writer=recorder.tensorboard_writer,
+                **extra,
+            )
+        recorder.write_hparams(
+            {
+                "algo": config.algo,
+                "env": config.env,
+                "seed": config.seed,
+                "n_episodes": config.n_episodes,
+                **{f"env/{k}": v for k, v in config.env_kwargs.items()},
+                **{f"agent/{k}": v for k, v in config.hyperparams.items()},
+            }
+        )
     except KeyboardInterrupt as err:
-        raise SearchInterrupted(err.episodes if isinstance(err, SearchInterrupted) else recorder.episodes,
-                                run_dir) from None
+        raise SearchInterrupted(
+            err.episodes if isinstance(err, SearchInterrupted) else recorder.episodes, run_dir
+        ) from None
     finally:
         recorder.close()
         env.close()
@@ -189,16 +239,26 @@ def _run(config: RunConfig, output: str | None, progress: bool, setup: SearchSet
             lock.close()
     axis = budgeted_axis(problem.budget.to_dict(), weight_only=problem.config.is_kmeans)
     if recorder.episodes:
-        plot_search_progress(run_dir / "episodes.csv", run_dir / "search_progress.png", axis,
-                             title=f"{config.algo} on {config.env}, seed {config.seed}",
-                             float_accuracy=problem.reference_accuracy)
+        plot_search_progress(
+            run_dir / "episodes.csv",
+            run_dir / "search_progress.png",
+            axis,
+            title=f"{config.algo} on {config.env}, seed {config.seed}",
+            float_accuracy=problem.reference_accuracy,
+        )
     if recorder.best_episode is not None:
         best = PolicyFile.load(run_dir / "best_policy.json")
-        plot_policy_bits(best, run_dir / "best_policy.png", [info.kind for info in problem.layer_infos],
-                         problem.cost_model.layer_shares(best.bits, axis.name))
-        print(f"best policy: episode {recorder.best_episode}, reward {recorder.best_reward:.4f}, "
-              f"top-1 {best.accuracy['search_val_top1']:.2f}% (float {best.accuracy['float_search_val_top1']:.2f}%), "
-              f"latency ratio {best.costs['latency_ratio']:.4f}, flash ratio {best.costs['flash_ratio']:.4f}")
+        plot_policy_bits(
+            best,
+            run_dir / "best_policy.png",
+            [info.kind for info in problem.layer_infos],
+            problem.cost_model.layer_shares(best.bits, axis.name),
+        )
+        print(
+            f"best policy: episode {recorder.best_episode}, reward {recorder.best_reward:.4f}, "
+            f"top-1 {best.accuracy['search_val_top1']:.2f}% (float {best.accuracy['float_search_val_top1']:.2f}%), "
+            f"latency ratio {best.costs['latency_ratio']:.4f}, flash ratio {best.costs['flash_ratio']:.4f}"
+        )
     else:
         print("no episode met the budget; no best policy written")
     uniform = uniform_baseline(problem) if baseline else None
