@@ -16,8 +16,19 @@ from typing import Any
 
 from haq_gym.problem import Outcome, PolicyProblem
 
-EPISODE_COLUMNS = ("episode", "reward", "accuracy", "latency_ratio", "flash_ratio", "bitops_ratio", "budget_met",
-                   "cached", "eval_time_s", "w_bits", "a_bits")
+EPISODE_COLUMNS = (
+    "episode",
+    "reward",
+    "accuracy",
+    "latency_ratio",
+    "flash_ratio",
+    "bitops_ratio",
+    "budget_met",
+    "cached",
+    "eval_time_s",
+    "w_bits",
+    "a_bits",
+)
 
 
 class RunRecorder:
@@ -27,8 +38,13 @@ class RunRecorder:
     as "episodes"); :meth:`close` detaches it and closes the files.
     """
 
-    def __init__(self, problem: PolicyProblem, run_dir: str | os.PathLike, found_by: dict[str, Any] | None = None,
-                 tensorboard: bool = True) -> None:
+    def __init__(
+        self,
+        problem: PolicyProblem,
+        run_dir: str | os.PathLike,
+        found_by: dict[str, Any] | None = None,
+        tensorboard: bool = True,
+    ) -> None:
         self.problem = problem
         self.run_dir = Path(run_dir)
         self.found_by = dict(found_by or {})
@@ -67,10 +83,21 @@ class RunRecorder:
         self.episodes += 1
         n = self.episodes
         policy = outcome.policy
-        self._writer.writerow([n, f"{outcome.reward:.6f}", f"{outcome.accuracy:.4f}", f"{outcome.latency_ratio:.6f}",
-                               f"{outcome.flash_ratio:.6f}", f"{outcome.bitops_ratio:.6f}", int(outcome.budget_met),
-                               int(outcome.cached), f"{outcome.eval_time_s:.4f}",
-                               " ".join(str(w) for w, _ in policy), " ".join(str(a) for _, a in policy)])
+        self._writer.writerow(
+            [
+                n,
+                f"{outcome.reward:.6f}",
+                f"{outcome.accuracy:.4f}",
+                f"{outcome.latency_ratio:.6f}",
+                f"{outcome.flash_ratio:.6f}",
+                f"{outcome.bitops_ratio:.6f}",
+                int(outcome.budget_met),
+                int(outcome.cached),
+                f"{outcome.eval_time_s:.4f}",
+                " ".join(str(w) for w, _ in policy),
+                " ".join(str(a) for _, a in policy),
+            ]
+        )
         self._csv.flush()
         if self._tb is not None:
             for key in ("reward", "accuracy", "latency_ratio", "flash_ratio", "bitops_ratio"):
@@ -95,8 +122,11 @@ class RunRecorder:
 
         flat = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
         best_reward = self.best_reward if math.isfinite(self.best_reward) else math.nan
-        metrics = {"result/best_accuracy": self.best_accuracy, "result/best_reward": best_reward,
-                   "result/episodes": float(self.episodes)}
+        metrics = {
+            "result/best_accuracy": self.best_accuracy,
+            "result/best_reward": best_reward,
+            "result/episodes": float(self.episodes),
+        }
         writer = self._tb._get_file_writer()  # add_hparams would start a second run in a sub-folder
         for summary in hparams_summary(flat, metrics):
             writer.add_summary(summary)

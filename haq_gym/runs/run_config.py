@@ -72,8 +72,14 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """A config from a mapping with the :meth:`to_dict` keys (others, like ``command``, are ignored)."""
-        return cls(algo=data["algo"], env=data["env"], seed=data["seed"], n_episodes=data["n_episodes"],
-                   env_kwargs=dict(data.get("env_kwargs") or {}), hyperparams=dict(data.get("hyperparams") or {}))
+        return cls(
+            algo=data["algo"],
+            env=data["env"],
+            seed=data["seed"],
+            n_episodes=data["n_episodes"],
+            env_kwargs=dict(data.get("env_kwargs") or {}),
+            hyperparams=dict(data.get("hyperparams") or {}),
+        )
 
 
 def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -86,7 +92,7 @@ def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
         cut = min((i for i in (item.find("="), item.find(":")) if i >= 0), default=-1)
-        key, value = (item[:cut], item[cut + 1:]) if cut >= 0 else (item, "")
+        key, value = (item[:cut], item[cut + 1 :]) if cut >= 0 else (item, "")
         if cut < 0 or not key:
             raise UsageError(f"{flag} expects key=value (or key:value) pairs, got {item!r}")
         out[key.replace("-", "_")] = yaml.safe_load(value) if value.lower() not in ("none", "null") else None

@@ -38,8 +38,15 @@ def claim_folder(path: str | os.PathLike, what: str = "run folder", flag: str = 
     except OSError as err:
         raise OSError(f"cannot create {what} {os.fspath(path)!r}: {err.strerror or err}") from None
     with os.fdopen(fd, "w") as fh:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(),
-                   "argv": [os.path.basename(sys.argv[0])] if sys.argv else []}, fh)
+        json.dump(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "time": time.time(),
+                "argv": [os.path.basename(sys.argv[0])] if sys.argv else [],
+            },
+            fh,
+        )
     if any(p.name != CLAIM_NAME for p in path.iterdir()):  # something arrived between the check and the claim
         (path / CLAIM_NAME).unlink()
         raise taken
@@ -47,8 +54,9 @@ def claim_folder(path: str | os.PathLike, what: str = "run folder", flag: str = 
 
 
 def _taken(path: Path, what: str, flag: str) -> FileExistsError:
-    return FileExistsError(f"{what} {os.fspath(path)!r} already exists and is not empty; choose another {flag} "
-                           "(nothing was written)")
+    return FileExistsError(
+        f"{what} {os.fspath(path)!r} already exists and is not empty; choose another {flag} (nothing was written)"
+    )
 
 
 def check_free(path: str | os.PathLike, what: str = "run folder", flag: str = "--output") -> None:
@@ -127,6 +135,7 @@ def lock_folder(path: str | os.PathLike, what: str = "output folder") -> IO[str]
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise FileExistsError(f"{what} {os.fspath(path)!r} is in use by another process; wait for it to finish "
-                              "or choose another --output") from None
+        raise FileExistsError(
+            f"{what} {os.fspath(path)!r} is in use by another process; wait for it to finish or choose another --output"
+        ) from None
     return handle

@@ -36,23 +36,32 @@ def _budget_cell(value: float, limit: float | None) -> str:
     return f"{value:.4f}" if limit is None else f"{value:.4f} / {limit:g}"
 
 
-def summary_table(best: PolicyFile | None, best_episode: int | None, baseline: UniformBaseline | None,
-                  budget: dict[str, float | None], weight_only: bool = False) -> str:
+def summary_table(
+    best: PolicyFile | None,
+    best_episode: int | None,
+    baseline: UniformBaseline | None,
+    budget: dict[str, float | None],
+    weight_only: bool = False,
+) -> str:
     """A Markdown table: the best feasible policy and the uniform baseline, validation top-1 and costs vs budget."""
     lat, fl = budget.get("latency"), budget.get("flash")
     size = "size (to 32-bit)" if weight_only else "flash"
     lines = [f"| policy | validation top-1 | latency / budget | {size} / budget |", "|---|---|---|---|"]
     if best is not None:
-        lines.append(f"| best found (episode {best_episode}) | {best.accuracy['search_val_top1']:.2f}% | "
-                     f"{_budget_cell(best.costs['latency_ratio'], lat)} | "
-                     f"{_budget_cell(best.costs['flash_ratio'], fl)} |")
+        lines.append(
+            f"| best found (episode {best_episode}) | {best.accuracy['search_val_top1']:.2f}% | "
+            f"{_budget_cell(best.costs['latency_ratio'], lat)} | "
+            f"{_budget_cell(best.costs['flash_ratio'], fl)} |"
+        )
     else:
         lines.append("| best found | no evaluated policy met the budget | | |")
     if baseline is not None:
         name = f"W{baseline.bits}" if weight_only else f"W{baseline.bits}A{baseline.bits}"
-        lines.append(f"| uniform {name} (widest within budget) | {baseline.accuracy:.2f}% | "
-                     f"{_budget_cell(baseline.costs.latency_ratio, lat)} | "
-                     f"{_budget_cell(baseline.costs.flash_ratio, fl)} |")
+        lines.append(
+            f"| uniform {name} (widest within budget) | {baseline.accuracy:.2f}% | "
+            f"{_budget_cell(baseline.costs.latency_ratio, lat)} | "
+            f"{_budget_cell(baseline.costs.flash_ratio, fl)} |"
+        )
     else:
         lines.append("| uniform | no uniform precision meets the budget | | |")
     return "\n".join(lines)

@@ -14,8 +14,9 @@ from haq_gym.runs.run_config import UsageError, parse_key_values
 
 
 def test_key_value_and_key_colon_value_both_parse() -> None:
-    parsed = parse_key_values(["latency_budget:0.4", "model=torchvision:resnet50", "model-kwargs:{a: 1}", "x:none"],
-                              "--env-kwargs")
+    parsed = parse_key_values(
+        ["latency_budget:0.4", "model=torchvision:resnet50", "model-kwargs:{a: 1}", "x:none"], "--env-kwargs"
+    )
     assert parsed == {"latency_budget": 0.4, "model": "torchvision:resnet50", "model_kwargs": {"a": 1}, "x": None}
     assert parse_key_values(["model:torchvision:resnet50"], "--env-kwargs") == {"model": "torchvision:resnet50"}
     with pytest.raises(UsageError, match=r"key=value \(or key:value\)"):
@@ -41,8 +42,20 @@ def test_cli_refuses_a_foreign_env_in_one_line(capsys) -> None:
 
 def run_default_folder(tiny_env_kwargs: dict, algo: str = "random") -> list[str]:
     kw = {k: v for k, v in tiny_env_kwargs.items() if k != "progress"}
-    return ["--algo", algo, "-n", "2", "--seed", "0", "--no-progress", "--env", "haq_gym:HAQ-MobileNetV2-v0",
-            "--env-kwargs", *[f"{k}:{v}" for k, v in kw.items()], "latency_budget:0.6"]
+    return [
+        "--algo",
+        algo,
+        "-n",
+        "2",
+        "--seed",
+        "0",
+        "--no-progress",
+        "--env",
+        "haq_gym:HAQ-MobileNetV2-v0",
+        "--env-kwargs",
+        *[f"{k}:{v}" for k, v in kw.items()],
+        "latency_budget:0.6",
+    ]
 
 
 def test_a_run_ends_with_a_summary_a_latest_link_and_hparams(tiny_env_kwargs, tmp_path, monkeypatch, capsys) -> None:
