@@ -114,10 +114,12 @@ def finetune_policy(
     output: str | os.PathLike[str] | None = None,
     seed: int = 0,
     device: str = "cpu",
+    train_step: str | None = None,
     progress: bool = True,
 ) -> FinetuneResult:
     """LSQ finetune of a policy (a policy file or :class:`PolicyFile`, or a HAQ strategy list for ``model``), or of
-    a uniform ``(w_bit, a_bit)`` precision; the model, dataset and width of a policy file win over the keywords."""
+    a uniform ``(w_bit, a_bit)`` precision; the model, dataset and width of a policy file win over the keywords.
+    ``train_step``: how each step runs (:mod:`haq_gym.train_step`; default ``$HAQ_GYM_TRAIN_STEP``, else ``auto``)."""
     from haq_gym.finetune.command import build_parser, run_finetune
 
     if (policy is None) == (uniform is None):
@@ -149,6 +151,7 @@ def finetune_policy(
             "output": output,
             "seed": seed,
             "device": device,
+            "train_step": train_step,
         }
         if model_kwargs:
             options["model_kwargs"] = yaml.safe_dump(model_kwargs, default_flow_style=True).strip()

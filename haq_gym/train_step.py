@@ -14,12 +14,21 @@ forward and backward (docs/performance.md). :class:`TrainStep` removes that cost
   configuration run plainly (they initialise learned steps and clip ranges, and let
   cuDNN pick its algorithms). The last two configurations are kept, so an epoch's
   ragged last batch gets its own graph rather than evicting the full batch's.
-- ``compile``: ``torch.compile`` of forward and loss (Inductor fuses the quantizers'
-  elementwise work into few kernels; on CUDA ``mode="reduce-overhead"`` adds CUDA
-  graphs), after ``warmup`` plain calls. A new set of bit widths recompiles, so it
-  suits one-policy finetunes only.
+- ``compile``: ``torch.compile`` of forward and loss, after ``warmup`` plain calls
+  (Inductor fuses the quantizers' elementwise passes with their neighbours; LSQ traces
+  as one graph, forward and backward). On CUDA ``mode="reduce-overhead"`` replays the
+  compiled forward and backward from Inductor's own CUDA graphs. The batch dimension is
+  traced as a size variable, so a ragged last batch needs no new trace unless Inductor
+  specialised to a range of sizes; a new set of bit widths recompiles (a compile of
+  MobileNetV2 takes tens of seconds or more), so it suits one-policy finetunes.
+- ``graph-compile`` (CUDA only): both of the above: the compiled forward and
+  loss (default mode) and their compiled backward are captured in this class's CUDA graph,
+  one graph per step as in ``graph``, with the fused kernels of ``compile``. Per
+  configuration: ``warmup`` plain calls, one compiled call outside the capture (it
+  compiles), then the capture.
 - ``plain``: eager PyTorch, the reference and the debugging path.
-- ``auto``: ``graph`` on CUDA, ``plain`` on the CPU (where neither fast path is faster;
+- ``auto``: ``graph`` on CUDA (no compile time, and a search's per-episode finetunes change
+  bit widths every episode), ``plain`` on the CPU (where no fast path is faster;
   docs/performance.md).
 
 The mode comes from the argument, else the ``HAQ_GYM_TRAIN_STEP`` environment variable,
@@ -42,7 +51,8 @@ from typing import Any
 import torch
 from torch import nn
 
-TRAIN_STEP_MODES = ("auto", "graph", "compile", "plain")
+TRAIN_STEP_MODES = ("auto", "graph", "graph-compile", "compile", "plain")
+CUDA_ONLY_MODES = ("graph", "graph-compile")
 MODE_ENV = "HAQ_GYM_TRAIN_STEP"
 MAX_GRAPHS = 2  # the full batch and a ragged last one; older configurations are dropped
 
@@ -51,22 +61,44 @@ class FastPathWarning(RuntimeWarning):
     """A fast training path could not be used; the plain path runs instead."""
 
 
-def resolve_mode(mode: str | None, device: torch.device) -> str:
-    """The mode to run: ``mode``, else ``$HAQ_GYM_TRAIN_STEP``, else ``auto``, with ``auto`` resolved for ``device``."""
+def requested_mode(mode: str | None, source: str = "train step mode") -> str:
+    """``mode``, else ``$HAQ_GYM_TRAIN_STEP``, else ``auto``; a name not in :data:`TRAIN_STEP_MODES` is a ValueError.
+
+    ``source`` names ``mode`` in the message (a command passes its flag, e.g. ``--train-step``).
+    """
     requested = mode if mode is not None else os.environ.get(MODE_ENV) or "auto"
     if requested not in TRAIN_STEP_MODES:
-        source = "train step mode" if mode is not None else MODE_ENV
-        raise ValueError(f"{source} must be one of {', '.join(TRAIN_STEP_MODES)}; got {requested!r}")
+        named = source if mode is not None else MODE_ENV
+        raise ValueError(f"{named} must be one of {', '.join(TRAIN_STEP_MODES)}; got {requested!r}")
+    return requested
+
+
+def resolve_mode(mode: str | None, device: torch.device) -> str:
+    """The mode to run: ``mode``, else ``$HAQ_GYM_TRAIN_STEP``, else ``auto``, with ``auto`` resolved for ``device``."""
+    requested = requested_mode(mode)
     if requested == "auto":
         return "graph" if device.type == "cuda" else "plain"
-    if requested == "graph" and device.type != "cuda":
-        _warn(f"train step 'graph' needs a CUDA device, the model is on {device}; using the plain path")
+    if requested in CUDA_ONLY_MODES and device.type != "cuda":
+        _warn(f"train step {requested!r} needs a CUDA device, the model is on {device}; using the plain path")
         return "plain"
     return requested
 
 
 def _warn(message: str) -> None:
     warnings.warn(message, FastPathWarning, stacklevel=3)
+
+
+def _first_line(err: BaseException) -> str:
+    """``Type: first line of the message``, for a one-line warning."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _mark_batch_dynamic(*tensors: torch.Tensor) -> None:
+    """Let ``torch.compile`` trace dimension 0 as a size variable: other batch sizes reuse the code."""
+    for t in tensors:
+        if t.dim() > 0:
+            torch._dynamo.maybe_mark_dynamic(t, 0)
 
 
 def _baked(value: Any) -> Any:
@@ -124,7 +156,7 @@ class TrainStep:
         return loss.detach(), logits.detach()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mode == "graph":
+        if self.mode in CUDA_ONLY_MODES:
             return self._graph_step(x, y)
         if self.mode == "compile":
             return self._compile_step(x, y)
@@ -144,25 +176,30 @@ class TrainStep:
         captured = self._graphs.get(key)
         if captured is None:
             seen = self._seen.get(key, 0)
-            if seen < self.warmup:
+            compiled = self.mode == "graph-compile"
+            if seen < self.warmup + compiled:
                 if len(self._seen) > 64:  # one entry per policy in a search: forget old ones
                     self._seen.clear()
                 self._seen[key] = seen + 1
+                # graph-compile: the last warm-up call compiles (never inside a capture)
+                run = self._compiled_step if compiled and seen == self.warmup else self._plain
                 current = torch.cuda.current_stream(self.device)
                 side = torch.cuda.Stream(self.device)
                 side.wait_stream(current)
-                with torch.cuda.stream(side):
-                    out = self._plain(x, y)
+                try:
+                    with torch.cuda.stream(side):
+                        out = run(x, y)
+                except Exception as err:  # noqa: BLE001 - a compile failure means: run plainly
+                    _warn(f"torch.compile of the training step failed ({_first_line(err)}); using the plain path")
+                    self.mode = "plain"
+                    current.wait_stream(side)
+                    return self._plain(x, y)
                 current.wait_stream(side)
                 return out
             try:
                 captured = self._capture(x, y)
             except Exception as err:  # noqa: BLE001 - any capture failure means: run plainly
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                _warn(
-                    f"CUDA graph capture of the training step failed ({type(err).__name__}: {first}); "
-                    "using the plain path"
-                )
+                _warn(f"CUDA graph capture of the training step failed ({_first_line(err)}); using the plain path")
                 self.mode = "plain"
                 self._graphs.clear()
                 torch.cuda.synchronize(self.device)
@@ -185,9 +222,12 @@ class TrainStep:
         static_x, static_y = x.clone(memory_format=torch.preserve_format), y.clone()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            logits = self.model(static_x)
-            loss = self.loss_fn(logits, static_y)
-            loss.backward()
+            if self.mode == "graph-compile":
+                loss, logits = self._compiled_step(static_x, static_y)
+            else:
+                logits = self.model(static_x)
+                loss = self.loss_fn(logits, static_y)
+                loss.backward()
         self.captures += 1
         return graph, static_x, static_y, loss.detach(), logits.detach(), [p.grad for p in self.params]
 
@@ -196,24 +236,28 @@ class TrainStep:
         logits = self.model(x)
         return self.loss_fn(logits, y), logits
 
+    def _compiled_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and loss through ``torch.compile``, then the (compiled) backward; fresh gradients."""
+        if self._compiled is None:
+            # compile: Inductor's CUDA graphs on a GPU; graph-compile: this class captures the compiled code itself
+            inductor_graphs = self.mode == "compile" and self.device.type == "cuda"
+            self._compiled = torch.compile(self._forward_loss, mode="reduce-overhead" if inductor_graphs else None)
+        for p in self.params:
+            p.grad = None
+        _mark_batch_dynamic(x, y)
+        if self.mode == "compile" and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        loss, logits = self._compiled(x, y)
+        loss.backward()
+        return loss.detach(), logits.detach()
+
     def _compile_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._plain_calls < self.warmup:  # lazy state (learned steps, clip ranges) first, then one trace
             self._plain_calls += 1
             return self._plain(x, y)
-        if self._compiled is None:
-            self._compiled = torch.compile(
-                self._forward_loss, dynamic=False, mode="reduce-overhead" if self.device.type == "cuda" else None
-            )
-        for p in self.params:
-            p.grad = None
         try:
-            if self.device.type == "cuda":
-                torch.compiler.cudagraph_mark_step_begin()
-            loss, logits = self._compiled(x, y)
-            loss.backward()
+            return self._compiled_step(x, y)
         except Exception as err:  # noqa: BLE001 - a compile failure means: run plainly
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            _warn(f"torch.compile of the training step failed ({type(err).__name__}: {first}); using the plain path")
+            _warn(f"torch.compile of the training step failed ({_first_line(err)}); using the plain path")
             self.mode = "plain"
             return self._plain(x, y)
-        return loss.detach(), logits.detach()

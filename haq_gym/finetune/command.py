@@ -43,6 +43,7 @@ from haq_gym.runs import prepare_run_folder
 from haq_gym.runs.run_config import yaml_problem
 from haq_gym.runs.run_folder import release_unused
 from haq_gym.runtime import configure_cpu_runtime, torch_device
+from haq_gym.train_step import TRAIN_STEP_MODES, requested_mode
 from haq_gym.util import write_atomic
 from haq_gym.validation import ENV_KEYWORD_CHECKS, check_policy_fits, check_seed, check_width_mult
 
@@ -129,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="run folder (must be new; default runs/finetune_...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument(
+        "--train-step",
+        default=None,
+        metavar="{" + ",".join(TRAIN_STEP_MODES) + "}",
+        help="how each training step runs (haq_gym.train_step): auto (CUDA graph on a GPU, eager on the CPU), "
+        "graph, graph-compile, compile or plain; default $HAQ_GYM_TRAIN_STEP, else auto",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -199,6 +207,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     except ValueError as err:
         raise ValueError(f"--device: {err}") from None
     check_seed(args.seed)
+    requested_mode(args.train_step, "--train-step")  # the flag, or $HAQ_GYM_TRAIN_STEP when it is not given
     for flag, bits in (("--w-bits", args.w_bits), ("--a-bits", args.a_bits)):
         if bits is not None and not 2 <= bits <= 8:
             raise ValueError(f"{flag} must be in 2..8, got {bits}")
@@ -444,6 +453,7 @@ def run_finetune(args: argparse.Namespace) -> tuple[Path, TrainResult]:
         resume=args.resume is not None,
         progress=progress,
         calibrate_first=calibrate_first,
+        train_step=args.train_step,
         schedule=schedule,
     )
     best = (

@@ -84,7 +84,7 @@ def train_quantized(
     ``train_augmented`` (image folders) is streamed from disk by DataLoader workers, training
     and evaluation alike; the others are held in memory and augmented per batch. ``train_step``
     picks how each step's forward and backward run (:mod:`haq_gym.train_step`: ``auto``,
-    ``graph``, ``compile`` or ``plain``; default ``$HAQ_GYM_TRAIN_STEP``, else ``auto``).
+    ``graph``, ``graph-compile``, ``compile`` or ``plain``; default ``$HAQ_GYM_TRAIN_STEP``, else ``auto``).
     ``schedule``: HAQ's k-means finetune
     (:class:`~haq_gym.finetune.kmeans_schedule.KMeansFinetuneSchedule`): set up before every
     epoch, a shared-weight update after every step, and ``best.pt`` only from epochs where

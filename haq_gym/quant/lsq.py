@@ -31,7 +31,6 @@ Their calibration statistics (minimum and mean magnitude) come from a
 
 from __future__ import annotations
 
-import functools
 import math
 from abc import abstractmethod
 from typing import ClassVar
@@ -108,13 +107,26 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum()
 
 
-@functools.lru_cache(maxsize=None)
+def _outward_bounds(dtype: torch.dtype) -> dict[tuple[int, int], tuple[float, float]]:
+    """For every integer range of 1..MAX_BITS bits: the largest ``dtype`` value below ``qmin``, the smallest above ``qmax``."""
+    ranges = [(-(2 ** (b - 1)), 2 ** (b - 1) - 1) for b in range(1, MAX_BITS + 1)]
+    ranges += [(0, 2**b - 1) for b in range(1, MAX_BITS + 1)]
+    ends = torch.tensor(ranges, dtype=dtype)
+    outwards = torch.tensor([-math.inf, math.inf], dtype=dtype).expand_as(ends)
+    values = torch.nextafter(ends, outwards).tolist()
+    return {r: (low, high) for r, (low, high) in zip(ranges, values)}
+
+
+# Computed once here, on the CPU: looked up in the backward pass, they cost no device sync and
+# torch.compile reads them as constants (a Tensor.tolist() there would break its graph).
+_BOUNDS: dict[torch.dtype, dict[tuple[int, int], tuple[float, float]]] = {
+    dtype: _outward_bounds(dtype) for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+}
+
+
 def _inclusive_bounds(qmin: int, qmax: int, dtype: torch.dtype) -> tuple[float, float]:
-    """The largest value below ``qmin`` and the smallest above ``qmax`` in ``dtype``."""
-    ends = torch.tensor([qmin, qmax], dtype=dtype)
-    outwards = torch.tensor([-math.inf, math.inf], dtype=dtype)
-    low, high = torch.nextafter(ends, outwards).tolist()
-    return low, high
+    """The largest value below ``qmin`` and the smallest above ``qmax`` in ``dtype`` (a table lookup)."""
+    return _BOUNDS[dtype][(qmin, qmax)]
 
 
 class LearnedStepQuantizer(Quantizer):

@@ -74,28 +74,43 @@ def test_modes_resolve_and_bad_names_are_rejected(monkeypatch) -> None:
     monkeypatch.setenv(MODE_ENV, "plain")
     assert resolve_mode(None, torch.device("cuda")) == "plain"
     assert resolve_mode("compile", torch.device("cuda")) == "compile"
-    with pytest.raises(ValueError, match="train step mode must be one of auto, graph, compile, plain; got 'fast'"):
+    assert resolve_mode("graph-compile", torch.device("cuda")) == "graph-compile"
+    with pytest.raises(
+        ValueError, match="train step mode must be one of auto, graph, graph-compile, compile, plain; got 'fast'"
+    ):
         resolve_mode("fast", torch.device("cpu"))
     monkeypatch.setenv(MODE_ENV, "graphs")
     with pytest.raises(ValueError, match=f"{MODE_ENV} must be one of"):
         resolve_mode(None, torch.device("cpu"))
 
 
-def test_graph_without_cuda_warns_once_and_trains_like_plain() -> None:
+@pytest.mark.parametrize("mode", ["graph", "graph-compile"])
+def test_graph_without_cuda_warns_once_and_trains_like_plain(mode) -> None:
     data = batches(2)
     reference = train(tiny_lsq_model()[0], "plain", data)
-    with pytest.warns(FastPathWarning, match="needs a CUDA device, the model is on cpu; using the plain path"):
-        fallback = train(tiny_lsq_model()[0], "graph", data)
+    with pytest.warns(
+        FastPathWarning, match=f"'{mode}' needs a CUDA device, the model is on cpu; using the plain path"
+    ):
+        fallback = train(tiny_lsq_model()[0], mode, data)
     assert_same_training(reference, fallback, rtol=0, atol=0)
 
 
 def test_compiled_step_matches_plain_step_on_cpu() -> None:
-    """torch.compile (Inductor) of forward + loss, LSQ's fused autograd function included, backward too."""
-    data = batches(3)
+    """torch.compile (Inductor) of forward + loss, LSQ's fused autograd function included, backward too.
+
+    The batch dimension is traced as a size variable (a ragged last batch needs no new trace unless Inductor
+    specialised to a range of sizes); no step breaks the graph.
+    """
+    full = batches(3)
+    data = [*full, (full[0][0][:5], full[0][1][:5])]
     reference = train(tiny_lsq_model()[0], "plain", data)
     model, _ = tiny_lsq_model()
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     fast = train(model, "compile", data)
     assert_same_training(reference, fast, rtol=1e-4, atol=1e-6)
+    assert sum(torch._dynamo.utils.counters["graph_break"].values()) == 0
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 2  # the full batch's, maybe the ragged one's
 
 
 @cuda
@@ -128,6 +143,24 @@ def test_cuda_graph_step_matches_plain_and_recaptures_when_bits_change() -> None
             if p.grad is not None:
                 torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6)
     assert step.captures == 2
+
+
+@cuda
+def test_compiled_cuda_graph_step_matches_plain() -> None:
+    """graph-compile: the Inductor-compiled step captured in TrainStep's CUDA graph, same training as plain."""
+    data = batches(5, "cuda")
+    reference = train(tiny_lsq_model("cuda")[0], "plain", data)
+    model, _ = tiny_lsq_model("cuda")
+    step = TrainStep(model, nn.functional.cross_entropy, mode="graph-compile")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    outs, grads = [], []
+    for x, y in data:
+        loss, logits = step(x, y)
+        outs.append((loss.clone(), logits.clone()))
+        grads.append([(n, None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters()])
+        opt.step()
+    assert step.mode == "graph-compile" and step.captures == 1
+    assert_same_training(reference, (outs, grads), rtol=1e-4, atol=1e-6)
 
 
 @cuda

@@ -111,6 +111,12 @@ CASES = [
         "--seed must be an integer in [0, 4294967295], got -1",
     ),
     (
+        "train_step_unknown",
+        True,
+        lambda d, ck: ["--w-bits", "4", "--a-bits", "4", "--train-step", "fast"],
+        "--train-step must be one of auto, graph, graph-compile, compile, plain; got 'fast'",
+    ),
+    (
         "epochs_with_resume",
         True,
         lambda d, ck: ["--resume", _resumable(d, "mode: float\n"), "--epochs", "5"],

@@ -344,3 +344,34 @@ def test_kmeans_long_finetune_frees_high_bit_layers_then_reclusters_everything(t
         )
         == 2
     )
+
+
+@pytest.mark.parametrize("flag,env,expected", [(["--train-step", "plain"], None, "plain"), ([], "compile", None)])
+def test_train_step_flag_reaches_the_trainer(flag, env, expected, tmp_path, tiny_checkpoint, monkeypatch):
+    """``--train-step`` is passed to the trainer; without it the trainer reads ``$HAQ_GYM_TRAIN_STEP`` itself."""
+    from haq_gym.finetune import command
+
+    class Reached(Exception):
+        pass
+
+    def fake_train(*args, train_step=None, **kwargs):
+        raise Reached(train_step)
+
+    monkeypatch.setattr(command, "train_quantized", fake_train)
+    if env is None:
+        monkeypatch.delenv("HAQ_GYM_TRAIN_STEP", raising=False)
+    else:
+        monkeypatch.setenv("HAQ_GYM_TRAIN_STEP", env)
+    argv = ["--w-bits", "4", "--a-bits", "4", "--epochs", "1", "--init-checkpoint", tiny_checkpoint, *TINY, *flag]
+    with pytest.raises(Reached) as reached:
+        main([*argv, "--output", str(tmp_path / "run")])
+    assert reached.value.args == (expected,)
+
+
+def test_bad_train_step_environment_variable_is_one_line(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    monkeypatch.setenv("HAQ_GYM_TRAIN_STEP", "graphs")
+    argv = ["--w-bits", "4", "--a-bits", "4", "--init-checkpoint", tiny_checkpoint, *TINY]
+    assert main([*argv, "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: HAQ_GYM_TRAIN_STEP must be one of auto, graph, graph-compile, compile, plain; got 'graphs'\n"
+    assert not (tmp_path / "run").exists()

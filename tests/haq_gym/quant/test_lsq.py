@@ -237,3 +237,36 @@ def test_lsq_plus_on_a_signed_input_starts_where_signed_lsq_does(bits):
     assert plus.current_step().item() == pytest.approx(plain.current_step().item())
     assert plus.offset.item() == pytest.approx(-(2 ** (bits - 1)) * plain.current_step().item())
     torch.testing.assert_close(plus(x), plain(x))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LSQQuantizer("weight"),
+        lambda: LSQQuantizer("activation"),
+        lambda: LSQPlusQuantizer("activation"),
+        lambda: PowerOfTwoQuantizer("weight"),
+    ],
+    ids=["lsq-weight", "lsq-activation", "lsq+", "pot"],
+)
+def test_quantizer_forward_and_backward_trace_as_one_graph(make):
+    """No device sync (``.item()``, ``.tolist()``) in the forward or backward: ``fullgraph`` tracing raises on a break."""
+    torch.manual_seed(4)
+    x = torch.randn(4, 6, 5, 5) * 2 - 0.5
+    up = torch.randn(4, 6, 5, 5)
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(5)
+        q = make()
+        q.set_bits(3)
+        q(x)  # initialise the step (its statistics are read on the host once, before any trace)
+        fn = torch.compile(q, fullgraph=True, backend="aot_eager") if compiled else q
+        v = x.clone().requires_grad_()
+        out = fn(v)
+        (out * up).sum().backward()
+        results.append((out.detach(), v.grad, [p.grad for p in q.parameters()]))
+    (eager_out, eager_v, eager_p), (out, v_grad, p_grads) = results
+    torch.testing.assert_close(out, eager_out, rtol=0, atol=0)
+    torch.testing.assert_close(v_grad, eager_v, rtol=0, atol=0)
+    for a, b in zip(p_grads, eager_p):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
