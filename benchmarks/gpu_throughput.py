@@ -421,7 +421,8 @@ def main() -> None:
     modes = args.train_step_modes or (["plain", "graph"] if device.type == "cuda" else ["plain"])
     # Every compiled setting adds entries for the same function (TrainStep._forward_loss); past Dynamo's
     # limit (8) it would run the rest eagerly and this table would time eager code as "compiled".
-    torch._dynamo.config.recompile_limit = 64
+    dynamo_config = torch._dynamo.config
+    setattr(dynamo_config, "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit", 64)
     settings = [(k, m) for m in modes for k in ("float", "lsq-w4a4")] + ([("float-bf16", "plain")] if args.bf16 else [])
 
     def report(training: dict) -> None:
