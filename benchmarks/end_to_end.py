@@ -25,8 +25,8 @@ from pathlib import Path
 from haq_gym.experiments.end_to_end import EndToEnd, EndToEndSettings
 from haq_gym.experiments.jobs import add_grid_arguments, grid_settings
 from haq_gym.experiments.report import write_report
-from haq_gym.runtime import configure_cpu_runtime
 from haq_gym.runs import UsageError, parse_key_values
+from haq_gym.runtime import configure_cpu_runtime
 
 
 def parse_uniform(text: str) -> tuple[int, int]:

@@ -27,9 +27,9 @@ import yaml
 
 import haq_gym
 from haq_gym.data.generated_tree import write_image_tree
+from haq_gym.evaluation import top1_accuracy
 from haq_gym.models import save_checkpoint
 from haq_gym.models.spec import ModelSpec
-from haq_gym.evaluation import top1_accuracy
 from haq_gym.runtime import configure_cpu_runtime
 
 
@@ -137,7 +137,8 @@ def main() -> None:
             f"first {cold[0]:.3f} s"
         )
     print(
-        f"episode (median of {len(episodes)} after those): {ep:.3f} s   of which evaluation: {statistics.median(evals):.3f} s"
+        f"episode (median of {len(episodes)} after those): {ep:.3f} s   "
+        f"of which evaluation: {statistics.median(evals):.3f} s"
     )
     print(f"float forward (median of {len(floats)}): {fl:.3f} s")
     print(f"ratio episode / float forward: {ep / fl:.2f}")

@@ -1,4 +1,4 @@
-"""Integer and ONNX export of a default model: agreement with the fake-quant model, file size against the flash cost model, speed.
+"""Integer and ONNX export of a default model: agreement with fake-quant, file size against the flash cost, speed.
 
 For each policy (a searched policy JSON, or uniform W8A8 and W4A4 by default) on the
 cached default float model with HAQ's calibrated linear quantizers (or another family),
@@ -37,13 +37,13 @@ from haq_gym.runtime import configure_cpu_runtime
 
 
 def prepare(args: argparse.Namespace, uniform: tuple[int, int] | None) -> ExportSource:
-    kwargs = dict(
-        model=args.model,
-        width_mult=args.width_mult,
-        calibration_size=args.calibration_size,
-        quantizer=args.quantizer,
-        progress=True,
-    )
+    kwargs = {
+        "model": args.model,
+        "width_mult": args.width_mult,
+        "calibration_size": args.calibration_size,
+        "quantizer": args.quantizer,
+        "progress": True,
+    }
     if args.policy:
         source = source_from_policy(PolicyFile.load(args.policy), **kwargs)
     else:

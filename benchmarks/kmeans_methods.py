@@ -4,7 +4,8 @@ Clusters every quantizable layer of a model at each bit width with
 - ``1d``: :func:`haq_gym.quant.kmeans_quantizer.kmeans_1d` (sorted 1-D Lloyd, quantile init, to convergence);
 - ``sklearn-haq``: scikit-learn ``KMeans(k-means++, n_init=1, max_iter=3)``, HAQ's search setting;
 - ``sklearn-full``: the same run to convergence (``max_iter=300``);
-- ``sklearn-sub``: ``sklearn-full`` fitted on a subsample of at most ``--subsample`` weights, then every weight assigned.
+- ``sklearn-sub``: ``sklearn-full`` fitted on a subsample of at most ``--subsample`` weights,
+  then every weight assigned.
 and prints, per method and bit width, the total seconds and the weight-count-weighted mean
 squared error relative to the float weights' variance.
 

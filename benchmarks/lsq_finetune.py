@@ -31,8 +31,8 @@ from torch import nn
 
 from haq_gym.cost import BitSerialAccelerator, CostModel, measure_layers
 from haq_gym.data import load_dataset, materialize
-from haq_gym.finetune.command import build_parser, run
 from haq_gym.finetune.checkpoint import build_quantized_model
+from haq_gym.finetune.command import build_parser, run
 from haq_gym.models import ensure_default_checkpoint
 from haq_gym.models.registry import default_recipe
 from haq_gym.policy import PolicyFile, uniform_bits
@@ -97,7 +97,7 @@ def step_cost_ratio(
         model.to(device)
         layers = [m for _, m in named]
         if kind == "qat":
-            for layer, bits in zip(layers, uniform_bits(len(layers), 4, 4)):
+            for layer, bits in zip(layers, uniform_bits(len(layers), 4, 4), strict=True):
                 layer.set_bits(*bits)
             calibrate(model, layers, images)
         model.to(memory_format=torch.channels_last).train()
@@ -188,7 +188,7 @@ def main() -> None:
         uniform = costs.costs(uniform_bits(n, w, a))
         acc_policy = finetune_seeds(out, "searched_policy", args, ["--policy", args.policy])
         acc_uniform = finetune_seeds(out, f"w{w}a{a}", args, ["--w-bits", str(w), "--a-bits", str(a)])
-        wins = sum(p > u for p, u in zip(acc_policy, acc_uniform))
+        wins = sum(p > u for p, u in zip(acc_policy, acc_uniform, strict=True))
         lines += [
             "",
             "| searched policy vs uniform | latency ratio | flash ratio | test top-1 % |",

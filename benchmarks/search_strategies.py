@@ -10,7 +10,8 @@ budget after each evaluation budget. A failed run is reported with its log
     # minutes on the embedded default (the numbers in the README):
     python benchmarks/search_strategies.py --strategies random optuna-tpe haq-ddpg --seeds 0 1 --budgets 10 25
     # does HAQ's final-reward relabelling help an SB3 off-policy agent?
-    python benchmarks/search_strategies.py --strategies sac sac:episode_reward_relabel=false --seeds 0 1 2 --budgets 50 100
+    python benchmarks/search_strategies.py --strategies sac sac:episode_reward_relabel=false \\
+        --seeds 0 1 2 --budgets 50 100
     # a serious comparison (hours on a CPU):
     python benchmarks/search_strategies.py --strategies haq-ddpg sac td3 ppo maskable-ppo random uniform \\
         optuna-tpe optuna-cmaes optuna-nsga2 greedy-sensitivity --seeds 0 1 2 3 4 --budgets 25 50 100 200 \\
@@ -93,7 +94,7 @@ def run_settings(strategy: Strategy, env: str, seed: int, episodes: int, env_kwa
 def grid_jobs(
     out: Path, env: str, strategies: list[str], seeds: list[int], episodes: int, env_kwargs: list[str]
 ) -> list[Job]:
-    """One ``train_agent`` run per (strategy, seed), in ``out/runs/<strategy>_seed<k>/``; checks every strategy first."""
+    """One ``train_agent`` run per (strategy, seed) in ``out/runs/<strategy>_seed<k>/``; checks every strategy first."""
     from agents.registry import check_hyperparams
 
     if env not in ENV_IDS:

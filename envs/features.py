@@ -34,24 +34,24 @@ def static_layer_features(layers: Sequence[LayerInfo], fc_feature_map: str = "on
     if fc_feature_map not in FC_FEATURE_MAPS:
         raise ValueError(f"unknown fc_feature_map {fc_feature_map!r}; expected one of {', '.join(FC_FEATURE_MAPS)}")
 
-    def feature_map(l: LayerInfo) -> float:
-        if l.kind == "linear" and fc_feature_map == "in_features":
-            return float(l.in_channels)
-        return float(l.in_h * l.in_w)
+    def feature_map(layer: LayerInfo) -> float:
+        if layer.kind == "linear" and fc_feature_map == "in_features":
+            return float(layer.in_channels)
+        return float(layer.in_h * layer.in_w)
 
     raw = np.array(
         [
             [
-                1.0 if l.kind == "depthwise" else 0.0,
-                l.in_channels,
-                l.out_channels,
-                l.stride,
-                l.kernel_size,
-                l.weight_count,
-                feature_map(l),
-                l.index,
+                1.0 if layer.kind == "depthwise" else 0.0,
+                layer.in_channels,
+                layer.out_channels,
+                layer.stride,
+                layer.kernel_size,
+                layer.weight_count,
+                feature_map(layer),
+                layer.index,
             ]
-            for l in layers
+            for layer in layers
         ],
         dtype=np.float64,
     )

@@ -53,7 +53,7 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
     | id | model | layers | decisions |
     |---|---|---|---|
     | ``HAQ-MobileNetV2-v0`` | torchvision MobileNetV2 | 53 | 102 |
-    | ``HAQ-MobileNetV3Small-v0`` | torchvision MobileNetV3-Small; its 18 squeeze-excitation 1x1 convs are searched too | 54 | 104 |
+    | ``HAQ-MobileNetV3Small-v0`` | torchvision MobileNetV3-Small; its 18 squeeze-excitation 1x1 convs too | 54 | 104 |
     | ``HAQ-ResNet20-v0`` | He et al.'s CIFAR ResNet-20, option-A shortcuts | 20 | 36 |
     | ``HAQ-ResNet18-v0`` | torchvision ResNet-18, 3x3 stride-1 stem, no max-pool (3 1x1 shortcut convs) | 21 | 38 |
 
@@ -69,7 +69,8 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
 
     | index | feature | meaning |
     |---|---|---|
-    | 0-7 | HAQ's static features | is depthwise, in/out channels, stride, kernel, weight count, input feature-map size, layer index; each min-max scaled over the layers |
+    | 0-7 | HAQ's static features | is depthwise, in/out channels, stride, kernel, weight count, input |
+    |     |                       | feature-map size, layer index; each min-max scaled over the layers |
     | 8 | previous_bits | bits of the previous decision / max_bit (1.0 before the first decision) |
     | 9 | is_activation | 0 for a weight decision, 1 for an activation decision |
     | 10 | latency_spent | latency ratio of the decided layers (undecided ones counted at min_bit) |
@@ -116,14 +117,16 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
       ``torchvision:<name>`` (``weights=`` passed through, e.g. ``DEFAULT``) or a builder of your own,
       ``package.module:builder`` (keywords from ``model_kwargs=``); see docs/models_and_data.md.
     - ``image_size=None``: the input size of an ``imagefolder`` dataset (default 224).
-    - ``dataset="digits"``, ``data_root=None``, ``download=False``: ``digits`` (embedded), ``cifar10``, ``cifar100``, ``fashion-mnist``, ``mnist``, ``imagefolder``.
+    - ``dataset="digits"``, ``data_root=None``, ``download=False``: ``digits`` (embedded), ``cifar10``,
+      ``cifar100``, ``fashion-mnist``, ``mnist``, ``imagefolder``.
     - ``checkpoint=None``: float checkpoint path; ``None`` trains/loads the cached default model.
     - ``pretrain_epochs=None``: epochs of the default model's training (``None``: the standard recipe).
     - ``val_size``, ``train_size``: held-out validation subset and finetune/calibration subset sizes (dataset defaults).
     - ``calibration_size=64``: images in the calibration batch.
     - ``latency_budget=0.5``, ``flash_budget=None``, ``float_bit=8``: budgets and the reference precision.
     - ``min_bit=2``, ``max_bit=8``: the bit range searched.
-    - ``latency_table=None``: HAQ-format ``.npy`` table; ``None`` builds one with the analytic accelerator (``hardware``: YAML of its parameters).
+    - ``latency_table=None``: HAQ-format ``.npy`` table; ``None`` builds one with the analytic accelerator
+      (``hardware``: YAML of its parameters).
     - ``action_mode="continuous"``, ``enforcement="greedy"``, ``reward="haq"``.
     - ``finetune_steps=0`` or ``finetune_epochs=0``, ``finetune_lr=1e-3``, ``finetune_batch_size=64``: HAQ's
       per-episode finetune (SGD steps, or whole passes, on the train subset; not both).
@@ -164,8 +167,8 @@ class LinearQuantizeEnv(PolicyDecisionEnv):
       test accuracy (Kendall tau -0.04 MobileNetV2, -0.01 ResNet-20). The LSQ-initialised accuracy
       alone did no better (0.02, 0.00); after 20 LSQ steps the accuracies spread over 54-83% and the
       ranking improved (tau 0.16, 0.24; top third by proxy 0.00 and 0.76), at about 1.3-3.4x the
-      evaluation time (measured with 15 runs sharing the GPU). Still weak: see docs/end_to_end.md. Passing the keywords explicitly
-      overrides these defaults; v0 keeps its behaviour.
+      evaluation time (measured with 15 runs sharing the GPU). Still weak: see docs/end_to_end.md.
+      Passing the keywords explicitly overrides these defaults; v0 keeps its behaviour.
     """
 
     def __init__(

@@ -8,7 +8,7 @@ and define the observation and what happens when the last decision is made.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -51,7 +51,7 @@ class PolicyDecisionEnv(gym.Env):
     weight before activation) are the steps of an episode.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
 
     problem: PolicyProblem
     action_mode: str
@@ -131,7 +131,10 @@ class PolicyDecisionEnv(gym.Env):
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
-        rows = [f"{name:<28} w={w!s:>4} a={a!s:>4}" for name, (w, a) in zip(self.setup.layer_names, self._policy)]
+        rows = [
+            f"{name:<28} w={w!s:>4} a={a!s:>4}"
+            for name, (w, a) in zip(self.setup.layer_names, self._policy, strict=True)
+        ]
         return "\n".join(rows)
 
     # ----- actions

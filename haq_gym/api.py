@@ -65,7 +65,7 @@ def search(
     hyperparams: dict[str, Any] | None = None,
     output: str | os.PathLike[str] | None = None,
     progress: bool = True,
-) -> "RunResult":
+) -> RunResult:
     """Search a policy with ``algo`` on the registered ``env``, as ``train_agent.py`` does; returns the run's result.
 
     Hyperparameters are the algorithm's installed ``configs/<algo>.yml`` entry for ``env``

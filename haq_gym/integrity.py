@@ -94,7 +94,7 @@ def load_verified(path: str | os.PathLike, map_location: str | torch.device = "c
         data = torch.load(path, map_location=map_location, weights_only=True)
     except (OSError, MemoryError):
         raise
-    except Exception as err:  # torch raises many types (RuntimeError, UnpicklingError, IndexError...) for bad bytes
+    except Exception as err:  # noqa: BLE001 - torch raises many types (RuntimeError, UnpicklingError, IndexError...) for bad bytes
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointCorrupt(path, f"not a readable torch checkpoint: {reason[:200]}") from None
     verify(data, path)

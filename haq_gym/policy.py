@@ -40,7 +40,7 @@ class PolicyFile:
             raise ValueError(
                 f"policy lists {len(self.layer_names)} layer names but {len(self.bits)} [w_bit, a_bit] entries"
             )
-        for name, pair in zip(self.layer_names, self.bits):
+        for name, pair in zip(self.layer_names, self.bits, strict=True):
             if len(pair) != 2 or not all(
                 isinstance(b, int) and not isinstance(b, bool) and (b == -1 or 1 <= b <= 32) for b in pair
             ):
@@ -53,10 +53,10 @@ class PolicyFile:
             raise ValueError(
                 f"policy has {len(self.layer_names)} layers but the model has {len(names)} quantizable layers"
             )
-        for i, (mine, theirs) in enumerate(zip(self.layer_names, names)):
+        for i, (mine, theirs) in enumerate(zip(self.layer_names, names, strict=True)):
             if mine != theirs:
                 raise ValueError(f"policy layer {i} is {mine!r} but the model's layer {i} is {theirs!r}")
-        for name, pair in zip(self.layer_names, self.bits):
+        for name, pair in zip(self.layer_names, self.bits, strict=True):
             for b in pair:
                 if b != -1 and not min_bit <= b <= max_bit:
                     raise ValueError(f"layer {name!r} has {b} bits; supported range is {min_bit}..{max_bit} (or -1)")
@@ -64,12 +64,14 @@ class PolicyFile:
     def to_dict(self) -> dict[str, Any]:
         data = {"format": FORMAT, "version": FORMAT_VERSION}
         data.update(asdict(self))
-        data["layers"] = [{"name": n, "w_bit": w, "a_bit": a} for n, (w, a) in zip(self.layer_names, self.bits)]
+        data["layers"] = [
+            {"name": n, "w_bit": w, "a_bit": a} for n, (w, a) in zip(self.layer_names, self.bits, strict=True)
+        ]
         del data["layer_names"], data["bits"]
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "policy") -> "PolicyFile":
+    def from_dict(cls, data: dict[str, Any], source: str = "policy") -> PolicyFile:
         if not isinstance(data, dict):
             raise ValueError(f"{source} is not a haq-gym policy: expected a JSON object, got {type(data).__name__}")
         if data.get("format") != FORMAT:
@@ -105,7 +107,7 @@ class PolicyFile:
         write_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "PolicyFile":
+    def load(cls, path: str | os.PathLike) -> PolicyFile:
         path = os.fspath(path)
         try:
             with open(path) as fh:
@@ -118,7 +120,7 @@ class PolicyFile:
 
 
 def uniform_bits(num_layers: int, w_bit: int, a_bit: int) -> list[list[int]]:
-    """HAQ's uniform policy: first layer ``[8, -1]`` (input unquantized), last ``[8, 8]``, the rest ``[w_bit, a_bit]``."""
+    """HAQ's uniform policy: first layer ``[8, -1]`` (input unquantized), last ``[8, 8]``, others ``[w_bit, a_bit]``."""
     if num_layers < 2:
         raise ValueError(f"a uniform policy needs at least 2 layers, got {num_layers}")
     return [[8, -1]] + [[w_bit, a_bit] for _ in range(num_layers - 2)] + [[8, 8]]

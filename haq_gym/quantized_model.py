@@ -65,7 +65,7 @@ class QuantizedModel:
         min_accuracy: float | None = None,
         progress: bool = True,
         device: str | torch.device = "cpu",
-    ) -> "QuantizedModel":
+    ) -> QuantizedModel:
         """The float network with ``family`` quantizers switched off (every layer at ``[-1, -1]``).
 
         Float weights: ``checkpoint`` if given; else torchvision's ``spec.weights``; else, for a
@@ -122,7 +122,7 @@ class QuantizedModel:
         min_bit: int = 2,
         max_bit: int = 8,
         **float_kwargs: Any,
-    ) -> "QuantizedModel":
+    ) -> QuantizedModel:
         """:meth:`from_float` with the policy's bits applied (``None`` keeps it float).
 
         A :class:`PolicyFile` is checked against the model's layer names, a plain HAQ strategy
@@ -136,7 +136,7 @@ class QuantizedModel:
         return qm
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "QuantizedModel":
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> QuantizedModel:
         """The model a QAT checkpoint describes, with its weights and learned steps loaded (eval mode)."""
         from haq_gym.finetune.checkpoint import load_fitting_state, read_qat_file
 
@@ -180,7 +180,7 @@ def check_policy(
             f"the strategy lists {len(bits)} [w_bit, a_bit] pairs but the model has "
             f"{len(layer_names)} quantizable layers"
         )
-    for name, pair in zip(layer_names, bits):
+    for name, pair in zip(layer_names, bits, strict=True):
         if len(pair) != 2 or not all(isinstance(b, int) and not isinstance(b, bool) for b in pair):
             raise ValueError(f"layer {name!r}: expected [w_bit, a_bit] integers, got {pair!r}")
         for b in pair:

@@ -1,7 +1,8 @@
 """Episode rewards, selectable by name.
 
 Accuracies are in percent (top-1, or top-5 with the env's ``use_top5``); ``reference`` is
-the float model's accuracy measured the same way (see :mod:`haq_gym.evaluation`). Costs are the ratios of :class:`haq_gym.cost.Costs`.
+the float model's accuracy measured the same way (see :mod:`haq_gym.evaluation`). Costs are
+the ratios of :class:`haq_gym.cost.Costs`.
 
 ``haq``        HAQ's reward, ``0.1 * (acc - reference)``.
 ``haq_inverse_cost``  the variant HAQ's code carries but does not use: HAQ's reward plus
@@ -18,7 +19,7 @@ the float model's accuracy measured the same way (see :mod:`haq_gym.evaluation`)
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from haq_gym.cost.cost_model import CostModel, Costs
 

@@ -10,7 +10,6 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 

@@ -211,7 +211,7 @@ class TrainStep:
         graph, static_x, static_y, loss, logits, grads = captured
         static_x.copy_(x)
         static_y.copy_(y)
-        for p, g in zip(self.params, grads):
+        for p, g in zip(self.params, grads, strict=True):
             p.grad = g  # another graph (the ragged last batch) may have left its own buffers
         graph.replay()
         return loss, logits

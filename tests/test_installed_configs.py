@@ -36,9 +36,9 @@ def test_missing_or_unreadable_config_is_an_error(tmp_path: Path, monkeypatch: p
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "sac.yml").write_text("default: [unclosed\n")
     monkeypatch.setattr(algo_configs, "_PACKAGE_DIR", tmp_path / "pkg")
-    with pytest.raises(algo_configs.ConfigError, match="cannot read .*sac.yml"):
+    with pytest.raises(algo_configs.ConfigError, match=r"cannot read .*sac\.yml"):
         algo_configs.algo_defaults("sac", "HAQ-MobileNetV2-v0")
-    with pytest.raises(algo_configs.ConfigError, match="no config for algorithm 'td3': .*td3.yml does not exist"):
+    with pytest.raises(algo_configs.ConfigError, match=r"no config for algorithm 'td3': .*td3\.yml does not exist"):
         algo_configs.algo_defaults("td3", "HAQ-MobileNetV2-v0")
     assert train_agent.main(["--algo", "td3", "--episodes", "1", "--output", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err

@@ -38,7 +38,8 @@ def test_run_folder_has_every_artifact(tiny_env_kwargs, tmp_path) -> None:
     ):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
-    rows = list(csv.DictReader(open(out / "episodes.csv")))
+    with open(out / "episodes.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     assert [int(r["episode"]) for r in rows] == [1, 2, 3, 4]
     assert all(len(r["w_bits"].split()) == 53 for r in rows)
     best = PolicyFile.load(out / "best_policy.json")

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from functools import partial
 
+from agents.blackbox.evaluation import EvaluationBudget, meets_budget, policy_costs
 from agents.blackbox.greedy_sensitivity import HYPERPARAMS as GREEDY_HYPERPARAMS
 from agents.blackbox.greedy_sensitivity import run_greedy_sensitivity
-from agents.blackbox.evaluation import EvaluationBudget, meets_budget, policy_costs
 from agents.blackbox.optuna_search import run_optuna, sampler_hyperparams
 from agents.blackbox.random_search import run_random_search
 from agents.blackbox.uniform import feasible_uniform_bits, run_uniform

@@ -30,6 +30,7 @@ command resumes the study.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import inspect
@@ -485,10 +486,8 @@ def _worker_process(settings: TuningSettings, slot: Slot, device: str | None) ->
     os.setpgrp()  # Ctrl-C in the terminal reaches the parent only, which passes exactly one SIGINT on
     os.environ.update(slot.environment({}))  # HAQ_GYM_THREADS, as the benchmark grid's workers get it
     configure_cpu_runtime()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # the trial was failed and re-queued; the parent reports it
         run_worker(settings, slot.index, device)
-    except KeyboardInterrupt:
-        pass  # the trial was failed and re-queued; the parent reports the interruption
 
 
 def run_workers(settings: TuningSettings, on_poll: Callable[[], None] | None = None) -> None:

@@ -104,7 +104,7 @@ def redact(url: str) -> str:
         authority = f"{userinfo.partition(':')[0]}:{REDACTED}@{hosts}"
     parts = []
     for part in query.split("&") if query else []:
-        key, eq, value = part.partition("=")
+        key, eq, _value = part.partition("=")
         parts.append(f"{key}={REDACTED}" if eq and unquote_plus(key).strip().lower() in SECRET_QUERY_KEYS else part)
     return f"{scheme}://{authority}{path}" + (f"?{'&'.join(parts)}" if query else "")
 

@@ -8,11 +8,11 @@ from haq_gym.cost.latency_table import load_table, save_table, validate_table
 from haq_gym.cost.layer_info import LayerInfo, measure_layers
 
 __all__ = [
+    "ENFORCEMENTS",
     "BitSerialAccelerator",
     "Budget",
     "CostModel",
     "Costs",
-    "ENFORCEMENTS",
     "LayerInfo",
     "enforce_budget",
     "load_table",

@@ -42,7 +42,7 @@ class BitSerialAccelerator:
                 raise ValueError(f"accelerator parameter {f.name} must be positive, got {value}")
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "BitSerialAccelerator":
+    def from_yaml(cls, path: str | os.PathLike) -> BitSerialAccelerator:
         with open(path) as fh:
             data = yaml.safe_load(fh) or {}
         known = {f.name for f in fields(cls)}

@@ -109,7 +109,10 @@ class CostModel:
         if cost == "latency":
             parts = [self.layer_latency(i, w, a) for i, (w, a) in enumerate(policy)]
         elif cost in ("flash", "size"):
-            parts = [float(flash_bits([layer], [bits], self.float_bit)) for layer, bits in zip(self.layers, policy)]
+            parts = [
+                float(flash_bits([layer], [bits], self.float_bit))
+                for layer, bits in zip(self.layers, policy, strict=True)
+            ]
         else:
             raise ValueError(f"cost must be 'latency', 'flash' or 'size', got {cost!r}")
         total = sum(parts)

@@ -59,7 +59,10 @@ def haq_wall(
 
 def apply_pins(policy: list[list[int]], pins: Sequence[Sequence[int | None]]) -> list[list[int]]:
     """``policy`` with every non-``None`` entry of ``pins`` written over it."""
-    return [[p if p is not None else b for b, p in zip(pair, pin)] for pair, pin in zip(policy, pins)]
+    return [
+        [p if p is not None else b for b, p in zip(pair, pin, strict=True)]
+        for pair, pin in zip(policy, pins, strict=True)
+    ]
 
 
 def haq_wall_pinning_inside(
@@ -143,7 +146,7 @@ def enforce_budget(
             return [list(p) for p in policy]
         if name == "haq":
             return haq_wall_pinning_inside(policy, pins, cost_model, budget, min_bit)
-        free = [(f[0] and pin[0] is None, f[1] and pin[1] is None) for f, pin in zip(free, pins)]
+        free = [(f[0] and pin[0] is None, f[1] and pin[1] is None) for f, pin in zip(free, pins, strict=True)]
         policy = apply_pins(policy, pins)
     if name == "greedy":
         return greedy_wall(policy, free, cost_model, budget, min_bit)

@@ -176,7 +176,7 @@ def measure_latency_table(
             if not 0 <= i < len(layers):
                 raise ValueError(f"layer index {i} is outside 0..{len(layers) - 1}")
             calls = [quantized_layer(layers[i][1], infos[i], w, a, batch_size, gen) for w, a in pairs]
-            for (w, a), median in zip(pairs, time_interleaved(calls, repeats, warmup)):
+            for (w, a), median in zip(pairs, time_interleaved(calls, repeats, warmup), strict=True):
                 table[i, w - 1, a - 1] = median
     return table
 

@@ -52,7 +52,7 @@ class DataBundle:
         ``RandomCrop(padding=pad)`` on raw images would). Deterministic given the
         generator; returns a new tensor of the same shape, dtype, device and memory format.
         """
-        black = tuple(-m / s for m, s in zip(self.mean, self.std))
+        black = tuple(-m / s for m, s in zip(self.mean, self.std, strict=True))
         return random_translate_flip(x, generator, pad=self.pad, hflip=self.hflip, fill=black)
 
 

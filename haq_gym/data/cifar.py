@@ -88,7 +88,8 @@ def _not_found(layout: CifarLayout, root: Path | None, detail: str) -> DatasetNo
     where = "no data root was given" if root is None else f"looked in {root / layout.folder}"
     return DatasetNotFoundError(
         f"{layout.title} not found ({where}; {detail}). Pass --data-root DIR pointing at a folder "
-        f"that contains {layout.folder}/, or pass download=True (env keyword download=true) on a machine with internet access."
+        f"that contains {layout.folder}/, or pass download=True (env keyword download=true) "
+        "on a machine with internet access."
     )
 
 
@@ -129,7 +130,7 @@ class _BatchUnpickler(pickle.Unpickler):
     shared or downloaded data root would otherwise run code when the data loads.
     """
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201 (pickle's signature)
+    def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(

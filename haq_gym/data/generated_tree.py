@@ -25,7 +25,7 @@ def write_image_tree(
     seed: int = 0,
     progress: bool = False,
 ) -> Path:
-    """Write JPEGs of ``size`` (height, width) pixels under ``root``; returns ``root``. ``root`` must not hold a tree."""
+    """Write JPEGs of ``size`` (height, width) pixels under ``root`` (which must not hold a tree); returns ``root``."""
     root = Path(root)
     if (root / "train").exists() or (root / "val").exists():
         raise FileExistsError(f"{root} already holds an image tree; pick an empty folder")

@@ -104,7 +104,7 @@ def load_image_folder_bundle(
 
     pool_size = len(full_train)
     if val_size is None:
-        val_size = HAQ_VAL_SIZE if HAQ_VAL_SIZE <= pool_size // 10 else max(1, pool_size // 10)
+        val_size = HAQ_VAL_SIZE if pool_size // 10 >= HAQ_VAL_SIZE else max(1, pool_size // 10)
     if train_size is None:
         train_size = min(HAQ_TRAIN_SIZE, pool_size - val_size) if pool_size > val_size else None
     split = split_pool(range(pool_size), val_size=val_size, train_size=train_size, seed=split_seed)

@@ -49,9 +49,9 @@ def load_dataset(
     bundled with scikit-learn; for ``fashion-mnist``, None means the folder of Debian's
     ``dataset-fashion-mnist`` package). ``val_size``/``train_size`` default per dataset
     (digits: 360 / all 1077 remaining; CIFAR, Fashion-MNIST, MNIST: 10000 / 20000;
-    imagefolder: HAQ's 10000 / 20000, or 10% / all remaining for a small tree). ``split_seed`` fixes the splits independently of
-    any run seed. ``download`` fetches CIFAR, Fashion-MNIST or MNIST when their files are
-    missing. ``image_size`` defaults to 32 for digits, CIFAR and (Fashion-)MNIST (the only
+    imagefolder: HAQ's 10000 / 20000, or 10% / all remaining for a small tree). ``split_seed``
+    fixes the splits independently of any run seed. ``download`` fetches CIFAR, Fashion-MNIST
+    or MNIST when their files are missing. ``image_size`` defaults to 32 for digits, CIFAR and (Fashion-)MNIST (the only
     size they support; MNIST's 28x28 images are zero-padded) and 224 for imagefolder.
     ``num_workers``: DataLoader workers reading an imagefolder (default: up to 8).
     """

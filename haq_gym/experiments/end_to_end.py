@@ -59,7 +59,7 @@ class Strategy:
     overrides: tuple[str, ...]
 
     @classmethod
-    def parse(cls, text: str) -> "Strategy":
+    def parse(cls, text: str) -> Strategy:
         algo, _, rest = text.partition(":")
         if not algo:
             raise ValueError(f"strategy {text!r}: expected ALGO or ALGO:key=value,...")
@@ -300,7 +300,7 @@ class EndToEnd:
             for u in curve
         ]
         results = run_jobs(jobs, self.grid, self.resume, "uniform curve", self.progress)
-        for u, r in zip(curve, results):
+        for u, r in zip(curve, results, strict=True):
             if r.ok:
                 u.val, u.test = last_epoch(r.job.folder)
         float_val = setup.reference_accuracy
@@ -431,7 +431,7 @@ class EndToEnd:
         folder.mkdir(exist_ok=True)
         paths, seen = [], set()
         for row in read_episodes(run / "episodes.csv"):
-            bits = [[int(w), int(a)] for w, a in zip(row["w_bits"].split(), row["a_bits"].split())]
+            bits = [[int(w), int(a)] for w, a in zip(row["w_bits"].split(), row["a_bits"].split(), strict=True)]
             key = json.dumps(bits)
             if row["budget_met"] != "1" or key in seen:
                 continue

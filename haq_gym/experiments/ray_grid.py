@@ -46,7 +46,7 @@ def import_ray() -> Any:
 
 
 def check_answers(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Raise ConnectionError, naming ``address``, unless something listens there (Ray itself would retry for minutes)."""
+    """Raise ConnectionError naming ``address`` unless something listens there (Ray itself would retry for minutes)."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(f"Ray address {address!r}: expected auto, HOST:PORT (e.g. 10.0.0.1:6379) or ray://HOST:PORT")
@@ -56,7 +56,7 @@ def check_answers(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         raise ConnectionError(
             f"the Ray cluster at {address} does not answer ({err or 'timed out'} within "
             f"{timeout:.0f} s); start it with `ray start --head` there or check the address"
-        )
+        ) from None
 
 
 def connect(address: str) -> tuple[Any, bool]:

@@ -1,4 +1,4 @@
-"""Export a quantized MobileNetV2 (fake-quant model, any policy, any quantizer with ``grid()``) to an :class:`IntegerModel`.
+"""Export a quantized network (fake-quant model, any policy, any quantizer with ``grid()``) to an :class:`IntegerModel`.
 
 The exporter only asks each quantizer for its integer grid (``grid()``, see
 :class:`~haq_gym.quant.grid.QuantGrid`) and for the fake-quantized weight (the
@@ -39,6 +39,7 @@ linear quantizers, LSQ, LSQ+ and power-of-two LSQ export the same way. The arith
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -341,7 +342,7 @@ class _Exporter:
     # ------------------------------------------------------------------ grids and weights
     def _check_bits(self) -> None:
         """Refuse what has no integer form before any grid is computed (which can be slow)."""
-        for i, (name, layer) in enumerate(zip(self.names, self.modules)):
+        for i, (name, layer) in enumerate(zip(self.names, self.modules, strict=True)):
             if layer.w_bit == -1:
                 raise ExportError(f"layer {name!r} has unquantized weights (w_bit -1); integer export needs 2..8 bits")
             if not 2 <= layer.w_bit <= 8:
@@ -628,7 +629,7 @@ class _Exporter:
         while frac > 0 and area * top * 2**frac / g.step >= 2**30:
             frac -= 1
         scale = math.ldexp(g.step, -frac)
-        top_code = int(math.ceil(top / scale))
+        top_code = math.ceil(top / scale)
         m, n = to_dyadic(self.grids[src].step / scale)
         pooled_in = self._new(QuantGrid(step=scale, qmin=0, qmax=top_code))
         self.ops.append(RequantOp(src, pooled_in, 0, Requant(torch.tensor([m]), torch.tensor([n]), 0, top_code)))
@@ -855,7 +856,7 @@ def fold_batchnorm(model: nn.Module) -> int:
         if not isinstance(parent, nn.Sequential):
             continue
         children = list(parent.named_children())
-        for (_, conv), (bn_name, bn) in zip(children, children[1:]):
+        for (_, conv), (bn_name, bn) in itertools.pairwise(children):
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                 with torch.no_grad():
                     var = bn.running_var.double()

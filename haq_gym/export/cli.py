@@ -48,10 +48,10 @@ from haq_gym.export.packed_file import (
     write_packed_file,
 )
 from haq_gym.export.source import ExportSource, source_from_checkpoint, source_from_policy
+from haq_gym.models.registry import model_names
 from haq_gym.policy import PolicyFile
 from haq_gym.quant.families import family_names
 from haq_gym.runtime import configure_cpu_runtime, torch_device
-from haq_gym.models.registry import model_names
 from haq_gym.validation import check_int, check_policy_fits, check_width_mult
 
 
@@ -120,7 +120,8 @@ def _add_source(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument(
         "--data-root",
         default=None,
-        help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; fashion-mnist defaults to the Debian package folder)",
+        help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; "
+        "fashion-mnist defaults to the Debian package folder)",
     )
     p.add_argument(
         "--float-checkpoint",
@@ -151,7 +152,7 @@ def _model_name(args: argparse.Namespace) -> str | None:
         try:
             data = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
             return str(data["meta"]["model"])
-        except Exception:  # unreadable or not a QAT checkpoint: source_from_checkpoint reports it
+        except Exception:  # noqa: BLE001 - unreadable or not a QAT checkpoint: source_from_checkpoint reports it
             return None
     if args.policy:
         return PolicyFile.load(args.policy).model
@@ -202,16 +203,16 @@ def check_export_args(args: argparse.Namespace, out_path: str) -> None:
 def load_source(args: argparse.Namespace) -> ExportSource | None:
     if args.checkpoint:
         return source_from_checkpoint(args.checkpoint, data_root=args.data_root, calibration_size=args.calibration_size)
-    kwargs = dict(
-        model=args.model,
-        width_mult=args.width_mult,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        float_checkpoint=args.float_checkpoint,
-        calibration_size=args.calibration_size,
-        quantizer=args.quantizer,
-        progress=True,
-    )
+    kwargs = {
+        "model": args.model,
+        "width_mult": args.width_mult,
+        "dataset": args.dataset,
+        "data_root": args.data_root,
+        "float_checkpoint": args.float_checkpoint,
+        "calibration_size": args.calibration_size,
+        "quantizer": args.quantizer,
+        "progress": True,
+    }
     if args.policy:
         return source_from_policy(PolicyFile.load(args.policy), **kwargs)
     if args.uniform:
@@ -435,7 +436,4 @@ def main(argv: list[str] | None = None) -> int:
     except (ExportError, PackedFileError, FileNotFoundError, FileExistsError, ValueError, RuntimeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # an unwritable --out, a full disk
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     return 0

@@ -9,8 +9,9 @@ pass under it, so "no floating-point operation" is checked on every call, not as
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode

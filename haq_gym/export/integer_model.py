@@ -273,7 +273,7 @@ class IntegerModel:
 
     # ------------------------------------------------------------------ boundary
     def quantize_input(self, images: torch.Tensor) -> torch.Tensor:
-        """Float images ``[N, 3, H, W]`` -> int32 codes on :attr:`input_grid` (the one float step, outside the integer path).
+        """Float images ``[N, 3, H, W]`` -> int32 codes on :attr:`input_grid` (the one float step, before the integers).
 
         The same ``clamp(round(x / step))`` (halves to even) that the fake-quant reference
         applies to its input (see :func:`haq_gym.export.compare.fake_quant_input`).
@@ -347,10 +347,8 @@ class IntegerModel:
 
     def _conv(self, op: ConvOp, x: torch.Tensor) -> torch.Tensor:
         w = self.layers[op.layer].linear_codes
-        if op.kind == "linear":
-            acc = x @ w.t()  # [N, out]
-        else:
-            acc = conv2d_int(x, w, op.stride, op.padding, op.groups)  # [N, Cout, Ho, Wo]
+        # [N, out] for a linear layer, [N, Cout, Ho, Wo] for a convolution
+        acc = x @ w.t() if op.kind == "linear" else conv2d_int(x, w, op.stride, op.padding, op.groups)
         view = [1] * acc.dim()
         view[1] = -1
         # int32 throughout: the exporter chose bias_shift so that the worst case fits.
@@ -382,7 +380,7 @@ def _checked(x: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def conv2d_int(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int, groups: int) -> torch.Tensor:
-    """Integer 2-d convolution: int32 ``x [N, Cin, H, W]`` and ``w [Cout, Cin/groups, kh, kw]`` -> int32 ``[N, Cout, Ho, Wo]``.
+    """Integer 2-d convolution: int32 ``x [N, Cin, H, W]``, ``w [Cout, Cin/groups, kh, kw]`` -> ``[N, Cout, Ho, Wo]``.
 
     Zero padding (code 0 is the real value 0 on every zero-offset grid). Exact as long as
     no accumulator reaches ``2**31``, which the exporter proves from the weights and the

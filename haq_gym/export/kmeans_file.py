@@ -5,9 +5,10 @@ This is what HAQ's model-size budget measures, written out: a layer clustered to
 :mod:`haq_gym.export.bitpack`, unsigned) plus its codebook. Its size is the cost model's
 ``flash_bits / 8`` plus the overhead reported by :func:`kmeans_file_overhead`: the header,
 the per-layer records, the codebooks (``4 * 2**b`` bytes each) and at most 7 padding bits
-per layer; :mod:`haq_gym.cost.kmeans_size` computes it without writing. Codebooks are float32 so that the reader rebuilds exactly the weights the
-search evaluated. Biases and BatchNorm parameters are not part of it (HAQ's model size
-excludes them too); they stay in the float checkpoint.
+per layer; :mod:`haq_gym.cost.kmeans_size` computes it without writing. Codebooks are
+float32 so that the reader rebuilds exactly the weights the search evaluated. Biases and
+BatchNorm parameters are not part of it (HAQ's model size excludes them too); they stay in
+the float checkpoint.
 
 Layout (little-endian)::
 
@@ -33,7 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from haq_gym.cost.kmeans_size import kmeans_file_overhead, kmeans_file_size  # noqa: F401  (the format's size, re-exported)
+from haq_gym.cost.kmeans_size import (  # noqa: F401  (the format's size, re-exported)
+    kmeans_file_overhead,
+    kmeans_file_size,
+)
 from haq_gym.export.bitpack import pack, packed_size, unpack
 from haq_gym.export.file_io import read_bytes
 from haq_gym.quant.kmeans_quantizer import KMeansWeightQuantizer
@@ -186,7 +190,7 @@ def load_kmeans_weights(named_layers: Sequence[tuple[str, torch.nn.Module]], lay
     """Copy the weights of ``layers`` into the matching float layers (names and shapes must agree)."""
     if len(layers) != len(named_layers):
         raise ValueError(f"the file has {len(layers)} layers but the model has {len(named_layers)} quantizable layers")
-    for (name, module), record in zip(named_layers, layers):
+    for (name, module), record in zip(named_layers, layers, strict=True):
         if record.name != name or tuple(module.weight.shape) != record.shape:
             raise ValueError(
                 f"file layer {record.name!r} {record.shape} does not match model layer {name!r} "

@@ -112,7 +112,7 @@ def build_onnx_model(
     model.eval()
     try:
         traced = _Tracer().trace(model)
-    except Exception as err:  # fx raises many types on untraceable control flow
+    except Exception as err:  # noqa: BLE001 - fx raises many types on untraceable control flow
         raise OnnxExportError(f"cannot trace {type(model).__name__} with torch.fx: {err}") from None
     g = _Graph(helper, numpy_helper)
     env: dict[str, str] = {}
@@ -328,7 +328,7 @@ def load_onnx(path: str | os.PathLike):
         onnx.checker.check_model(proto)
     except FileNotFoundError:
         raise
-    except Exception as err:  # protobuf DecodeError, onnx ValidationError
+    except Exception as err:  # noqa: BLE001 - protobuf DecodeError, onnx ValidationError
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise OnnxExportError(f"{os.fspath(path)} is not a valid ONNX model ({type(err).__name__}: {first})") from None
     return proto
@@ -355,7 +355,7 @@ def open_session(proto, *, threads: int | None = None, optimize: bool = True):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - onnxruntime's pybind errors (Fail, InvalidGraph, ...) share no base
         text = str(err)
         found = _MISSING.search(text) or _MISSING2.search(text)
         opset = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
@@ -452,7 +452,7 @@ def compare_onnx(
                 max_diff = max(max_diff, float((logits - ref).abs().max()))
                 fake_pred.append(ref.argmax(dim=1))
                 onnx_pred.append(logits.argmax(dim=1))
-                for (n, _), got in zip(quantized, res[1:]):
+                for (n, _), got in zip(quantized, res[1:], strict=True):
                     theirs = codes[n].reshape(got.shape)
                     stats[n][0] += got.size
                     stats[n][1] += int((torch.from_numpy(got.astype(np.int64)).double() == theirs).sum())

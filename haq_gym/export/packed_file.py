@@ -452,7 +452,7 @@ def integer_model_from(packed: PackedFile) -> IntegerModel:
         return Requant(tensor(d["multiplier"]), tensor(d["shift"]), int(d["lo"]), int(d["hi"]))
 
     layers = []
-    for stored, desc in zip(packed.layers, spec["layers"]):
+    for stored, desc in zip(packed.layers, spec["layers"], strict=True):
         codes = torch.from_numpy(stored.codes.astype(np.int32))
         if stored.fmt == "log8":
             linear, step = log8_to_linear(codes, stored.top, int(desc["log_frac_bits"]))

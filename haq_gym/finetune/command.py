@@ -32,13 +32,13 @@ from haq_gym.finetune.checkpoint import min_weight_bit, read_qat_file
 from haq_gym.finetune.kmeans_schedule import KMeansFinetuneSchedule
 from haq_gym.finetune.recipe import QATRecipe
 from haq_gym.finetune.trainer import TrainingDiverged, TrainResult, train_quantized
+from haq_gym.models.registry import model_names
 from haq_gym.models.spec import ModelSpec
 from haq_gym.plots import plot_finetune_curves
 from haq_gym.policy import PolicyFile, now_iso, uniform_bits
 from haq_gym.quant import apply_policy
 from haq_gym.quant.families import family_names
 from haq_gym.quantized_model import QuantizedModel, check_policy
-from haq_gym.models.registry import model_names
 from haq_gym.runs import prepare_run_folder
 from haq_gym.runs.run_config import yaml_problem
 from haq_gym.runs.run_folder import release_unused
@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-root",
         default=None,
-        help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; fashion-mnist defaults to the Debian package folder)",
+        help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; "
+        "fashion-mnist defaults to the Debian package folder)",
     )
     p.add_argument(
         "--quantizer",

@@ -43,12 +43,12 @@ class KMeansFinetuneSchedule:
         return [self.free_high_bit and not last and b is not None and b > FREE_ABOVE_BITS for b in self.w_bits]
 
     def fully_quantized(self, epoch: int) -> bool:
-        """Whether every layer is at its policy's bits after ``epoch`` (only then is the model a candidate for best.pt)."""
+        """Whether every layer is at its policy's bits after ``epoch`` (only then may the model become best.pt)."""
         return not any(self.free(epoch))
 
     def before_epoch(self, epoch: int) -> None:
-        """Free or quantize each layer for ``epoch``; at the last epoch (of a run with free layers) re-cluster every layer."""
-        for layer, b, free in zip(self.layers, self.w_bits, self.free(epoch)):
+        """Free or quantize each layer for ``epoch``; the last epoch of a run with free layers re-clusters them all."""
+        for layer, b, free in zip(self.layers, self.w_bits, self.free(epoch), strict=True):
             layer.weight_quantizer.set_bits(None if free else b)
         if self.free_high_bit and epoch >= self.epochs and not self._reclustered:
             for layer in self.layers:

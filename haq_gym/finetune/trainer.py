@@ -4,8 +4,9 @@ The run folder holds ``config.yml`` (what was asked), ``metrics.csv`` (one row p
 epoch), ``tensorboard/``, ``last.pt`` (everything needed to resume: weights, steps,
 optimizer, schedule, RNG) and ``best.pt`` (the epoch with the best validation top-1 so
 far, with the policy embedded). Validation is the search-val split, held out of the
-training images; the test split is reported every epoch but never used to choose. Both checkpoints are replaced atomically and only after a finite epoch, so a
-crash or a NaN loss never leaves a broken or diverged checkpoint behind.
+training images; the test split is reported every epoch but never used to choose. Both
+checkpoints are replaced atomically and only after a finite epoch, so a crash or a NaN loss
+never leaves a broken or diverged checkpoint behind.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from haq_gym.finetune.recipe import QATRecipe, parameter_groups
 from haq_gym.policy import PolicyFile
 from haq_gym.quant import calibrate
 from haq_gym.quant.qlayers import QuantLayerMixin
-from haq_gym.util import write_atomic
 from haq_gym.train_step import TrainStep
+from haq_gym.util import write_atomic
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_top1", "val_top1", "test_top1", "lr", "epoch_time_s")
 
@@ -168,7 +169,7 @@ def train_quantized(
     total = (recipe.epochs - start_epoch + 1) * steps_per_epoch
     bar = tqdm(
         total=max(total, 0),
-        desc="QAT" if any(l.w_bit != -1 for l in layers) else "float training",
+        desc="QAT" if any(layer.w_bit != -1 for layer in layers) else "float training",
         unit="step",
         disable=not progress or total <= 0,
     )

@@ -84,7 +84,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict[str, Any]
         if wrong:
             k = wrong[0]
             details.append(
-                f"{len(wrong)} shape mismatches (e.g. {k!r}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
+                f"{len(wrong)} shape mismatches (e.g. {k!r}: "
+                f"checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
             )
         raise ValueError(f"checkpoint {path!r} does not fit this model ({type(model).__name__}): " + "; ".join(details))
     model.load_state_dict(state)

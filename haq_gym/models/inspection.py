@@ -143,11 +143,10 @@ def check_quantizable(
                 f"{label}: layer {name!r} is called {n} times per forward pass "
                 "(weight sharing); each quantizable layer must be used once"
             )
-    if num_classes is not None:
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != num_classes:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise UnsupportedModelError(
-                f"{label} returns {shape} for one image; expected logits [1, {num_classes}] "
-                f"for the dataset's {num_classes} classes"
-            )
+    if num_classes is not None and (not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UnsupportedModelError(
+            f"{label} returns {shape} for one image; expected logits [1, {num_classes}] "
+            f"for the dataset's {num_classes} classes"
+        )
     return layers

@@ -105,7 +105,7 @@ class ModelSpec:
         return out
 
     @classmethod
-    def from_policy_kwargs(cls, name: str, model_kwargs: Mapping[str, Any]) -> "ModelSpec":
+    def from_policy_kwargs(cls, name: str, model_kwargs: Mapping[str, Any]) -> ModelSpec:
         """The inverse of :meth:`to_policy_kwargs` (old policy files hold only ``width_mult``)."""
         return cls(
             name,
@@ -131,9 +131,10 @@ def _build_torchvision(name: str, num_classes: int, kwargs: dict[str, Any], weig
 
     available = tvm.list_models(module=tvm)
     if name not in available:
+        examples = ", ".join(n for n in available if n in ("mobilenet_v2", "resnet50", "resnet18", "efficientnet_b0"))
         raise ModelSpecError(
             f"torchvision has no classification model {name!r}; "
-            f"examples: {', '.join(n for n in available if n in ('mobilenet_v2', 'resnet50', 'resnet18', 'efficientnet_b0'))} "
+            f"examples: {examples} "
             f"({len(available)} in torchvision.models.list_models(torchvision.models))"
         )
     kwargs.setdefault("num_classes", num_classes)
@@ -149,7 +150,7 @@ def _build_imported(path: str, num_classes: int, kwargs: dict[str, Any]) -> nn.M
         raise ModelSpecError(f"model {path!r}: an import path is 'package.module:builder'")
     try:
         module = importlib.import_module(module_name)
-    except Exception as err:  # a user's module can fail to import in any way: report it, whatever it is
+    except Exception as err:  # noqa: BLE001 - a user's module can fail to import in any way: report it, whatever it is
         raise ModelSpecError(
             f"model {path!r}: module {module_name!r} does not import: {type(err).__name__}: {err}"
         ) from None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 if TYPE_CHECKING:
     from haq_gym.experiments.end_to_end import Plan
@@ -17,12 +17,12 @@ if TYPE_CHECKING:
     from haq_gym.experiments.statistics import Interval
 
 
-def _title(plan: "Plan") -> str:
+def _title(plan: Plan) -> str:
     s = plan.settings
     return f"{s['env']} on {s['dataset']}, LSQ finetune {s['epochs']} epochs"
 
 
-def plot_uniform_curve(plan: "Plan", path: str | os.PathLike) -> None:
+def plot_uniform_curve(plan: Plan, path: str | os.PathLike) -> None:
     """Finetuned validation and test top-1 of each uniform precision against its latency, with the budget."""
     done = [u for u in plan.uniform_curve if u["val"] is not None]
     done.sort(key=lambda u: u["latency"])
@@ -47,8 +47,8 @@ def plot_uniform_curve(plan: "Plan", path: str | os.PathLike) -> None:
 
 
 def plot_proxy_scatter(
-    rows: Sequence["Row"],
-    plan: "Plan",
+    rows: Sequence[Row],
+    plan: Plan,
     path: str | os.PathLike,
     proxies: Mapping[str, Mapping[str, float]] | None = None,
 ) -> None:
@@ -66,7 +66,7 @@ def plot_proxy_scatter(
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), sharey=True, squeeze=False)
     groups = sorted({r.group for r in rows if r.group not in (UNIFORM, RANDOM)})
     uniform = [r.final_test_top1 for r in rows if r.group == UNIFORM]
-    for ax, (name, scores) in zip(axes[0], panels.items()):
+    for ax, (name, scores) in zip(axes[0], panels.items(), strict=True):
         random_rows = [r for r in rows if r.group == RANDOM and r.policy in scores]
         if random_rows:
             ax.scatter(
@@ -96,7 +96,7 @@ def plot_proxy_scatter(
     plt.close(fig)
 
 
-def plot_accuracy_bars(intervals: Mapping[str, "Interval"], plan: "Plan", path: str | os.PathLike) -> None:
+def plot_accuracy_bars(intervals: Mapping[str, Interval], plan: Plan, path: str | os.PathLike) -> None:
     """Mean final test top-1 per strategy and baseline, with 95% bootstrap intervals."""
     names = list(intervals)
     means = [intervals[n].value for n in names]

@@ -8,8 +8,8 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 
 def plot_finetune_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike, title: str | None = None) -> Figure:

@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 OBJECTIVES = {"accuracy": "validation top-1 (%)", "latency_ratio": "latency ratio", "flash_ratio": "flash ratio"}
 PANELS = (
@@ -34,7 +34,7 @@ def plot_pareto_front(
     """
     budgets = budgets or {}
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    for ax, (x, y, third) in zip(axes, PANELS):
+    for ax, (x, y, third) in zip(axes, PANELS, strict=True):
         ax.scatter([t[x] for t in trials], [t[y] for t in trials], s=10, color="0.75", label="trial")
         points = ax.scatter(
             [t[x] for t in front],

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
-from haq_gym.plots.cost_axis import budgeted_axis  # noqa: E402
-from haq_gym.policy import PolicyFile  # noqa: E402
+from haq_gym.plots.cost_axis import budgeted_axis
+from haq_gym.policy import PolicyFile
 
 KIND_COLOURS = {"depthwise": "#4c72b0", "conv": "#dd8452", "linear": "#55a868"}
 

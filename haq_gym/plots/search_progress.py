@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-from haq_gym.plots.cost_axis import LATENCY, CostAxis  # noqa: E402
+from haq_gym.plots.cost_axis import LATENCY, CostAxis
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Episodes:
     def best_so_far(self) -> np.ndarray:
         """Index of the best-reward feasible episode after each episode (-1 before the first feasible one)."""
         out, best = np.full(len(self.reward), -1), -1
-        for i, (reward, ok) in enumerate(zip(self.reward, self.feasible)):
+        for i, (reward, ok) in enumerate(zip(self.reward, self.feasible, strict=True)):
             if ok and (best < 0 or reward > self.reward[best]):
                 best = i
             out[i] = best

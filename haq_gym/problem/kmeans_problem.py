@@ -47,10 +47,13 @@ class KMeansProblem(PolicyProblem):
         return {"size_bytes": costs.flash_bits / 8, "file_bytes": self.file_size(policy)}
 
     def file_size(self, policy: list[list[int]]) -> int:
-        """Bytes of the k-means file of ``policy`` (the cost function :func:`haq_gym.cost.kmeans_size.kmeans_file_size`)."""
+        """Bytes of the k-means file of ``policy`` (the cost :func:`haq_gym.cost.kmeans_size.kmeans_file_size`)."""
         s = self.setup
         return kmeans_file_size(
-            [(name, tuple(layer.weight.shape), int(w)) for name, layer, (w, _) in zip(s.layer_names, s.layers, policy)]
+            [
+                (name, tuple(layer.weight.shape), int(w))
+                for name, layer, (w, _) in zip(s.layer_names, s.layers, policy, strict=True)
+            ]
         )
 
     def write_model_file(self, path: str | os.PathLike, policy: list[list[int]]) -> int:
@@ -62,7 +65,7 @@ class KMeansProblem(PolicyProblem):
         from haq_gym.export.kmeans_file import kmeans_layers, write_kmeans_file
 
         apply_policy(self.setup.layers, policy)
-        return write_kmeans_file(path, kmeans_layers(list(zip(self.setup.layer_names, self.setup.layers))))
+        return write_kmeans_file(path, kmeans_layers(list(zip(self.setup.layer_names, self.setup.layers, strict=True))))
 
     def policy_file(self, result: Outcome | Mapping[str, Any], found_by: dict[str, Any] | None = None) -> PolicyFile:
         """An outcome (or an env episode's final ``info``) as a policy file (activations ``-1``)."""

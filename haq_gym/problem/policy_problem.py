@@ -143,7 +143,7 @@ class PolicyProblem:
         if len(decision_bits) != n:
             raise ValueError(f"expected {n} bit widths (one per decision of the problem), got {len(decision_bits)}")
         policy = [list(p) for p in self.pinned]
-        for i, ((layer, j), b) in enumerate(zip(self.decisions, decision_bits)):
+        for i, ((layer, j), b) in enumerate(zip(self.decisions, decision_bits, strict=True)):
             try:
                 bits = operator.index(b)
             except TypeError:
@@ -233,9 +233,9 @@ class PolicyProblem:
         if len(policy) != len(self.pinned):
             raise ValueError(f"expected a policy of {len(self.pinned)} [w_bit, a_bit] pairs, got {len(policy)}")
         out = []
-        for i, (pair, pinned) in enumerate(zip(policy, self.pinned)):
+        for i, (pair, pinned) in enumerate(zip(policy, self.pinned, strict=True)):
             pair = [int(b) for b in pair]
-            for j, (b, p) in enumerate(zip(pair, pinned)):
+            for j, (b, p) in enumerate(zip(pair, pinned, strict=True)):
                 if p is not None and b != p:
                     raise ValueError(f"layer {i} {'activation' if j else 'weight'} is pinned at {p}, got {b}")
                 if p is None and not self.min_bit <= b <= self.max_bit:

@@ -233,10 +233,7 @@ class HAQActivationQuantizer(Quantizer):
         qmin, qmax = activation_levels(bits, self.signed)
         if self.training and torch.is_grad_enabled():
             a = self.activation_range
-            if self.signed:
-                xc = 0.5 * ((x + a).abs() - (x - a).abs())
-            else:
-                xc = 0.5 * (x.abs() - (x - a).abs() + a)
+            xc = 0.5 * ((x + a).abs() - (x - a).abs()) if self.signed else 0.5 * (x.abs() - (x - a).abs() + a)
             step = a.detach() / qmax
             return xc + (torch.round(xc.detach() / step) * step - xc).detach()
         alpha = float(self.activation_range.detach())

@@ -108,13 +108,14 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _outward_bounds(dtype: torch.dtype) -> dict[tuple[int, int], tuple[float, float]]:
-    """For every integer range of 1..MAX_BITS bits: the largest ``dtype`` value below ``qmin``, the smallest above ``qmax``."""
+    """For every integer range of 1..MAX_BITS bits: the largest ``dtype`` value below ``qmin``,
+    the smallest above ``qmax``."""
     ranges = [(-(2 ** (b - 1)), 2 ** (b - 1) - 1) for b in range(1, MAX_BITS + 1)]
     ranges += [(0, 2**b - 1) for b in range(1, MAX_BITS + 1)]
     ends = torch.tensor(ranges, dtype=dtype)
     outwards = torch.tensor([-math.inf, math.inf], dtype=dtype).expand_as(ends)
     values = torch.nextafter(ends, outwards).tolist()
-    return {r: (low, high) for r, (low, high) in zip(ranges, values)}
+    return {r: (low, high) for r, (low, high) in zip(ranges, values, strict=True)}
 
 
 # Computed once here, on the CPU: looked up in the backward pass, they cost no device sync and

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
 
-from haq_gym.quant.qlayers import QuantConv2d, QuantLinear, QuantLayerMixin
+from haq_gym.quant.qlayers import QuantConv2d, QuantLayerMixin, QuantLinear
 
 
 def wrap_model(model: nn.Module) -> list[tuple[str, QuantLayerMixin]]:
@@ -39,7 +38,7 @@ def apply_policy(layers: Sequence[QuantLayerMixin], policy: Sequence[Sequence[in
     """Set ``[w_bit, a_bit]`` per layer; raises if the policy does not fit the layers."""
     if len(policy) != len(layers):
         raise ValueError(f"policy has {len(policy)} entries but the model has {len(layers)} quantizable layers")
-    for i, (layer, bits) in enumerate(zip(layers, policy)):
+    for i, (layer, bits) in enumerate(zip(layers, policy, strict=True)):
         if len(bits) != 2:
             raise ValueError(f"policy entry {i} should be [w_bit, a_bit], got {list(bits)!r}")
         layer.set_bits(int(bits[0]), int(bits[1]))
@@ -57,7 +56,7 @@ def observing(layers: Sequence[QuantLayerMixin]) -> Iterator[None]:
     try:
         yield
     finally:
-        for layer, (w, a) in zip(layers, saved):
+        for layer, (w, a) in zip(layers, saved, strict=True):
             layer.input_quantizer.observing = False
             layer.set_bits(w, a)
 

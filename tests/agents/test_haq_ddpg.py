@@ -59,7 +59,7 @@ def single_torch_thread():
 
 def small_config(**overrides: float) -> HAQDDPGConfig:
     """A fast configuration for tests: small nets and a short warm-up."""
-    values = dict(hidden1=32, hidden2=32, batch_size=16, warmup=3)
+    values = {"hidden1": 32, "hidden2": 32, "batch_size": 16, "warmup": 3}
     values.update(overrides)
     return HAQDDPGConfig(**values)
 
@@ -263,7 +263,7 @@ def test_loop_reports_episodes_and_logs_agent_scalars() -> None:
 
 
 @pytest.mark.parametrize(
-    ("obs_space", "act_space", "message"),
+    "obs_space, act_space, message",
     [
         (gym.spaces.Box(0, 1, (3,)), gym.spaces.Discrete(4), "Box action space"),
         (gym.spaces.Box(0, 1, (3,)), gym.spaces.Box(0, 1, (2, 2)), "1-D gymnasium.spaces.Box action"),
@@ -286,7 +286,7 @@ def test_bad_config_is_rejected() -> None:
 
 
 def test_device_is_a_config_field_checked_early() -> None:
-    with pytest.raises(ValueError, match="HAQDDPGConfig.device: device must be cpu, cuda"):
+    with pytest.raises(ValueError, match=r"HAQDDPGConfig\.device: device must be cpu, cuda"):
         HAQDDPGConfig(device="tpu")
     agent, results = run(2, 0, small_config(device="auto", warmup=0))
     expected = "cuda" if torch.cuda.is_available() else "cpu"
@@ -358,7 +358,7 @@ def test_cuda_graph_updates_match_the_plain_updates_on_cuda() -> None:
     ]
     outs = [[a.observe_episode(fake_episode(0.1 * k), -0.5 * k, episode=k) for k in range(8)] for a in agents]
     assert agents[1]._graph_update is not None and agents[1]._graph_update.graph is not None
-    for plain, graphed in zip(*outs):
+    for plain, graphed in zip(*outs, strict=True):
         assert plain.keys() == graphed.keys()
         for key in plain:
             assert graphed[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key

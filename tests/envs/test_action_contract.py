@@ -82,7 +82,7 @@ def test_continuous_actions_inside_the_contract(envs, action, bits) -> None:
 def test_a_refused_action_changes_nothing(envs) -> None:
     env = envs["discrete"]
     env.reset(seed=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="discrete action must be one integer"):
         env.step(2.7)
     _, _, terminated, _, info = env.step(3)
     assert not terminated and info["bits"] == 5 and env._step == 1

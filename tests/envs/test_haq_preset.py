@@ -57,7 +57,7 @@ def test_agent_preset_sets_haq_replay_and_refuses_a_contradiction() -> None:
     assert agent_preset("haq", "haq-ddpg", {"rmsize": 128}) == {"rmsize": 128, "replay_unit": "layer"}
     assert agent_preset("haq", "sac", {"gamma": 1.0}) == {"gamma": 1.0}
     assert agent_preset(None, "haq-ddpg", {}) == {}
-    with pytest.raises(PresetConflict, match="replay_unit='layer'.*replay_unit='episode'"):
+    with pytest.raises(PresetConflict, match=r"replay_unit='layer'.*replay_unit='episode'"):
         agent_preset("haq", "haq-ddpg", {"replay_unit": "episode"})
 
 

@@ -67,7 +67,7 @@ def test_model_file_has_the_reported_size_and_the_evaluated_weights(setup, tmp_p
     assert info["size_bytes"] < size < info["size_bytes"] + 53 * (4 * 256 + 80)
     records = read_kmeans_file(tmp_path / "m.haqkm")
     setup.model.eval()
-    for layer, record in zip(setup.layers, records):
+    for layer, record in zip(setup.layers, records, strict=True):
         assert record.bits == layer.w_bit
         assert torch.equal(torch.from_numpy(record.weight()), layer.weight_quantizer(layer.weight))
 
@@ -107,7 +107,7 @@ def test_agents_interface_recorder_and_masks(setup, tmp_path) -> None:
 
 
 def test_bad_input_is_rejected_clearly(setup) -> None:
-    with pytest.raises(ValueError, match="impossible.*0\\.0312"):
+    with pytest.raises(ValueError, match=r"impossible.*0\.0312"):
         KMeansQuantizeEnv(setup=setup, size_budget=0.02)
     with pytest.raises(ValueError, match="min_bit"):
         KMeansQuantizeEnv(setup=setup, min_bit=0)

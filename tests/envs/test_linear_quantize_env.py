@@ -20,8 +20,7 @@ ENV_ID = "HAQ-MobileNetV2-v0"
 
 @pytest.fixture(scope="module")
 def setup(tiny_env_kwargs):
-    kw = {k: v for k, v in tiny_env_kwargs.items()}
-    return build_search_setup(**kw)
+    return build_search_setup(**tiny_env_kwargs)
 
 
 def make(setup, **kw) -> LinearQuantizeEnv:
@@ -32,7 +31,7 @@ def run_episode(env, actions) -> tuple[list, dict]:
     obs, _ = env.reset(seed=0)
     observations, done, i = [obs], False, 0
     while not done:
-        obs, reward, term, trunc, info = env.step(actions[i] if i < len(actions) else actions[-1])
+        obs, _reward, term, trunc, info = env.step(actions[i] if i < len(actions) else actions[-1])
         observations.append(obs)
         done, i = term or trunc, i + 1
     return observations, info
@@ -108,7 +107,7 @@ def test_action_mapping(setup) -> None:
     disc = make(setup, action_mode="discrete", min_bit=3, max_bit=6)
     assert disc.action_space.n == 4 and disc.action_space.start == 0
     assert [disc.action_to_bits(k) for k in range(4)] == [3, 4, 5, 6]
-    with pytest.raises(ValueError, match="0..3"):
+    with pytest.raises(ValueError, match=r"0\.\.3"):
         disc.action_to_bits(4)
 
 
@@ -139,7 +138,7 @@ def test_reward_strategies_give_finite_rewards(setup, reward: str) -> None:
 
 
 def test_bad_input_is_rejected_clearly(setup, tiny_env_kwargs, tmp_path) -> None:
-    with pytest.raises(ValueError, match="impossible.*ratio of 0\\.\\d+"):
+    with pytest.raises(ValueError, match=r"impossible.*ratio of 0\.\d+"):
         make(setup, latency_budget=0.01)
     with pytest.raises(ValueError, match="min_bit"):
         make(setup, min_bit=1)
@@ -172,7 +171,7 @@ def test_policy_file_from_final_info(setup) -> None:
 def test_bits_to_action_inverts_the_mapping(setup, mode: str) -> None:
     env = make(setup, action_mode=mode, min_bit=2, max_bit=6)
     assert [env.action_to_bits(env.bits_to_action(b)) for b in range(2, 7)] == [2, 3, 4, 5, 6]
-    with pytest.raises(ValueError, match="2..6"):
+    with pytest.raises(ValueError, match=r"2\.\.6"):
         env.bits_to_action(7)
 
 

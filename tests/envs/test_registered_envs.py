@@ -63,7 +63,7 @@ def test_checkers_pass(made: tuple[str, gym.Env]) -> None:
 
 
 def test_one_episode(made: tuple[str, gym.Env]) -> None:
-    env_id, env = made
+    _env_id, env = made
     base = env.unwrapped
     obs, _ = env.reset(seed=0)
     rng = np.random.default_rng(0)

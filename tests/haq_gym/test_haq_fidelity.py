@@ -157,7 +157,9 @@ def test_one_ddpg_update_matches_hand_computation() -> None:
     y = (R - baseline) + 1.0 * (1.0 - done[:, None]) * next_q
     critic_loss, grads = _critic_grads(critic, S, A, y)
     # Adam's first step: m_hat = g, v_hat = g^2 -> p -= lr * g / (|g| + eps)
-    new_critic = {n: tuple(w - 1e-3 * g / (np.abs(g) + 1e-8) for w, g in zip(critic[n], grads[n])) for n in critic}
+    new_critic = {
+        n: tuple(w - 1e-3 * g / (np.abs(g) + 1e-8) for w, g in zip(critic[n], grads[n], strict=True)) for n in critic
+    }
     q_actor, _ = _critic(new_critic, S, _actor(actor, S))
     actor_loss = float(-np.mean(q_actor))  # the actor loss uses the critic after its step
 

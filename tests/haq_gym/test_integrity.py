@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,11 +27,11 @@ def flip_one_bit_in_a_weight(path: os.PathLike, key: str) -> None:
     state = data["state_dict"]
     value = state[key].reshape(-1)[:1].clone()
     needle = value.numpy().tobytes()
-    raw = bytearray(open(path, "rb").read())
+    raw = bytearray(Path(path).read_bytes())
     at = raw.find(needle)
     assert at >= 0, "tensor bytes not found"
     raw[at] ^= 0x01
-    open(path, "wb").write(bytes(raw))
+    Path(path).write_bytes(bytes(raw))
 
 
 def tiny_model(seed: int = 0) -> torch.nn.Module:

@@ -37,14 +37,14 @@ def test_check_layers_names_the_mismatch() -> None:
     p.check_layers(NAMES, min_bit=2, max_bit=8)
     with pytest.raises(ValueError, match="3 layers but the model has 2"):
         p.check_layers(NAMES[:2])
-    with pytest.raises(ValueError, match="policy layer 1 is 'features.1.conv.0.0'"):
+    with pytest.raises(ValueError, match=r"policy layer 1 is 'features\.1\.conv\.0\.0'"):
         p.check_layers([NAMES[0], "other", NAMES[2]])
-    with pytest.raises(ValueError, match="supported range is 5..8"):
+    with pytest.raises(ValueError, match=r"supported range is 5\.\.8"):
         p.check_layers(NAMES, min_bit=5, max_bit=8)
 
 
 def test_bad_files(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.json"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.json"):
         PolicyFile.load(tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

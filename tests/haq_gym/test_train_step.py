@@ -57,14 +57,14 @@ def train(model: nn.Module, mode: str, data, rtol: float = 1e-5) -> tuple[list, 
 
 
 def assert_same_training(a: tuple[list, list], b: tuple[list, list], rtol: float, atol: float) -> None:
-    for (la, oa), (lb, ob) in zip(a[0], b[0]):
+    for (la, oa), (lb, ob) in zip(a[0], b[0], strict=True):
         torch.testing.assert_close(la, lb, rtol=rtol, atol=atol)
         torch.testing.assert_close(oa, ob, rtol=rtol, atol=atol)
-    for ga, gb in zip(a[1], b[1]):
-        for (name, x), (_, y) in zip(ga, gb):
+    for ga, gb in zip(a[1], b[1], strict=True):
+        for (name, x), (_, y) in zip(ga, gb, strict=True):
             assert (x is None) == (y is None), name
             if x is not None:
-                torch.testing.assert_close(x, y, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+                torch.testing.assert_close(x, y, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_modes_resolve_and_bad_names_are_rejected(monkeypatch) -> None:
@@ -139,7 +139,7 @@ def test_cuda_graph_step_matches_plain_and_recaptures_when_bits_change() -> None
         plain_loss, plain_logits = TrainStep(plain_model, nn.functional.cross_entropy, mode="plain")(x, y)
         torch.testing.assert_close(loss, plain_loss, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(logits, plain_logits, rtol=1e-5, atol=1e-6)
-        for p, q in zip(model.parameters(), plain_model.parameters()):
+        for p, q in zip(model.parameters(), plain_model.parameters(), strict=True):
             if p.grad is not None:
                 torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6)
     assert step.captures == 2

@@ -78,7 +78,7 @@ def test_registry_entries() -> None:
         assert spec.drives == "problem"
 
 
-@pytest.mark.parametrize(("algo", "episodes", "hyperparams"), CASES)
+@pytest.mark.parametrize("algo, episodes, hyperparams", CASES)
 def test_runs_end_to_end_within_its_budget(
     make_recorded, tmp_path: Path, algo: str, episodes: int, hyperparams: dict
 ) -> None:
@@ -104,7 +104,7 @@ def test_real_evaluator_end_to_end_with_tensorboard(real_setup, tmp_path: Path) 
     assert any((tmp_path / "tensorboard").iterdir())
 
 
-@pytest.mark.parametrize(("algo", "hyperparams"), [("random", {}), ("optuna-tpe", {"n_startup_trials": 2})])
+@pytest.mark.parametrize("algo, hyperparams", [("random", {}), ("optuna-tpe", {"n_startup_trials": 2})])
 def test_same_seed_same_evaluated_policies(make_recorded, tmp_path: Path, algo: str, hyperparams: dict) -> None:
     sequences = {}
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
@@ -135,7 +135,7 @@ def test_nsga2_writes_a_mutually_non_dominated_pareto_front(make_recorded, tmp_p
         return float(row["accuracy"]), -float(row["latency_ratio"]), -float(row["flash_ratio"])
 
     def dominates(p: tuple, q: tuple) -> bool:
-        return all(a >= b for a, b in zip(p, q)) and any(a > b for a, b in zip(p, q))
+        return all(a >= b for a, b in zip(p, q, strict=True)) and any(a > b for a, b in zip(p, q, strict=True))
 
     points = [objectives(r) for r in front]
     for p, q in itertools.permutations(points, 2):
@@ -150,7 +150,7 @@ def test_nsga2_writes_a_mutually_non_dominated_pareto_front(make_recorded, tmp_p
 
 
 @pytest.mark.parametrize(
-    ("budget", "expected"),
+    "budget, expected",
     [
         ({}, 4),
         ({"latency_budget": 0.35}, 3),

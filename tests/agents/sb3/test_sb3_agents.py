@@ -9,10 +9,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 import yaml
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO, SAC
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.sb3 import ALGORITHMS, EpisodeRewardReplayBuffer, check_hyperparams, train_sb3
 from agents.sb3.runner import constructor_kwargs
@@ -206,7 +206,7 @@ def test_unknown_hyperparameter_lists_allowed_keys(setup: SearchSetup, tmp_path:
     ):
         check_hyperparams("ppo", PPO, {"n_step": 64, "episode_reward_relabel": True})
     env = recorded(setup, tmp_path, "discrete")
-    with pytest.raises(ValueError, match="it takes .*policy_kwargs"):
+    with pytest.raises(ValueError, match=r"it takes .*policy_kwargs"):
         ALGORITHMS["maskable-ppo"].runner(env, 1, 0, {"use_sde": True}, tmp_path, progress=False)
     with pytest.raises(ValueError, match="activation_fn 'relu'"):
         train_sb3("maskable-ppo", MaskablePPO, env, 1, 0, {"policy_kwargs": {"activation_fn": "relu"}}, progress=False)

@@ -1,4 +1,4 @@
-"""Credentials in storage URLs are never written: every form libpq and SQLAlchemy accept, in every record and message."""
+"""Credentials in storage URLs are never written: each form libpq and SQLAlchemy accept, in every record and message."""
 
 from __future__ import annotations
 

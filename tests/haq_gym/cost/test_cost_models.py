@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from haq_gym.cost import BitSerialAccelerator, Budget, CostModel, LayerInfo, enforce_budget, load_table, save_table
-from haq_gym.cost import measure_layers
+from haq_gym.cost import (
+    BitSerialAccelerator,
+    Budget,
+    CostModel,
+    LayerInfo,
+    enforce_budget,
+    load_table,
+    measure_layers,
+    save_table,
+)
 from haq_gym.models import build_model
 from haq_gym.quant import wrap_model
 
@@ -39,7 +47,7 @@ def test_accelerator_is_compute_bound_for_big_pointwise_and_memory_bound_for_dep
     table = acc.table(infos)
     assert table.shape == (53, 8, 8)
     assert np.all(np.diff(table, axis=1) >= 0) and np.all(np.diff(table, axis=2) >= 0)
-    dw = next(i for i, l in enumerate(infos) if l.kind == "depthwise")
+    dw = next(i for i, info in enumerate(infos) if info.kind == "depthwise")
     # memory bound: latency grows linearly with a_bit and barely with w_bit
     assert table[dw, 7, 3] / table[dw, 0, 3] < 1.01
     assert table[dw, 3, 7] / table[dw, 3, 3] == pytest.approx(2.0, rel=0.02)
@@ -68,7 +76,7 @@ def test_table_file_round_trip_and_shape_errors(tmp_path, infos) -> None:
     np.save(tmp_path / "bad.npy", np.ones((53, 8)))
     with pytest.raises(ValueError, match=r"shape \(53, 8\)"):
         load_table(tmp_path / "bad.npy", 53)
-    with pytest.raises(FileNotFoundError, match="missing.npy"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.npy"):
         load_table(tmp_path / "missing.npy", 53)
 
 
@@ -120,7 +128,7 @@ def test_greedy_leaves_feasible_policies_alone_and_changes_no_more_bits_than_haq
     budget = Budget(latency=0.35)
     greedy = enforce_budget("greedy", start, free, cm, budget, 2)
     haq = enforce_budget("haq", start, free, cm, budget, 2)
-    removed = lambda p: sum(a - b for s, q in zip(start, p) for a, b in zip(s, q))  # noqa: E731
+    removed = lambda p: sum(a - b for s, q in zip(start, p, strict=True) for a, b in zip(s, q, strict=True))  # noqa: E731
     assert removed(greedy) <= removed(haq)
 
 

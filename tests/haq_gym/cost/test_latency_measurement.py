@@ -25,7 +25,7 @@ def test_tiny_measurement_fills_only_what_was_asked() -> None:
     measured = np.isfinite(table)
     assert measured.sum() == 4 and measured[1, 1, 1] and measured[1, 7, 7] and measured[52, 7, 7]
     assert np.all(table[measured] > 0)
-    with pytest.raises(ValueError, match="outside 1..8"):
+    with pytest.raises(ValueError, match=r"outside 1\.\.8"):
         measure_latency_table(model, layers, 32, bit_pairs=[(0, 8)], layer_indices=[0], repeats=1)
     with pytest.raises(ValueError, match="not available"):
         measure_latency_table(model, layers, 32, bit_pairs=[(8, 8)], layer_indices=[0], repeats=1, engine="tpu")

@@ -39,7 +39,7 @@ def reference(image: torch.Tensor, dy: int, dx: int, flip: bool) -> torch.Tensor
     """Pad with the black fill, crop shifted by (dy, dx), optionally flip: the per-image definition."""
     _, h, w = image.shape
     pad = max(abs(dy), abs(dx))
-    fill = torch.tensor([-m / s for m, s in zip(MEAN, STD)]).view(3, 1, 1)
+    fill = torch.tensor([-m / s for m, s in zip(MEAN, STD, strict=True)]).view(3, 1, 1)
     padded = fill.expand(3, h + 2 * pad, w + 2 * pad).clone()
     padded[:, pad : pad + h, pad : pad + w] = image
     out = padded[:, pad - dy : pad - dy + h, pad - dx : pad - dx + w]
@@ -78,7 +78,7 @@ def test_each_image_is_a_shift_of_its_input_with_black_fill(hflip: bool) -> None
     bundle, x = make_bundle(hflip=hflip, pad=2), batch()
     out = bundle.augment(x, torch.Generator().manual_seed(3))
     flips = (False, True) if hflip else (False,)
-    assert all(matches_some_transform(o, i, 2, flips) for o, i in zip(out, x))
+    assert all(matches_some_transform(o, i, 2, flips) for o, i in zip(out, x, strict=True))
 
 
 def test_no_flip_without_hflip_and_flips_with_it() -> None:
@@ -86,9 +86,9 @@ def test_no_flip_without_hflip_and_flips_with_it() -> None:
     unflipped = make_bundle(hflip=False, pad=0).augment(x, torch.Generator().manual_seed(0))
     assert torch.equal(unflipped, x)
     flipped = make_bundle(hflip=True, pad=0).augment(x, torch.Generator().manual_seed(0))
-    is_flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(flipped, x)]
-    is_same = [torch.equal(o, i) for o, i in zip(flipped, x)]
-    assert all(f != s for f, s in zip(is_flipped, is_same))
+    is_flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(flipped, x, strict=True)]
+    is_same = [torch.equal(o, i) for o, i in zip(flipped, x, strict=True)]
+    assert all(f != s for f, s in zip(is_flipped, is_same, strict=True))
     assert 10 < sum(is_flipped) < 54
 
 

@@ -126,7 +126,7 @@ def test_cifar100_fine_labels(tmp_path: Path) -> None:
 
 def test_default_val_size_does_not_fit_tiny_pool(tmp_path: Path) -> None:
     make_cifar10(tmp_path)
-    with pytest.raises(ValueError, match="val_size=10000 .* 30 images"):
+    with pytest.raises(ValueError, match=r"val_size=10000 .* 30 images"):
         load_dataset("cifar10", tmp_path)
 
 
@@ -156,7 +156,7 @@ def test_failed_download_reports_missing_data(tmp_path: Path, monkeypatch: pytes
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
-    with pytest.raises(DatasetNotFoundError, match="download failed.*--data-root"):
+    with pytest.raises(DatasetNotFoundError, match=r"download failed.*--data-root"):
         load_dataset("cifar10", tmp_path, download=True)
     assert calls == ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
 
@@ -174,7 +174,7 @@ def test_malformed_batch_is_rejected(tmp_path: Path) -> None:
     make_cifar10(tmp_path)
     bad = {b"labels": [0], b"data": np.zeros((1, 100), np.uint8)}
     write_pickle(tmp_path / "cifar-10-batches-py" / "data_batch_2", bad)
-    with pytest.raises(ValueError, match="data_batch_2.*3072"):
+    with pytest.raises(ValueError, match=r"data_batch_2.*3072"):
         load_dataset("cifar10", tmp_path, val_size=8)
 
 
@@ -196,7 +196,7 @@ def test_batch_file_that_would_run_code_is_refused(tmp_path: Path) -> None:
         tmp_path / "data" / "cifar-10-batches-py" / "data_batch_1",
         {b"labels": [0] * PER_BATCH, b"data": data, b"payload": _RunsCode(marker)},
     )
-    with pytest.raises(ValueError, match="data_batch_1: not a CIFAR batch file .*refusing to load"):
+    with pytest.raises(ValueError, match=r"data_batch_1: not a CIFAR batch file .*refusing to load"):
         load_dataset("cifar10", tmp_path / "data", val_size=8)
     assert not marker.exists()
 

@@ -18,7 +18,7 @@ SIZES = ((40, 30), (64, 64), (33, 50), (48, 36))
 def write_tree(root: Path, test_dir: str = "val", train_per_class: int = 4) -> None:
     rng = np.random.default_rng(0)
     for split, count in (("train", train_per_class), (test_dir, 2)):
-        for label, name in enumerate(CLASSES):
+        for _label, name in enumerate(CLASSES):
             folder = root / split / name
             folder.mkdir(parents=True)
             for i in range(count):
@@ -43,7 +43,7 @@ def test_classes_shapes_and_splits(tmp_path: Path) -> None:
     assert set(bundle.train.indices) | set(bundle.search_val.indices) == set(range(12))
     assert not set(bundle.train.indices) & set(bundle.search_val.indices)
 
-    images, labels = materialize(bundle.train)
+    images, _labels = materialize(bundle.train)
     assert images.shape == (11, 3, 32, 32) and images.dtype == torch.float32
     _, test_labels = materialize(bundle.test)
     assert test_labels.tolist() == [0, 0, 1, 1, 2, 2]

@@ -17,7 +17,7 @@ def test_dataset_names() -> None:
 
 def test_unknown_name_lists_available() -> None:
     with pytest.raises(
-        ValueError, match="unknown dataset 'svhn'.*digits, cifar10, cifar100, fashion-mnist, mnist, imagefolder"
+        ValueError, match=r"unknown dataset 'svhn'.*digits, cifar10, cifar100, fashion-mnist, mnist, imagefolder"
     ):
         load_dataset("svhn")
 

@@ -7,14 +7,14 @@ import gzip
 import io
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
 
 from haq_gym.compat import ensure_torchvision_importable
-from haq_gym.data import DataBundle, DatasetNotFoundError, dataset_names, load_dataset, materialize
-from haq_gym.data import mnist
+from haq_gym.data import DataBundle, DatasetNotFoundError, dataset_names, load_dataset, materialize, mnist
 from haq_gym.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
 TRAIN_COUNT = 30
@@ -49,7 +49,7 @@ def write_files(folder: Path, gz: bool, contents: dict[str, bytes] | None = None
     """Write the four idx files into ``folder`` (``NAME.gz`` when ``gz``); ``contents`` replaces some."""
     train_images, train_labels = fake_split(TRAIN_COUNT, 1)
     test_images, test_labels = fake_split(TEST_COUNT, 2)
-    arrays = dict(zip(FILES, (train_images, train_labels, test_images, test_labels)))
+    arrays = dict(zip(FILES, (train_images, train_labels, test_images, test_labels), strict=True))
     folder.mkdir(parents=True, exist_ok=True)
     for name, array in arrays.items():
         data = (contents or {}).get(name, idx_bytes(array))
@@ -174,7 +174,7 @@ def test_missing_files_message(tmp_path: Path, name: str) -> None:
 
 
 def test_no_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(DatasetNotFoundError, match="no data root was given.*--data-root"):
+    with pytest.raises(DatasetNotFoundError, match=r"no data root was given.*--data-root"):
         load_dataset("mnist")
     layout = mnist.LAYOUTS["fashion-mnist"]
     monkeypatch.setitem(mnist.LAYOUTS, "fashion-mnist", dataclasses.replace(layout, default_folder=tmp_path))
@@ -284,7 +284,7 @@ def test_read_idx_plain_file(tmp_path: Path) -> None:
 class FakeTorchvisionSource:
     """Stands in for torchvision.datasets.FashionMNIST/MNIST: writes the raw files as its download would."""
 
-    calls: list[tuple[str, bool, bool]] = []
+    calls: ClassVar[list[tuple[str, bool, bool]]] = []
     folder = "FashionMNIST"
 
     def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
@@ -315,7 +315,7 @@ def test_failed_download_reports_missing_data(
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
 
     monkeypatch.setattr(torchvision_datasets, "MNIST", offline)
-    with pytest.raises(DatasetNotFoundError, match="download failed: Error downloading.*--data-root"):
+    with pytest.raises(DatasetNotFoundError, match=r"download failed: Error downloading.*--data-root"):
         load_dataset("mnist", tmp_path, download=True)
 
 

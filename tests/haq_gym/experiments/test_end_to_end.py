@@ -23,26 +23,26 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def tiny_settings(checkpoint: str, **overrides) -> EndToEndSettings:
-    base = dict(
-        env="HAQ-MobileNetV2-v0",
-        dataset="digits",
-        checkpoint=checkpoint,
-        budget=None,
-        gap=0.5,
-        strategies=("random",),
-        search_seeds=(0,),
-        finetune_seeds=(0,),
-        baseline_seeds=(0, 1),
-        evaluations=2,
-        random_policies=2,
-        epochs=1,
-        batch_size=256,
-        lr=1e-3,
-        uniform=((2, 2), (3, 3), (4, 4)),
-        env_kwargs={"width_mult": 0.35},
-        proxies={"lsq": {"quantizer": "lsq"}},
-        seed=0,
-    )
+    base = {
+        "env": "HAQ-MobileNetV2-v0",
+        "dataset": "digits",
+        "checkpoint": checkpoint,
+        "budget": None,
+        "gap": 0.5,
+        "strategies": ("random",),
+        "search_seeds": (0,),
+        "finetune_seeds": (0,),
+        "baseline_seeds": (0, 1),
+        "evaluations": 2,
+        "random_policies": 2,
+        "epochs": 1,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "uniform": ((2, 2), (3, 3), (4, 4)),
+        "env_kwargs": {"width_mult": 0.35},
+        "proxies": {"lsq": {"quantizer": "lsq"}},
+        "seed": 0,
+    }
     base.update(overrides)
     return EndToEndSettings(**base)
 
@@ -96,7 +96,7 @@ def test_resume_reuses_finished_runs_and_refuses_other_settings(finished_run: Pa
     EndToEnd(tiny_settings(tiny_checkpoint), finished_run, GridSettings(workers=2), resume=True, progress=False).run()
     assert sorted(p.parent.name for p in finished_run.glob("*/*/" + DONE_FILE)) == done
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())  # nothing was rerun
-    with pytest.raises(ValueError, match="other settings .*epochs"):
+    with pytest.raises(ValueError, match=r"other settings .*epochs"):
         EndToEnd(tiny_settings(tiny_checkpoint, epochs=2), finished_run, resume=True)
     with pytest.raises(FileExistsError, match="--resume"):
         EndToEnd(tiny_settings(tiny_checkpoint), finished_run)
@@ -118,7 +118,7 @@ def test_a_failed_job_is_reported_and_set_aside_on_resume(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "message"),
+    "field, value, message",
     [
         ("env", "HAQ-Nope-v0", "unknown env"),
         ("env", "HAQ-KMeans-MobileNetV2-v0", "linear"),

@@ -14,7 +14,7 @@ def test_auto_is_every_gpu_or_the_cpu() -> None:
 
 
 @pytest.mark.parametrize(
-    ("names", "gpus", "message"),
+    "names, gpus, message",
     [
         (["gpu0"], 1, "unknown device 'gpu0'"),
         (["cuda:2"], 2, "'cuda:2' is not on this machine, which has 2 CUDA device"),
@@ -39,7 +39,7 @@ def test_workers_take_devices_in_turn_and_share_the_cores() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    "kwargs, message",
     [
         ({"workers": 3, "cores": 2}, "3 workers need at least one CPU core each.* use 2"),
         (

@@ -15,7 +15,7 @@ def test_summary_mean_iqm_and_intervals_bracket_them() -> None:
     assert out["iqm"].value == pytest.approx(np.mean([92.0, 93.0, 94.0, 95.0]))
     for interval in out.values():
         assert interval.low < interval.value < interval.high
-        assert 90.0 <= interval.low and interval.high <= 97.0
+        assert interval.low >= 90.0 and interval.high <= 97.0
 
 
 def test_clear_difference_has_an_interval_excluding_zero_and_noise_does_not() -> None:

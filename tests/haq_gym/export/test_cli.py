@@ -46,7 +46,9 @@ def test_export_a_policy_then_run_the_file(tmp_path, tiny_checkpoint, layer_name
     flash_bytes = (
         sum(
             m.weight.numel() * w
-            for (_, m), (w, _) in zip(wrap_model(build_model("mobilenetv2", num_classes=10, width_mult=0.35)), bits)
+            for (_, m), (w, _) in zip(
+                wrap_model(build_model("mobilenetv2", num_classes=10, width_mult=0.35)), bits, strict=True
+            )
         )
         + 7
     ) // 8
@@ -65,9 +67,8 @@ def test_export_a_policy_then_run_the_file(tmp_path, tiny_checkpoint, layer_name
 def test_export_a_qat_checkpoint(tmp_path, tiny_checkpoint, layer_names, capsys) -> None:
     import torch
 
-    from haq_gym.finetune import checkpoint
-
     from haq_gym.data import load_dataset, materialize
+    from haq_gym.finetune import checkpoint
     from haq_gym.models import load_checkpoint
     from haq_gym.quant import calibrate
 

@@ -49,7 +49,7 @@ def test_mantissa_is_odd_31_bit_and_within_half_an_ulp() -> None:
 
 @pytest.mark.parametrize("bad", [math.inf, math.nan, 2.0**30, -(2.0**31), 1.2345e-12])
 def test_unrepresentable_multipliers_raise(bad: float) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"multiplier .* (as m \* 2\*\*-n|too large|too small)"):
         to_dyadic(bad)
 
 

@@ -53,7 +53,7 @@ def test_identical_predictions_on_the_whole_test_split(w4a4, digits) -> None:
     from float64 on a few images (near-tie codes flip and the flips spread).
     """
     model, named, im = w4a4
-    images, labels = digits["test_x"], digits["test_y"]
+    images = digits["test_x"]
     _, pred = im.predict(images)
     exact, _ = float64_reference(model, named)
     with torch.no_grad():
@@ -87,12 +87,10 @@ def test_forward_runs_on_integer_tensors_only(w4a4, digits) -> None:
         logits, env = im.forward(codes, record=True)
     assert guard.ops > 200
     assert logits.dtype == torch.int32 and all(not t.is_floating_point() for t in env.values())
-    with pytest.raises(FloatingPointOperation, match="float"):
-        with integer_only():
-            codes.float()
-    with pytest.raises(FloatingPointOperation, match="Python float"):
-        with integer_only():
-            codes * 0.5
+    with pytest.raises(FloatingPointOperation, match="float"), integer_only():
+        codes.float()
+    with pytest.raises(FloatingPointOperation, match="Python float"), integer_only():
+        codes * 0.5
     with pytest.raises(TypeError, match="int32 codes"):
         im.forward(codes.long())
 

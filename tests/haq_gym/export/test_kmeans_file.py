@@ -25,7 +25,7 @@ from haq_gym.quant import apply_policy, wrap_model
 from haq_gym.quant.kmeans_quantizer import use_kmeans_weights
 
 
-@pytest.fixture()
+@pytest.fixture
 def clustered():
     torch.manual_seed(0)
     model = build_model("resnet20", 10, width_mult=0.25)
@@ -38,26 +38,26 @@ def clustered():
 
 
 def test_round_trip_rebuilds_the_evaluated_weights_exactly(clustered, tmp_path) -> None:
-    model, named, bits = clustered
+    _model, named, bits = clustered
     path = tmp_path / "model.haqkm"
     size = write_kmeans_file(path, kmeans_layers(named))
     assert path.stat().st_size == size
     layers = read_kmeans_file(path)
     assert [r.name for r in layers] == [n for n, _ in named] and [r.bits for r in layers] == bits
-    for (name, module), record in zip(named, layers):
+    for (_name, module), record in zip(named, layers, strict=True):
         assert record.codebook.dtype == np.float32
         assert torch.equal(torch.from_numpy(record.weight()), module.weight_quantizer(module.weight))
     fresh = build_model("resnet20", 10, width_mult=0.25)
     fresh_named = wrap_model(fresh)
     load_kmeans_weights(fresh_named, layers)
-    for (_, a), (_, b) in zip(named, fresh_named):
+    for (_, a), (_, b) in zip(named, fresh_named, strict=True):
         assert torch.equal(b.weight, a.weight_quantizer(a.weight))
 
 
 def test_file_size_is_the_cost_models_size_plus_overhead(clustered, tmp_path) -> None:
     model, named, bits = clustered
     size = write_kmeans_file(tmp_path / "m.haqkm", kmeans_layers(named))
-    specs = [(n, tuple(m.weight.shape), b) for (n, m), b in zip(named, bits)]
+    specs = [(n, tuple(m.weight.shape), b) for (n, m), b in zip(named, bits, strict=True)]
     infos = measure_layers(model, named, 32)
     cost = CostModel(infos, BitSerialAccelerator().table(infos), flash_reference_bit=32)
     flash_bytes = cost.costs([[b, -1] for b in bits]).flash_bits / 8
@@ -85,7 +85,7 @@ def test_truncated_corrupt_and_foreign_files_raise(clustered, tmp_path) -> None:
     newer[8:10] = struct.pack("<H", 2)
     with pytest.raises(ValueError, match="version 2"):
         decode_kmeans(bytes(newer))
-    with pytest.raises(FileNotFoundError, match="nope.haqkm"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.haqkm"):
         read_kmeans_file(tmp_path / "nope.haqkm")
     records = kmeans_layers(named)
     with pytest.raises(ValueError, match="does not match model layer"):

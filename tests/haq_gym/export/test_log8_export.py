@@ -28,7 +28,7 @@ def test_log8_layers_pack_and_run(make_quantized, digits) -> None:
     packed = decode(data)
     weights = sum(m.weight.numel() * m.w_bit for _, m in named)
     assert sizes.weights == (weights + 7) // 8
-    for stored, layer, (_, module) in zip(packed.layers, im.layers, named):
+    for stored, layer, (_, module) in zip(packed.layers, im.layers, named, strict=True):
         np.testing.assert_array_equal(stored.codes, layer.codes.numpy())
         if layer.fmt == "log8":
             assert stored.fmt == "log8" and stored.top == layer.log_max and not stored.signed

@@ -12,12 +12,12 @@ from haq_gym.export.onnx_model import (
     OnnxExportError,
     build_onnx_model,
     compare_onnx,
-    load_onnx,  # noqa: E402
+    load_onnx,
     open_session,
     write_onnx,
 )
-from haq_gym.models import build_model  # noqa: E402
-from haq_gym.quant import apply_policy, calibrate, wrap_model  # noqa: E402
+from haq_gym.models import build_model
+from haq_gym.quant import apply_policy, calibrate, wrap_model
 
 LAYERS = 53
 
@@ -90,7 +90,7 @@ def test_written_file_loads_and_runs(make_quantized, digits, tmp_path) -> None:
 def test_bits_an_int8_container_cannot_hold_are_refused(make_quantized) -> None:
     model, named = make_quantized(POLICIES["w4a4"])
     named[3][1].set_bits(4, 9)
-    with pytest.raises(OnnxExportError, match="9-bit inputs.*2..8 bits"):
+    with pytest.raises(OnnxExportError, match=r"9-bit inputs.*2\.\.8 bits"):
         build_onnx_model(model, named, (3, 32, 32))
 
 

@@ -53,7 +53,7 @@ def test_every_width_round_trips_exactly() -> None:
     layers = random_layers()
     data, sizes = encode(layers)
     back = decode(data)
-    for want, got in zip(layers, back.layers):
+    for want, got in zip(layers, back.layers, strict=True):
         assert got.shape == tuple(want.codes.shape) and got.bits == want.bits and got.signed
         np.testing.assert_array_equal(got.codes, want.codes.numpy())
         assert got.step == np.float32(want.step)
@@ -99,7 +99,7 @@ def test_integer_model_round_trips_through_the_file(make_quantized, digits, tmp_
     assert path.stat().st_size == sizes.total
     back = load_integer_model(path)
     assert read_packed_file(path).sizes == sizes
-    for a, b in zip(im.layers, back.layers):
+    for a, b in zip(im.layers, back.layers, strict=True):
         assert a.name == b.name and torch.equal(a.codes, b.codes) and a.bits == b.bits
     codes = im.quantize_input(digits["test_x"][:8])
     assert torch.equal(im.forward(codes)[0], back.forward(codes)[0])

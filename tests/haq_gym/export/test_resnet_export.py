@@ -1,4 +1,4 @@
-"""Integer export of ResNets: option-A shortcuts (ResNet-20), 1x1 projection shortcuts (torchvision ResNet), refusals."""
+"""Integer export of ResNets: option-A shortcuts (ResNet-20), 1x1 projections (torchvision ResNet), refusals."""
 
 from __future__ import annotations
 

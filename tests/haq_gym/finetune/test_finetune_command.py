@@ -129,7 +129,7 @@ def test_lsq_checkpoint_starts_a_lower_precision_policy(w4a4_run, tmp_path):
     )
     after = load_qat_checkpoint(out / "last.pt")
     assert after.layers[5][1].weight_quantizer.step.item() == pytest.approx(step4 * 7, rel=1e-3)
-    assert [[l.w_bit, l.a_bit] for _, l in after.layers] == bits
+    assert [[layer.w_bit, layer.a_bit] for _, layer in after.layers] == bits
 
 
 def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_checkpoint, monkeypatch):
@@ -249,8 +249,8 @@ def test_haq_linear_quantizer_trains_its_activation_range_and_reloads(tmp_path, 
     (The random-init test model's activations are ~1e-9 deep in the net, so its activation
     ranges get huge gradients; that the range learns is checked in tests/haq_gym/test_haq_fidelity.py.)
     """
-    from haq_gym.evaluation.accuracy import top1_accuracy
     from haq_gym.data import load_dataset, materialize
+    from haq_gym.evaluation.accuracy import top1_accuracy
     from haq_gym.quant.haq_linear import HAQActivationQuantizer
 
     out = tmp_path / "haq"
@@ -324,7 +324,7 @@ def test_kmeans_long_finetune_frees_high_bit_layers_then_reclusters_everything(t
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     ckpt = load_qat_checkpoint(out / "best.pt")
     assert ckpt.family == "kmeans" and ckpt.meta["epoch"] == 2  # epoch 1 had free layers: never best.pt
-    for (name, layer), (w, _) in zip(ckpt.layers, bits):
+    for (name, layer), (w, _) in zip(ckpt.layers, bits, strict=True):
         distinct = torch.unique(layer.weight.detach()).numel()
         assert distinct <= 2**w, (name, w, distinct)  # shared weights, the 7-bit layers re-clustered too
     assert (

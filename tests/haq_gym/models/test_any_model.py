@@ -220,7 +220,7 @@ def test_import_path_model_with_kwargs_and_checkpoint(user_module: str, tmp_path
 
 
 @pytest.mark.parametrize(
-    ("name", "message"),
+    "name, message",
     [
         ("Functional", r"functional conv2d in module '<root>' \(weight extra\)"),
         ("Shared", r"layer 'body.1' is called 2 times per forward pass \(weight sharing\)"),
@@ -239,7 +239,7 @@ def test_bad_model_names_are_clear_errors(user_module: str) -> None:
         ModelSpec("no_such_pkg.models:build").build(10)
     with pytest.raises(ModelSpecError, match="has no attribute 'nope'"):
         ModelSpec(f"{user_module}:nope").build(10)
-    with pytest.raises(ModelSpecError, match="returned a int, expected a torch.nn.Module"):
+    with pytest.raises(ModelSpecError, match=r"returned a int, expected a torch\.nn\.Module"):
         ModelSpec(f"{user_module}:not_a_model").build(10)
     with pytest.raises(ModelSpecError, match="torchvision has no classification model 'mobilenet_v9'"):
         ModelSpec("torchvision:mobilenet_v9").build(10)
@@ -250,9 +250,9 @@ def test_bad_model_names_are_clear_errors(user_module: str) -> None:
 def test_haq_strategy_lists_are_validated(tmp_path: Path) -> None:
     names = ["a", "b", "c"]
     assert check_policy([[8, -1], [6, 6], [8, 8]], names, 2, 8) == [[8, -1], [6, 6], [8, 8]]
-    with pytest.raises(ValueError, match="lists 2 .* pairs but the model has 3 quantizable layers"):
+    with pytest.raises(ValueError, match=r"lists 2 .* pairs but the model has 3 quantizable layers"):
         check_policy([[8, -1], [8, 8]], names, 2, 8)
-    with pytest.raises(ValueError, match="layer 'b' has 9 bits; supported range is 2..8"):
+    with pytest.raises(ValueError, match=r"layer 'b' has 9 bits; supported range is 2\.\.8"):
         check_policy([[8, -1], [9, 6], [8, 8]], names, 2, 8)
     assert read_policy_argument("[[8, -1], [6, 6], [8, 8]]") == [[8, -1], [6, 6], [8, 8]]
     (tmp_path / "strategy.txt").write_text("[[8, -1], [5, 4], [8, 8]]\n")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from haq_gym.data import load_dataset
 from haq_gym.models import build_model, cache_dir, load_checkpoint, save_checkpoint
 from haq_gym.models.checkpoint import DEFAULT_MIN_ACCURACY, default_checkpoint_path, ensure_default_checkpoint
 from haq_gym.models.pretrain import FloatRecipe
-from haq_gym.data import load_dataset
 
 
 def test_cache_dir_follows_environment(monkeypatch, tmp_path) -> None:
@@ -26,7 +26,7 @@ def test_round_trip_and_errors(tmp_path) -> None:
     save_checkpoint(path, a, {"test_top1": 12.5})
     b = build_model("mobilenetv2", 10, width_mult=0.35)
     assert load_checkpoint(path, b) == {"test_top1": 12.5}
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
     with pytest.raises(ValueError, match=r"a\.pt.*does not fit.*shape mismatches"):
         load_checkpoint(path, build_model("mobilenetv2", 10, width_mult=0.5))
@@ -36,7 +36,7 @@ def test_round_trip_and_errors(tmp_path) -> None:
     corrupt.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ValueError, match=r"checkpoint is corrupt: .*corrupt\.pt \(not a readable torch checkpoint"):
         load_checkpoint(corrupt, b)
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
         load_checkpoint(tmp_path / "nope.pt", b)
 
 

@@ -25,11 +25,11 @@ def test_registry_names_and_errors() -> None:
     assert set(model_names()) == set(EXPECTED)
     with pytest.raises(ValueError, match="resnet18, resnet20"):
         build_model("vgg16", 10)
-    with pytest.raises(ValueError, match="width_mult must be 1.0"):
+    with pytest.raises(ValueError, match=r"width_mult must be 1\.0"):
         build_model("resnet18", 10, width_mult=0.5)
-    with pytest.raises(ValueError, match="6n \\+ 2"):
-        from haq_gym.models.resnet import CifarResNet
+    from haq_gym.models.resnet import CifarResNet
 
+    with pytest.raises(ValueError, match="6n \\+ 2"):
         CifarResNet(depth=21)
     assert default_recipe("mobilenetv2") == FloatRecipe()  # unchanged: existing cached checkpoints stay valid
     assert default_recipe("resnet18").epochs < FloatRecipe().epochs

@@ -120,7 +120,7 @@ def test_bad_policies_and_configs_are_rejected_clearly(setup: SearchSetup) -> No
     ]:
         with pytest.raises(ValueError, match=message):
             ProblemConfig(**kwargs)
-    with pytest.raises(ValueError, match="latency budget 0.01 is impossible"):
+    with pytest.raises(ValueError, match=r"latency budget 0\.01 is impossible"):
         PolicyProblem(ProblemConfig(latency_budget=0.01), setup)
 
 

@@ -92,7 +92,7 @@ def _assert_close(actual: Any, expected: Any, where: str) -> None:
             _assert_close(actual[k], expected[k], f"{where}.{k}")
     elif isinstance(expected, list):
         assert len(actual) == len(expected), where
-        for i, (a, e) in enumerate(zip(actual, expected)):
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
             _assert_close(a, e, f"{where}[{i}]")
     elif isinstance(expected, float):
         assert actual == pytest.approx(expected, rel=1e-5, abs=1e-6), where

@@ -67,7 +67,7 @@ def test_quantizer_caches_one_clustering_per_bit_width(monkeypatch) -> None:
     assert calls == [3, 5, 3]
     q.set_bits(None)
     assert q(w) is w
-    with pytest.raises(ValueError, match="1..8 bits"):
+    with pytest.raises(ValueError, match=r"1\.\.8 bits"):
         q.set_bits(9)
 
 
@@ -84,7 +84,7 @@ def test_eval_weight_equals_codebook_and_follows_weight_changes() -> None:
 
 
 def test_finetune_step_matches_haq_centroid_reprojection() -> None:
-    """SGD steps (momentum, weight decay) through the quantizer = HAQ's steps on the clustered weight, each re-projected."""
+    """SGD steps (momentum, weight decay) through the quantizer = HAQ's steps on the clustered weight, re-projected."""
     torch.manual_seed(0)
     layer = nn.Linear(20, 6)
     ((_, qlayer),) = wrap_model(nn.Sequential(layer))

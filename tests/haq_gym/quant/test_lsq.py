@@ -37,7 +37,7 @@ def test_gradients_match_hand_computed_lsq_formulas():
     # d out / d step: qmin below, round(v/s) - v/s inside, qmax above; times g = 1/sqrt(N * Qp).
     per_element = [-4.0, -1 - (-1.4), 0 - 0.4, 1 - 1.1, 3 - 2.6, 3.0]
     g = 1.0 / math.sqrt(len(VALUES) * 3)
-    expected = g * sum(c * d for c, d in zip(COEF, per_element))
+    expected = g * sum(c * d for c, d in zip(COEF, per_element, strict=True))
     assert q.step.grad.item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -78,7 +78,7 @@ def test_power_of_two_step_is_rounded_and_its_exponent_learns():
     (q(v) * torch.tensor(COEF)).sum().backward()
     per_element = [-4.0, 0.4, -0.4, -0.1, 0.4, 3.0]
     g = 1.0 / math.sqrt(len(VALUES) * 3)
-    d_step = g * sum(c * d for c, d in zip(COEF, per_element))
+    d_step = g * sum(c * d for c, d in zip(COEF, per_element, strict=True))
     assert q.log2_step.grad.item() == pytest.approx(d_step * 0.5 * math.log(2), rel=1e-5)
 
 
@@ -250,7 +250,7 @@ def test_lsq_plus_on_a_signed_input_starts_where_signed_lsq_does(bits):
     ids=["lsq-weight", "lsq-activation", "lsq+", "pot"],
 )
 def test_quantizer_forward_and_backward_trace_as_one_graph(make):
-    """No device sync (``.item()``, ``.tolist()``) in the forward or backward: ``fullgraph`` tracing raises on a break."""
+    """No device sync (``.item()``, ``.tolist()``) in forward or backward: ``fullgraph`` tracing raises on a break."""
     torch.manual_seed(4)
     x = torch.randn(4, 6, 5, 5) * 2 - 0.5
     up = torch.randn(4, 6, 5, 5)
@@ -268,5 +268,5 @@ def test_quantizer_forward_and_backward_trace_as_one_graph(make):
     (eager_out, eager_v, eager_p), (out, v_grad, p_grads) = results
     torch.testing.assert_close(out, eager_out, rtol=0, atol=0)
     torch.testing.assert_close(v_grad, eager_v, rtol=0, atol=0)
-    for a, b in zip(p_grads, eager_p):
+    for a, b in zip(p_grads, eager_p, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -94,9 +94,7 @@ def test_observers_add_nothing_to_the_state_dict(family: str) -> None:
     assert extra == learned[family]
 
 
-@pytest.mark.parametrize(
-    ("cls", "bits"), [(LinearWeightQuantizer, 4), (KMeansWeightQuantizer, 4), (LogWeightQuantizer, 8)]
-)
+@pytest.mark.parametrize("cls, bits", [(LinearWeightQuantizer, 4), (KMeansWeightQuantizer, 4), (LogWeightQuantizer, 8)])
 def test_weight_only_quantizers_follow_the_protocol(cls: type[Quantizer], bits: int) -> None:
     q = cls()
     assert isinstance(q, Quantizer) and q.role == "weight" and q.family is None

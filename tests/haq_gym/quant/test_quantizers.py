@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -34,7 +36,7 @@ def test_weight_error_shrinks_with_bits() -> None:
     for bits in range(2, 9):
         q.set_bits(bits)
         errors.append(float((q(w) - w).pow(2).mean()))
-    assert all(a > b for a, b in zip(errors, errors[1:]))
+    assert all(a > b for a, b in itertools.pairwise(errors))
 
 
 def test_weight_cache_is_reused_and_invalidated_by_in_place_updates() -> None:
