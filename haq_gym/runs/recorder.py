@@ -1,9 +1,10 @@
 """An observer of a policy problem that records every evaluation into the run folder as it happens.
 
 Whatever evaluates the problem (an env episode driven by HAQ's DDPG or an SB3 algorithm,
-a black-box strategy calling the problem directly), the run folder is the same: ``episodes.csv`` (one row per episode, appended and flushed, so
-a killed run keeps every finished episode), ``best_policy.json`` (rewritten atomically
-whenever a better policy that meets the budget appears) and TensorBoard events.
+a black-box strategy calling the problem directly), the run folder is the same:
+``episodes.csv`` (one row per episode, appended and flushed, so a killed run keeps every
+finished episode), ``best_policy.json`` (rewritten atomically whenever a better policy
+that meets the budget appears) and TensorBoard events.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class RunRecorder:
         self.csv_path = self.run_dir / "episodes.csv"
         self.best_path = self.run_dir / "best_policy.json"
         new = not self.csv_path.exists()
-        self._csv = open(self.csv_path, "a", newline="")
+        self._csv = open(self.csv_path, "a", newline="")  # noqa: SIM115 - open for the whole run; close() closes it
         self._writer = csv.writer(self._csv)
         if new:
             self._writer.writerow(EPISODE_COLUMNS)

@@ -126,7 +126,7 @@ def lock_folder(path: str | os.PathLike, what: str = "output folder") -> IO[str]
     lock goes with the process (also on ``kill -9``). Where ``fcntl`` does not exist
     (Windows) nothing is locked.
     """
-    handle = open(Path(path) / LOCK_NAME, "a")
+    handle = open(Path(path) / LOCK_NAME, "a")  # noqa: SIM115 - returned open: the lock lasts while the caller holds it
     try:
         import fcntl
     except ImportError:

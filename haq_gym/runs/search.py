@@ -80,12 +80,13 @@ def run_search(
 
     Runs that can resume (every algorithm, except the settings
     :func:`~agents.registry.resume_refusal` names) checkpoint their state into
-    ``run_dir/checkpoint/`` every ``checkpoint_every`` episodes (0: only on a requested stop). ``resume``: a run folder to continue instead (``config`` and
-    ``output`` must be None; the folder's ``config.yml`` is used): from its latest checkpoint
-    to its episode budget, appending to its files (:mod:`haq_gym.runs.resume`); the folder
-    is locked meanwhile. With ``clean_ctrl_c`` (the command line), in the main thread, a
-    first Ctrl-C stops the search cleanly at the end of the running episode, after a
-    checkpoint; a second stops it at once. Either way, and on any other ``KeyboardInterrupt``
+    ``run_dir/checkpoint/`` every ``checkpoint_every`` episodes (0: only on a requested stop).
+    ``resume``: a run folder to continue instead (``config`` and ``output`` must be None;
+    the folder's ``config.yml`` is used): from its latest checkpoint to its episode budget,
+    appending to its files (:mod:`haq_gym.runs.resume`); the folder is locked meanwhile.
+    With ``clean_ctrl_c`` (the command line), in the main thread, a first Ctrl-C stops the
+    search cleanly at the end of the running episode, after a checkpoint; a second stops it
+    at once. Either way, and on any other ``KeyboardInterrupt``
     during the search, :class:`~haq_gym.runs.checkpoint.SearchInterrupted` is raised.
     Resuming a finished run raises :class:`~haq_gym.runs.resume.RunFinished`.
     """

@@ -1,9 +1,8 @@
-"""Run folders are claimed atomically: concurrent runs on one --output never share it, and nothing earlier is touched."""
+"""Run folders are claimed atomically: concurrent runs on one --output never share it; nothing earlier is touched."""
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 
 import pytest
 
