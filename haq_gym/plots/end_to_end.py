@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from haq_gym.plots.figure_file import save_figure
+
 if TYPE_CHECKING:
     from haq_gym.experiments.end_to_end import Plan
     from haq_gym.experiments.report import Row
@@ -41,9 +43,7 @@ def plot_uniform_curve(plan: Plan, path: str | os.PathLike) -> None:
     ax.set_title(f"Uniform precision: {_title(plan)}", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_proxy_scatter(
@@ -91,9 +91,7 @@ def plot_proxy_scatter(
     axes[0][0].set_ylabel("final test top-1 after finetune (%)")
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"Does the search reward predict the final accuracy? {_title(plan)}", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_accuracy_bars(intervals: Mapping[str, Interval], plan: Plan, path: str | os.PathLike) -> None:
@@ -118,6 +116,4 @@ def plot_accuracy_bars(intervals: Mapping[str, Interval], plan: Plan, path: str 
     ax.set_ylabel("final test top-1 (%), mean and 95% CI")
     ax.set_title(f"At latency budget {plan.budget:.3f}: {_title(plan)}", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from haq_gym.plots.figure_file import save_figure
+
 
 def plot_finetune_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike, title: str | None = None) -> Figure:
     """Training loss (left) and train / validation / test top-1 (right) per epoch from ``metrics.csv``.
@@ -52,7 +54,4 @@ def plot_finetune_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike
     ax_acc.legend(fontsize=8, loc="lower right")
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return fig
+    return save_figure(fig, path)

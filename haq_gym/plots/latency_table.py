@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from haq_gym.plots.figure_file import save_figure
+
 
 def plot_latency_table(
     table: np.ndarray,
@@ -60,6 +62,4 @@ def plot_latency_table(
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="latency relative to the layer's W8A8")
     fig.suptitle(title or f"Latency table: {n} layers, w x a bits", fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
+    return save_figure(fig, path, dpi=110, tight=False)

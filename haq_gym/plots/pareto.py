@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from haq_gym.plots.figure_file import save_figure
+
 OBJECTIVES = {"accuracy": "validation top-1 (%)", "latency_ratio": "latency ratio", "flash_ratio": "flash ratio"}
 PANELS = (
     ("latency_ratio", "accuracy", "flash_ratio"),
@@ -60,7 +62,4 @@ def plot_pareto_front(
         ax.set_title(f"{OBJECTIVES[y].split(' (')[0]} against {OBJECTIVES[x]}", fontsize=10)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(title or f"NSGA-II: {len(front)} non-dominated of {len(trials)} trials", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return fig
+    return save_figure(fig, path)

@@ -15,6 +15,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from haq_gym.plots.cost_axis import budgeted_axis
+from haq_gym.plots.figure_file import save_figure
 from haq_gym.policy import PolicyFile
 
 KIND_COLOURS = {"depthwise": "#4c72b0", "conv": "#dd8452", "linear": "#55a868"}
@@ -83,10 +84,7 @@ def plot_policy_bits(
     bottom.set_xticklabels(policy.layer_names or [str(i) for i in xs], rotation=90, fontsize=6)
     bottom.set_xlabel("layer (module order)")
     bottom.set_xlim(-0.8, n - 0.2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return fig
+    return save_figure(fig, path)
 
 
 def _title(policy: PolicyFile, cost_name: str, cost_column: str) -> str:

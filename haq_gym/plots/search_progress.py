@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from haq_gym.plots.cost_axis import LATENCY, CostAxis
+from haq_gym.plots.figure_file import save_figure
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,4 @@ def plot_search_progress(
     ax_cost.legend(fontsize=8, loc="lower right")
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return fig
+    return save_figure(fig, path)

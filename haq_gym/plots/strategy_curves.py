@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from haq_gym.plots.figure_file import save_figure
+
 
 def plot_strategy_curves(
     curves: Mapping[str, Sequence[Sequence[float]]],
@@ -48,7 +50,4 @@ def plot_strategy_curves(
     ax.set_ylabel(f"{ylabel} (mean; band: min-max over seeds)")
     ax.set_title(title or "Best feasible result so far, per strategy", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return fig
+    return save_figure(fig, path)

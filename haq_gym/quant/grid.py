@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from haq_gym.quant.fake_quant import activation_levels, weight_qmax
+
 
 @dataclass(frozen=True)
 class QuantGrid:
@@ -36,3 +38,15 @@ class QuantGrid:
         """Whether ``step`` is exactly ``2**k`` for an integer ``k`` (requantisation is then a shift)."""
         mantissa, _ = math.frexp(self.step)
         return mantissa == 0.5
+
+
+def weight_grid(clip: float, bits: int) -> QuantGrid:
+    """HAQ's symmetric weight grid for a weight clipped at ``clip``: codes ``-qmax..qmax``, step ``clip / qmax``."""
+    qmax = weight_qmax(bits)
+    return QuantGrid(step=clip / qmax, qmin=-qmax, qmax=qmax)
+
+
+def activation_grid(alpha: float, bits: int, signed: bool) -> QuantGrid:
+    """HAQ's activation grid for inputs clipped at ``alpha`` (unsigned, or signed when inputs go negative)."""
+    qmin, qmax = activation_levels(bits, signed)
+    return QuantGrid(step=alpha / qmax, qmin=qmin, qmax=qmax)

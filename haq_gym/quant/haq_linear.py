@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from haq_gym.quant.fake_quant import activation_levels, weight_qmax
-from haq_gym.quant.grid import QuantGrid
+from haq_gym.quant.grid import QuantGrid, activation_grid, weight_grid
 from haq_gym.quant.protocol import Quantizer
 
 ACTIVATION_CAP = 6.0
@@ -152,8 +152,7 @@ class HAQWeightQuantizer(Quantizer):
             raise RuntimeError("grid() needs a bit width")
         if tensor is None:
             raise TypeError("a HAQ weight quantizer's grid() needs the weight its range is chosen from")
-        qmax = weight_qmax(self.bits)
-        return QuantGrid(step=self.clip(tensor, self.bits) / qmax, qmin=-qmax, qmax=qmax)
+        return weight_grid(self.clip(tensor, self.bits), self.bits)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
@@ -244,8 +243,7 @@ class HAQActivationQuantizer(Quantizer):
         """The grid inputs are quantized onto at the current bit width and trained range (for export)."""
         if self.bits is None:
             raise RuntimeError("grid() needs a bit width")
-        qmin, qmax = activation_levels(self.bits, self.signed)
-        return QuantGrid(step=float(self.activation_range.detach()) / qmax, qmin=qmin, qmax=qmax)
+        return activation_grid(float(self.activation_range.detach()), self.bits, self.signed)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, signed={self.signed}, calibrated={self.calibrated}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from haq_gym.quant.fake_quant import activation_levels, fake_quantize, weight_qmax
-from haq_gym.quant.grid import QuantGrid
+from haq_gym.quant.grid import QuantGrid, activation_grid, weight_grid
 from haq_gym.quant.observers import ClipObserver, RandomSampleObserver, StridedSampleObserver
 from haq_gym.quant.protocol import InputCodes, Quantizer, ScaledWeight
 
@@ -93,8 +93,7 @@ class LinearWeightQuantizer(Quantizer, ScaledWeight):
             raise RuntimeError("grid() needs a bit width")
         if tensor is None:
             raise TypeError("a linear weight quantizer's grid() needs the weight its clip is chosen from")
-        qmax = weight_qmax(self.bits)
-        return QuantGrid(step=self.clip(tensor, self.bits) / qmax, qmin=-qmax, qmax=qmax)
+        return weight_grid(self.clip(tensor, self.bits), self.bits)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
@@ -161,8 +160,7 @@ class LinearActivationQuantizer(Quantizer, InputCodes):
         """The grid inputs are quantized onto at the current bit width (for export; needs calibration)."""
         if self.bits is None:
             raise RuntimeError("grid() needs a bit width")
-        qmin, qmax = activation_levels(self.bits, self.signed)
-        return QuantGrid(step=self.alpha(self.bits) / qmax, qmin=qmin, qmax=qmax)
+        return activation_grid(self.alpha(self.bits), self.bits, self.signed)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         bits = self.bits
