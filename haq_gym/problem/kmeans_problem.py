@@ -9,8 +9,6 @@ from typing import Any
 
 from haq_gym.cost import CostModel, Costs
 from haq_gym.cost.kmeans_size import kmeans_file_size
-from haq_gym.policy import PolicyFile, now_iso
-from haq_gym.problem.outcome import Outcome
 from haq_gym.problem.policy_problem import PolicyProblem
 from haq_gym.quant import apply_policy
 from haq_gym.quant.kmeans_quantizer import use_kmeans_weights
@@ -67,41 +65,17 @@ class KMeansProblem(PolicyProblem):
         apply_policy(self.setup.layers, policy)
         return write_kmeans_file(path, kmeans_layers(list(zip(self.setup.layer_names, self.setup.layers, strict=True))))
 
-    def policy_file(self, result: Outcome | Mapping[str, Any], found_by: dict[str, Any] | None = None) -> PolicyFile:
-        """An outcome (or an env episode's final ``info``) as a policy file (activations ``-1``)."""
-        info = result.info() if isinstance(result, Outcome) else result
-        s, c = self.setup, self.config
-        return PolicyFile(
-            model=s.model_name,
-            dataset=s.dataset,
-            layer_names=list(s.layer_names),
-            bits=[[int(w), int(a)] for w, a in info["policy"]],
-            costs={
-                "flash_ratio": float(info["flash_ratio"]),
-                "size_bytes": float(info["size_bytes"]),
-                "file_bytes": int(info["file_bytes"]),
-                "latency_ratio": float(info["latency_ratio"]),
-                "bitops_ratio": float(info["bitops_ratio"]),
-            },
-            accuracy={
-                "search_val_top1": float(info["accuracy"]),
-                "float_search_val_top1": float(info["reference_accuracy"]),
-            },
-            budget={
-                "size": c.flash_budget,
-                "reference_bit": REFERENCE_BIT,
-                "min_bit": c.min_bit,
-                "max_bit": c.max_bit,
-                "enforcement": c.enforcement,
-                "budget_met": bool(info["budget_met"]),
-            },
-            found_by={
-                "reward": float(info["reward"]),
-                "reward_strategy": "haq",
-                "quantizer": "kmeans",
-                "checkpoint": s.checkpoint,
-                "created": now_iso(),
-                **(found_by or {}),
-            },
-            model_kwargs=s.policy_model_kwargs(),
-        )
+    def _file_costs(self, info: Mapping[str, Any]) -> dict[str, float]:
+        return {
+            "flash_ratio": float(info["flash_ratio"]),
+            "size_bytes": float(info["size_bytes"]),
+            "file_bytes": int(info["file_bytes"]),
+            "latency_ratio": float(info["latency_ratio"]),
+            "bitops_ratio": float(info["bitops_ratio"]),
+        }
+
+    def _file_budget(self) -> dict[str, Any]:
+        return {"size": self.config.flash_budget, "reference_bit": REFERENCE_BIT}
+
+    def _file_settings(self) -> dict[str, Any]:
+        return {"reward_strategy": "haq", "quantizer": "kmeans", "checkpoint": self.setup.checkpoint}

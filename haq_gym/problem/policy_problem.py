@@ -260,14 +260,13 @@ class PolicyProblem:
             dataset=s.dataset,
             layer_names=list(s.layer_names),
             bits=[[int(w), int(a)] for w, a in info["policy"]],
-            costs={k: float(info[k]) for k in ("latency_ratio", "flash_ratio", "bitops_ratio")},
+            costs=self._file_costs(info),
             accuracy={
                 "search_val_top1": float(info["accuracy"]),
                 "float_search_val_top1": float(info["reference_accuracy"]),
             },
             budget={
-                **self.budget.to_dict(),
-                "float_bit": c.float_bit,
+                **self._file_budget(),
                 "min_bit": c.min_bit,
                 "max_bit": c.max_bit,
                 "enforcement": c.enforcement,
@@ -275,16 +274,31 @@ class PolicyProblem:
             },
             found_by={
                 "reward": float(info["reward"]),
-                "reward_strategy": c.reward,
-                "reward_accuracy": f"{c.reward_accuracy}, {'top-5' if c.use_top5 else 'top-1'}",
-                "preset": c.preset,
-                "checkpoint": s.checkpoint,
-                "latency_table": s.latency_source,
+                **self._file_settings(),
                 "created": now_iso(),
                 **(found_by or {}),
             },
             model_kwargs=s.policy_model_kwargs(),
         )
+
+    def _file_costs(self, info: Mapping[str, Any]) -> dict[str, float]:
+        """The policy file's ``costs``: the outcome's cost ratios."""
+        return {k: float(info[k]) for k in ("latency_ratio", "flash_ratio", "bitops_ratio")}
+
+    def _file_budget(self) -> dict[str, Any]:
+        """The policy file's ``budget`` before the bit range: the budgets and their reference precision."""
+        return {**self.budget.to_dict(), "float_bit": self.config.float_bit}
+
+    def _file_settings(self) -> dict[str, Any]:
+        """What the policy file's ``found_by`` says of this problem: reward, checkpoint, latency source."""
+        s, c = self.setup, self.config
+        return {
+            "reward_strategy": c.reward,
+            "reward_accuracy": f"{c.reward_accuracy}, {'top-5' if c.use_top5 else 'top-1'}",
+            "preset": c.preset,
+            "checkpoint": s.checkpoint,
+            "latency_table": s.latency_source,
+        }
 
 
 def build_problem(config: ProblemConfig, setup: SearchSetup | None = None) -> PolicyProblem:
