@@ -16,12 +16,19 @@ exporter does not handle (MobileNetV3-Small) gets the ONNX part only.
     python benchmarks/export_report.py --uniform 4 4 --quantizer pot --fold-bn
     python benchmarks/export_report.py --uniform 8 8 --log8-every 3 --json report.json
     python benchmarks/export_report.py --model resnet20 --uniform 8 8 --uniform 4 4
+    python benchmarks/export_report.py --model resnet18 --mixed 0 --test-images 90 --layer-images 8
+
+Quick mode for a loaded CPU: ``--test-images N`` evaluates the first ``N`` test images
+only (the count is printed with every figure), ``--layer-images`` bounds the per-layer
+comparison, and ``--mixed SEED`` is a random mixed policy (first layer ``[8, -1]``, last
+``[8, 8]``, the rest 2..8 bits drawn from ``SEED``), for networks without a searched policy.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -30,13 +37,21 @@ from haq_gym.export.build import ExportError, export_integer_model, fold_batchno
 from haq_gym.export.compare import compare_models, fake_quant_input, float64_reference
 from haq_gym.export.packed_file import encode
 from haq_gym.export.source import ExportSource, recalibrate, source_from_policy
-from haq_gym.policy import PolicyFile
+from haq_gym.policy import PolicyFile, uniform_bits
+from haq_gym.quant import apply_policy
 from haq_gym.quant.families import family_names
 from haq_gym.quant.log_quantizer import LogWeightQuantizer
 from haq_gym.runtime import configure_cpu_runtime
 
 
-def prepare(args: argparse.Namespace, uniform: tuple[int, int] | None) -> ExportSource:
+def mixed_bits(num_layers: int, seed: int) -> list[list[int]]:
+    """A random mixed policy: HAQ's fixed first and last layers, the others 2..8 weight and activation bits."""
+    gen = torch.Generator().manual_seed(seed)
+    middle = torch.randint(2, 9, (num_layers - 2, 2), generator=gen).tolist()
+    return uniform_bits(num_layers, 8, 8)[:1] + middle + uniform_bits(num_layers, 8, 8)[-1:]
+
+
+def prepare(args: argparse.Namespace, uniform: tuple[int, int] | None, mixed: int | None = None) -> ExportSource:
     kwargs = {
         "model": args.model,
         "width_mult": args.width_mult,
@@ -46,6 +61,11 @@ def prepare(args: argparse.Namespace, uniform: tuple[int, int] | None) -> Export
     }
     if args.policy:
         source = source_from_policy(PolicyFile.load(args.policy), **kwargs)
+    elif mixed is not None:  # calibrated as for any policy, then the mixed bits (what source_from_policy does)
+        source = source_from_policy(uniform=(8, 8), **kwargs)
+        source.bits = mixed_bits(len(source.layers), mixed)
+        apply_policy([m for _, m in source.layers], source.bits)
+        source.description = source.description.replace("uniform W8A8", f"random mixed 2..8-bit (seed {mixed})")
     else:
         source = source_from_policy(uniform=uniform, **kwargs)
     if args.fold_bn:
@@ -63,7 +83,16 @@ def prepare(args: argparse.Namespace, uniform: tuple[int, int] | None) -> Export
 def report(args: argparse.Namespace, source: ExportSource) -> dict:
     print(f"\n=== {source.description}")
     images, labels = source.test_split()
-    result = {"policy": source.description, "bits": source.bits, "images": len(images)}
+    if args.test_images:
+        images, labels = images[: args.test_images], labels[: args.test_images]
+    print(f"test images: {len(images)}{' (the first of the split, --test-images)' if args.test_images else ''}")
+    result = {
+        "policy": source.description,
+        "bits": source.bits,
+        "images": len(images),
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+    }
     try:
         result.update(integer_report(args, source, images, labels))
     except ExportError as err:
@@ -220,12 +249,25 @@ def main() -> None:
         help="force the int32 biases' fractional bits (0 = TFLite's accumulator-scale bias)",
     )
     parser.add_argument("--layer-images", type=int, default=0, help="images for the per-layer comparison (0 = all)")
+    parser.add_argument(
+        "--test-images", type=int, default=0, help="evaluate the first N test images only (0 = the whole split)"
+    )
+    parser.add_argument(
+        "--mixed", type=int, action="append", metavar="SEED", help="random mixed 2..8-bit policy from SEED; repeatable"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     configure_cpu_runtime()
-    uniforms = [tuple(u) for u in args.uniform] if args.uniform else [(8, 8), (4, 4)]
-    results = [report(args, prepare(args, None))] if args.policy else [report(args, prepare(args, u)) for u in uniforms]
+    if min(args.test_images, args.layer_images) < 0:
+        parser.error("--test-images and --layer-images must be non-negative")
+    print(f"load average {os.getloadavg()}, {torch.get_num_threads()} torch thread(s)")
+    if args.policy:
+        results = [report(args, prepare(args, None))]
+    else:
+        uniforms = [tuple(u) for u in args.uniform] if args.uniform else ([] if args.mixed else [(8, 8), (4, 4)])
+        results = [report(args, prepare(args, u)) for u in uniforms]
+        results += [report(args, prepare(args, None, seed)) for seed in args.mixed or []]
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)

@@ -86,6 +86,7 @@ class ExportError(ValueError):
 
 SUPPORTED_ARCHITECTURES = (
     "mobilenetv2 (torchvision MobileNetV2)",
+    "mobilenetv3small (torchvision MobileNetV3: hard-swish, hard-sigmoid, squeeze-excitation)",
     "resnet20 (CIFAR ResNet, option-A shortcuts)",
     "resnet18 (torchvision ResNet of basic blocks, 1x1 projection shortcuts)",
 )
@@ -93,7 +94,7 @@ SUPPORTED_ARCHITECTURES = (
 
 
 def architecture_of(model: nn.Module) -> str:
-    """``"mobilenetv2"``, ``"cifar-resnet"`` or ``"torchvision-resnet"``; :class:`ExportError` for anything else.
+    """``"mobilenetv2"``, ``"mobilenetv3"``, ``"cifar-resnet"`` or ``"torchvision-resnet"``; :class:`ExportError` else.
 
     Cheap (looks at the module types only), so commands call it before calibrating or
     evaluating anything.
@@ -120,6 +121,12 @@ def architecture_of(model: nn.Module) -> str:
         and all(hasattr(b, "conv") and hasattr(b, "use_res_connect") for b in list(model.features)[1:-1])
     ):
         return "mobilenetv2"
+    if (
+        isinstance(getattr(model, "features", None), nn.Sequential)
+        and isinstance(getattr(model, "classifier", None), nn.Sequential)
+        and all(hasattr(b, "block") and hasattr(b, "use_res_connect") for b in list(model.features)[1:-1])
+    ):
+        return "mobilenetv3"
     raise ExportError(f"integer export does not support {name}; supported: {'; '.join(SUPPORTED_ARCHITECTURES)}")
 
 
@@ -132,6 +139,7 @@ class _Unit:
     layer: QuantLayerMixin
     bn: nn.BatchNorm2d | None
     act: tuple[float, float]
+    hardswish: bool = False
 
 
 @dataclass
@@ -324,8 +332,11 @@ class _Exporter:
         if id(layer) not in self.index:
             raise ExportError(f"a {type(layer).__name__} of the model is not in the given layer list")
         i = self.index[id(layer)]
+        hardswish = isinstance(act, nn.Hardswish)
         if isinstance(act, nn.Hardtanh):  # ReLU6 is a Hardtanh(0, 6)
             bounds = (float(act.min_val), float(act.max_val))
+        elif hardswish:  # MobileNetV3: its own op (haq_gym.export.mobilenetv3)
+            bounds = (-math.inf, math.inf)
         elif isinstance(act, nn.ReLU):
             bounds = (0.0, math.inf)
         elif act is None or isinstance(act, nn.Identity):
@@ -333,11 +344,11 @@ class _Exporter:
         else:
             raise ExportError(
                 f"layer {self.names[i]!r} is followed by {type(act).__name__}, which has no integer "
-                "form here (supported: ReLU, ReLU6/Hardtanh, none)"
+                "form here (supported: ReLU, ReLU6/Hardtanh, Hardswish, none)"
             )
         if bn is not None and (bn.running_mean is None or bn.running_var is None):
             raise ExportError(f"layer {self.names[i]!r}: its BatchNorm has no running statistics to fold")
-        return _Unit(i, self.names[i], layer, bn, bounds)
+        return _Unit(i, self.names[i], layer, bn, bounds, hardswish)
 
     # ------------------------------------------------------------------ grids and weights
     def _check_bits(self) -> None:
@@ -395,6 +406,8 @@ class _Exporter:
 
         ``act`` overrides the real clamp range of the unit's activation.
         """
+        if unit.hardswish and target is not None:
+            raise ExportError(f"layer {unit.name!r}: its hard-swish needs the MobileNetV3 exporter's HardSwishOp")
         src_grid = self.grids[src]
         self.layer_inputs[unit.name] = src
         wl = self._weights(unit, src_grid)
@@ -462,7 +475,12 @@ class _Exporter:
 
     # ------------------------------------------------------------------ the model
     def run(self) -> IntegerModel:
-        if architecture_of(self.model) != "mobilenetv2":
+        architecture = architecture_of(self.model)
+        if architecture == "mobilenetv3":
+            from haq_gym.export.mobilenetv3 import MobileNetV3Emitter
+
+            return MobileNetV3Emitter(self).run()
+        if architecture != "mobilenetv2":
             return self._run_resnet()
         stem, blocks, last, classifier = self._parse()
         self._check_bits()

@@ -27,14 +27,21 @@ MAX_MULTIPLIER = 2.0**30
 """Largest ``|M|`` accepted; keeps ``x * M`` (a left shift when ``n < 0``) inside int64."""
 MAX_SHIFT = 62
 """Largest right shift: ``|x * m| < 2**62``, so shifting further would always give 0 or -1."""
+WIDE_SPLIT = 31
+""":func:`requantize_wide` splits its int64 operand at this bit; its shifts lie in ``WIDE_SPLIT..MAX_WIDE_SHIFT``."""
+MAX_WIDE_SHIFT = WIDE_SPLIT + MAX_SHIFT
+"""Largest right shift of :func:`requantize_wide` (products of two fine scales need more than 62)."""
+MAX_WIDE_OPERAND = 2**62
+"""``|p|`` bound of :func:`requantize_wide`: ``p`` a product of an int32 and a value below ``2**30``, plus an offset."""
 
 
-def to_dyadic(real: float) -> tuple[int, int]:
+def to_dyadic(real: float, max_shift: int = MAX_SHIFT) -> tuple[int, int]:
     """``(m, n)`` with ``m * 2**-n`` the nearest dyadic to ``real`` at a 31-bit mantissa.
 
     ``m`` is odd (or 0 for ``real == 0``, returned as ``(0, 0)``). Raises ``ValueError``
     for a non-finite value, ``|real| >= 2**30`` or ``|real| < 2**-31``-ish (a shift past
-    :data:`MAX_SHIFT`), which no export should produce.
+    ``max_shift``: :data:`MAX_SHIFT` for :func:`requantize`, :data:`MAX_WIDE_SHIFT` for
+    :func:`requantize_wide`), which no export should produce.
     """
     if not math.isfinite(real):
         raise ValueError(f"cannot represent the non-finite multiplier {real!r} as m * 2**-n")
@@ -49,15 +56,15 @@ def to_dyadic(real: float) -> tuple[int, int]:
         m, n = m >> 1, n - 1
     while m % 2 == 0:
         m, n = m >> 1, n - 1
-    if n > MAX_SHIFT:
-        raise ValueError(f"multiplier {real!r} is too small (it needs a right shift of {n} > {MAX_SHIFT})")
+    if n > max_shift:
+        raise ValueError(f"multiplier {real!r} is too small (it needs a right shift of {n} > {max_shift})")
     return (m if real > 0 else -m), n
 
 
-def to_dyadic_array(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def to_dyadic_array(reals: np.ndarray, max_shift: int = MAX_SHIFT) -> tuple[np.ndarray, np.ndarray]:
     """Element-wise :func:`to_dyadic`: ``(mantissas int64, shifts int64)`` of the same shape."""
     flat = np.asarray(reals, dtype=np.float64).reshape(-1)
-    pairs = [to_dyadic(float(r)) for r in flat]
+    pairs = [to_dyadic(float(r), max_shift) for r in flat]
     m = np.array([p[0] for p in pairs], dtype=np.int64).reshape(np.shape(reals))
     n = np.array([p[1] for p in pairs], dtype=np.int64).reshape(np.shape(reals))
     return m, n
@@ -116,3 +123,41 @@ def _round_shift_(p: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
     odd = torch.bitwise_right_shift(p, n).bitwise_and_(1)
     bias = torch.bitwise_left_shift(torch.ones_like(n), n - 1).sub_(1)
     return p.add_(bias).add_(odd).bitwise_right_shift_(n)
+
+
+def requantize_wide(p: torch.Tensor, m: torch.Tensor | int, n: torch.Tensor | int) -> torch.Tensor:
+    """``round(p * m / 2**n)`` (halves to even) for int64 ``|p| < 2**62``, ``|m| < 2**31``, ``31 <= n <= 93``.
+
+    The product ``p * m`` needs up to 93 bits, more than int64 holds, so it is formed in
+    two int64 halves: ``p = p1 * 2**31 + p0`` (``0 <= p0 < 2**31``), ``p * m = (p1 * m +
+    floor(p0 * m / 2**31)) * 2**31 + r0`` with ``0 <= r0 < 2**31``; call the first factor
+    ``v``. Then ``p * m / 2**n = (v + r0 / 2**31) / 2**t`` with ``t = n - 31``: the quotient
+    is ``q = v >> t``, and the discarded part is above, at or below the half exactly as
+    ``(v - q * 2**t, r0)`` compares with ``(2**(t-1), 0)`` (``t >= 1``) or ``r0`` with
+    ``2**30`` (``t == 0``). Exact for every input in range; used where a value on one fine
+    scale is multiplied by a value on another (hard-swish, the squeeze-excitation product)
+    and for sums wider than int32.
+    """
+    if p.dtype != torch.int64:
+        raise TypeError(f"requantize_wide expects an int64 tensor, got {p.dtype}")
+    m = torch.as_tensor(m, dtype=torch.int64, device=p.device)
+    n = torch.as_tensor(n, dtype=torch.int64, device=p.device)
+    if m.dim() == 0:
+        m = m.reshape(1)
+    if bool((n < WIDE_SPLIT).any()) or bool((n > MAX_WIDE_SHIFT).any()):
+        raise ValueError(f"requantize_wide needs shifts in {WIDE_SPLIT}..{MAX_WIDE_SHIFT}")
+    low_mask = (1 << WIDE_SPLIT) - 1
+    p1 = torch.bitwise_right_shift(p, WIDE_SPLIT)
+    p0 = torch.bitwise_and(p, low_mask)
+    low = p0 * m
+    v = p1 * m + torch.bitwise_right_shift(low, WIDE_SPLIT)
+    r0 = torch.bitwise_and(low, low_mask)
+    t = n - WIDE_SPLIT
+    q = torch.bitwise_right_shift(v, t)
+    r = v - torch.bitwise_left_shift(q, t)
+    wide = t >= 1
+    half_r = torch.where(wide, torch.bitwise_left_shift(torch.ones_like(t), (t - 1).clamp(min=0)), torch.zeros_like(t))
+    half_0 = torch.where(wide, torch.zeros_like(t), torch.full_like(t, 1 << (WIDE_SPLIT - 1)))
+    above = (r > half_r) | ((r == half_r) & (r0 > half_0))
+    tie = (r == half_r) & (r0 == half_0)
+    return q + (above | (tie & (q.bitwise_and(1) == 1))).to(torch.int64)

@@ -20,6 +20,11 @@ Ops (see ``docs/integer_export.md``):
 - :class:`PoolOp`: global average pooling as an integer sum and a dyadic rescale.
 - :class:`ReluOp`: ``max(x, 0)`` on a fine-scale int32 tensor (ResNet's ReLU after the add).
 - :class:`ShortcutOp`: ResNet option-A shortcut: spatial subsampling and zero channels.
+- :class:`HardSwishOp`: MobileNetV3's ``hardswish(y) = y * hardsigmoid(y)`` of an int32
+  accumulator: the hard-sigmoid gate as a clamped dyadic rescale, then the exact int64
+  product of accumulator and gate, rescaled (``requantize_wide``).
+- :class:`MulOp`: the squeeze-excitation product of a fine-scale tensor and a per-channel
+  gate, in int64, rescaled onto the next grid.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from haq_gym.export.dyadic import requantize, round_shift
+from haq_gym.export.dyadic import MAX_SHIFT, requantize, requantize_wide, round_shift
 from haq_gym.export.integer_guard import integer_only
 from haq_gym.quant.grid import QuantGrid
 
@@ -69,15 +74,20 @@ class Requant:
         return bool((self.multiplier.abs() == 1).all())
 
     def apply(self, x: torch.Tensor, channel_dim: int) -> torch.Tensor:
-        """Requantise int32 ``x`` along ``channel_dim``; int32 result.
+        """Requantise int32 ``x`` (or int64 ``|x| < 2**62``) along ``channel_dim``; int32 result.
 
         A fine-scale target (``hi`` at the top of int32) is checked, never saturated:
         saturating a residual stream would silently change the model; its ``lo`` is
-        still applied (a ReLU on the fine scale is the clamp at 0).
+        still applied (a ReLU on the fine scale is the clamp at 0). An int64 input or a
+        shift beyond 62 goes through :func:`requantize_wide` (the same rounding, exact
+        for products wider than int64).
         """
         view = [1] * x.dim()
         view[channel_dim] = -1
-        out = requantize(x, self.multiplier.view(view), self.shift.view(view))
+        if x.dtype == torch.int64 or int(self.shift.max()) > MAX_SHIFT:
+            out = requantize_wide(x.to(torch.int64), self.multiplier.view(view), self.shift.view(view))
+        else:
+            out = requantize(x, self.multiplier.view(view), self.shift.view(view))
         if self.hi == INT32_MAX:
             return _checked(out, "requantised fine-scale tensor").clamp_(min=self.lo).to(torch.int32)
         return out.clamp_(self.lo, self.hi).to(torch.int32)
@@ -171,12 +181,16 @@ class RequantOp:
 
 @dataclass
 class PoolOp:
-    """Global average pooling: ``dst = requant(sum_{h,w} src + add)``, ``1/(H*W)`` is inside the multiplier."""
+    """Global average pooling: ``dst = requant(sum_{h,w} src + add)``, ``1/(H*W)`` is inside the multiplier.
+
+    ``keepdim``: the result is ``[N, C, 1, 1]`` (a squeeze-excitation's 1x1 convs read it), else ``[N, C]``.
+    """
 
     src: str
     dst: str
     add: int
     requant: Requant
+    keepdim: bool = False
 
 
 @dataclass
@@ -208,7 +222,42 @@ class ShortcutOp:
             )
 
 
-Op = ConvOp | AddOp | RequantOp | PoolOp | ReluOp | ShortcutOp
+@dataclass
+class HardSwishOp:
+    """``dst = out((x * g)[channel])`` with ``g = gate(x) + 2**(gate_bits-1)``: hard-swish of an int32 accumulator.
+
+    ``x`` is a conv/linear's int32 output ``(acc << k) + bias`` whose real value is
+    ``y_c = S_c * x`` per channel (BatchNorm folded into ``S_c``). ``hardswish(y) = y *
+    hardsigmoid(y)`` and ``hardsigmoid(y) = clamp(y / 6 + 1/2, 0, 1)`` is affine then a
+    clamp, so ``g = clamp(round(x * S_c * 2**F / 6) + 2**(F-1), 0, 2**F)`` is the gate on
+    the scale ``2**-F`` (``gate`` carries ``S_c 2**F / 6`` and the clamp ``[-2**(F-1),
+    2**(F-1)]``); the product ``x * g`` is exact in int64 (``|x| < 2**31``, ``g <= 2**30``)
+    and ``out`` rescales it by ``S_c 2**-F / S_dst`` (:func:`requantize_wide`).
+    """
+
+    src: str
+    dst: str
+    gate: Requant
+    gate_bits: int
+    out: Requant
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.gate_bits <= 30:
+            raise ValueError(f"hard-swish gate bits must be in 1..30, got {self.gate_bits}")
+
+
+@dataclass
+class MulOp:
+    """``dst = requant(a * b + add)`` in int64; ``b`` broadcasts against ``a`` (a squeeze-excitation gate)."""
+
+    a: str
+    b: str
+    dst: str
+    add: int
+    requant: Requant
+
+
+Op = ConvOp | AddOp | RequantOp | PoolOp | ReluOp | ShortcutOp | HardSwishOp | MulOp
 
 
 @dataclass
@@ -234,7 +283,7 @@ class IntegerModel:
     def __post_init__(self) -> None:
         known = {self.input_name}
         for op in self.ops:
-            srcs = (op.a, op.b) if isinstance(op, AddOp) else (op.src,)
+            srcs = (op.a, op.b) if isinstance(op, (AddOp, MulOp)) else (op.src,)
             for s in srcs:
                 if s not in known:
                     raise ValueError(f"op {type(op).__name__} reads {s!r} before any op writes it")
@@ -319,9 +368,18 @@ class IntegerModel:
                         ],
                         dim=1,
                     )
+                elif isinstance(op, HardSwishOp):
+                    x = env[op.src]
+                    gate = op.gate.apply(x, 1).to(torch.int64) + (1 << (op.gate_bits - 1))
+                    out = op.out.apply(x.to(torch.int64) * gate, 1)
+                elif isinstance(op, MulOp):
+                    product = env[op.a].to(torch.int64) * env[op.b] + op.add
+                    out = op.requant.apply(_checked_wide(product, f"product {op.dst}"), 1)
                 else:
-                    x = env[op.src].to(torch.int64).sum(dim=(2, 3)) + op.add
-                    out = op.requant.apply(_checked(x, f"pooled sum {op.dst}").to(torch.int32), 1)
+                    x = env[op.src].to(torch.int64).sum(dim=(2, 3), keepdim=op.keepdim) + op.add
+                    if int(x.min()) >= INT32_MIN and int(x.max()) <= INT32_MAX:
+                        x = x.to(torch.int32)
+                    out = op.requant.apply(_checked_wide(x, f"pooled sum {op.dst}"), 1)
                 env[op.dst] = out
                 if not record:  # drop what no later op reads: peak memory stays at a few feature maps
                     for name in [n for n in env if last_use.get(n, -1) <= index and n != self.output_name]:
@@ -341,7 +399,7 @@ class IntegerModel:
         """Index of the last op reading each tensor."""
         last: dict[str, int] = {}
         for index, op in enumerate(self.ops):
-            for name in (op.a, op.b) if isinstance(op, AddOp) else (op.src,):
+            for name in (op.a, op.b) if isinstance(op, (AddOp, MulOp)) else (op.src,):
                 last[name] = index
         return last
 
@@ -376,6 +434,14 @@ def _checked(x: torch.Tensor, what: str) -> torch.Tensor:
     lo, hi = int(x.min()), int(x.max())
     if lo < INT32_MIN or hi > INT32_MAX:
         raise IntegerOverflow(f"{what} spans [{lo}, {hi}], outside int32")
+    return x
+
+
+def _checked_wide(x: torch.Tensor, what: str) -> torch.Tensor:
+    """``x`` if every value lies below ``2**62`` in magnitude (what :func:`requantize_wide` takes)."""
+    lo, hi = int(x.min()), int(x.max())
+    if lo <= -(2**62) or hi >= 2**62:
+        raise IntegerOverflow(f"{what} spans [{lo}, {hi}], outside the 62-bit range of the wide rescale")
     return x
 
 

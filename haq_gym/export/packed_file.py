@@ -48,8 +48,10 @@ from haq_gym.export.file_io import read_bytes
 from haq_gym.export.integer_model import (
     AddOp,
     ConvOp,
+    HardSwishOp,
     IntegerLayer,
     IntegerModel,
+    MulOp,
     PoolOp,
     ReluOp,
     Requant,
@@ -230,16 +232,34 @@ def _integer_section(model: IntegerModel) -> tuple[bytes, int, int]:
                     "back": op.back,
                 }
             )
-        else:
+        elif isinstance(op, HardSwishOp):
             ops.append(
                 {
-                    "op": "requant" if isinstance(op, RequantOp) else "pool",
+                    "op": "hardswish",
+                    "src": op.src,
+                    "dst": op.dst,
+                    "gate": requant(op.gate),
+                    "gate_bits": op.gate_bits,
+                    "requant": requant(op.out),
+                }
+            )
+        elif isinstance(op, MulOp):
+            ops.append(
+                {"op": "mul", "a": op.a, "b": op.b, "dst": op.dst, "add": op.add, "requant": requant(op.requant)}
+            )
+        elif isinstance(op, PoolOp):
+            ops.append(
+                {
+                    "op": "pool",
                     "src": op.src,
                     "dst": op.dst,
                     "add": op.add,
                     "requant": requant(op.requant),
+                    "keepdim": op.keepdim,
                 }
             )
+        else:
+            ops.append({"op": "requant", "src": op.src, "dst": op.dst, "add": op.add, "requant": requant(op.requant)})
     spec = {
         "format": INTEGER_FORMAT,
         "version": 1,
@@ -412,8 +432,9 @@ def _section_sizes(spec: dict, arrays: list[np.ndarray]) -> tuple[int, int]:
     for op in spec["ops"]:
         if op["op"] == "conv":
             bias += 4 * arrays[op["bias"]].size
-        if op.get("requant"):
-            requant += 4 * (arrays[op["requant"]["multiplier"]].size + arrays[op["requant"]["shift"]].size)
+        for key in ("requant", "gate"):
+            if op.get(key):
+                requant += 4 * (arrays[op[key]["multiplier"]].size + arrays[op[key]["shift"]].size)
     return bias, requant
 
 
@@ -489,9 +510,17 @@ def integer_model_from(packed: PackedFile) -> IntegerModel:
             ops.append(ReluOp(d["src"], d["dst"]))
         elif d["op"] == "shortcut":
             ops.append(ShortcutOp(d["src"], d["dst"], int(d["stride"]), int(d["front"]), int(d["back"])))
-        elif d["op"] in ("requant", "pool"):
-            cls = RequantOp if d["op"] == "requant" else PoolOp
-            ops.append(cls(d["src"], d["dst"], int(d["add"]), requant(d["requant"])))
+        elif d["op"] == "requant":
+            ops.append(RequantOp(d["src"], d["dst"], int(d["add"]), requant(d["requant"])))
+        elif d["op"] == "pool":
+            keepdim = d.get("keepdim", False)
+            if not isinstance(keepdim, bool):
+                raise ValueError(f"pool keepdim must be true or false, got {keepdim!r}")
+            ops.append(PoolOp(d["src"], d["dst"], int(d["add"]), requant(d["requant"]), keepdim))
+        elif d["op"] == "hardswish":
+            ops.append(HardSwishOp(d["src"], d["dst"], requant(d["gate"]), int(d["gate_bits"]), requant(d["requant"])))
+        elif d["op"] == "mul":
+            ops.append(MulOp(d["a"], d["b"], d["dst"], int(d["add"]), requant(d["requant"])))
         else:
             raise ValueError(f"unknown op {d['op']!r}")
 
