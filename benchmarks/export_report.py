@@ -9,7 +9,7 @@ mismatch from a rounding tie, the packed file's bytes against the flash cost mod
 the integer inference time on the test split; then the QDQ ONNX model in onnxruntime
 (CPU): predictions identical to the fake-quant model (float input, as finetuned),
 free-running per-layer code agreement and latency per image. A model the integer
-exporter does not handle (MobileNetV3-Small) gets the ONNX part only.
+exporter does not handle gets the ONNX part only.
 
     python benchmarks/export_report.py                       # uniform W8A8 and W4A4
     python benchmarks/export_report.py --policy runs/<run>/best_policy.json

@@ -576,7 +576,7 @@ class _Exporter:
         return stem, blocks, classifier
 
     def _run_resnet(self) -> IntegerModel:
-        """A ResNet as one residual chain on a fine int32 scale (docs/integer_export.md, 1.9).
+        """A ResNet as one residual chain on a fine int32 scale (docs/integer_export.md, 1.3b).
 
         The fake-quant block adds the *unquantized* block input to the second conv's
         output, so every block output stays int32 on one fine scale ``S``: the stem, each

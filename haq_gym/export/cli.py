@@ -142,7 +142,7 @@ def _add_source(p: argparse.ArgumentParser, required: bool) -> None:
     )
 
 
-SUPPORTED_INTEGER_MODELS = ("mobilenetv2", "resnet20", "resnet18")
+SUPPORTED_INTEGER_MODELS = ("mobilenetv2", "mobilenetv3small", "resnet20", "resnet18")
 """Registered model names the integer exporter handles (ONNX export handles every registered model)."""
 
 

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from haq_gym.export.dyadic import dyadic_value, requantize, round_shift, to_dyadic, to_dyadic_array
+from haq_gym.export.dyadic import (
+    dyadic_value,
+    requantize,
+    requantize_wide,
+    round_shift,
+    to_dyadic,
+    to_dyadic_array,
+)
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
@@ -109,3 +116,22 @@ def test_requantize_rejects_non_int32() -> None:
         requantize(torch.tensor([1.0]), 1, 1)
     with pytest.raises(TypeError, match="int64"):
         round_shift(torch.tensor([1], dtype=torch.int32), 1)
+
+
+def test_wide_requantisation_is_exact_beyond_int64_products() -> None:
+    """``round(p * m / 2**n)`` for 62-bit ``p``, 31-bit ``m`` and shifts 31..93: products up to 93 bits."""
+    gen = np.random.default_rng(0)
+    ps, ms, ns = [], [], []
+    for _ in range(3000):
+        n = int(gen.integers(31, 94))
+        m = int(gen.integers(-(2**31) + 1, 2**31))
+        p = int(gen.integers(-(2**62) + 1, 2**62)) if gen.random() < 0.5 else int(gen.integers(-(2**40), 2**40))
+        ps.append(p), ms.append(m), ns.append(n)
+    for n in (31, 32, 45, 62, 93):  # exact halves of both signs (m = 1: p = (2j + 1) * 2**(n-1))
+        for j in (-3, -2, -1, 0, 1, 2):
+            if abs((2 * j + 1) * 2 ** (n - 1)) < 2**62:
+                ps.append((2 * j + 1) * 2 ** (n - 1)), ms.append(1), ns.append(n)
+    got = requantize_wide(torch.tensor(ps), torch.tensor(ms), torch.tensor(ns)).tolist()
+    assert got == [round(Fraction(p * m) / 2**n) for p, m, n in zip(ps, ms, ns)]
+    with pytest.raises(ValueError, match="shifts in 31..93"):
+        requantize_wide(torch.tensor([1]), 1, 30)
