@@ -132,6 +132,6 @@ def test_wide_requantisation_is_exact_beyond_int64_products() -> None:
             if abs((2 * j + 1) * 2 ** (n - 1)) < 2**62:
                 ps.append((2 * j + 1) * 2 ** (n - 1)), ms.append(1), ns.append(n)
     got = requantize_wide(torch.tensor(ps), torch.tensor(ms), torch.tensor(ns)).tolist()
-    assert got == [round(Fraction(p * m) / 2**n) for p, m, n in zip(ps, ms, ns)]
-    with pytest.raises(ValueError, match="shifts in 31..93"):
+    assert got == [round(Fraction(p * m) / 2**n) for p, m, n in zip(ps, ms, ns, strict=True)]
+    with pytest.raises(ValueError, match=r"shifts in 31\.\.93"):
         requantize_wide(torch.tensor([1]), 1, 30)
