@@ -15,8 +15,12 @@ Each quantized layer becomes (see ``docs/integer_export.md``, section 6):
   unquantized input (HAQ's ``[8, -1]``) stays float, as in the fake-quant model.
 - weight: the integer codes as an int8 initializer and ``DequantizeLinear(s_w)``;
 - then ``Conv``/``Gemm`` with the float bias, BatchNorm as ``BatchNormalization``,
-  activations as ``Relu``/``Clip``/``HardSwish``/``HardSigmoid``, residual adds and the
-  squeeze-excitation product as ``Add``/``Mul``: float, as in the fake-quant forward.
+  activations as ``Relu``/``Clip``, hard-sigmoid and hard-swish in torch's own float32
+  order of operations (``Clip(x + 3, 0, 6) / 6`` and ``x * Clip(x + 3, 0, 6) / 6``, each
+  step a correctly rounded float32 op, so bit for bit the values torch computes; ONNX's
+  ``HardSigmoid``/``HardSwish`` compute ``x * (1/6) + 1/2``, which differs from torch in the
+  last bit for about a quarter of the inputs and flipped rounding ties), residual adds and
+  the squeeze-excitation product as ``Add``/``Mul``: float, as in the fake-quant forward.
 """
 
 from __future__ import annotations
@@ -173,9 +177,9 @@ def _module(g: _Graph, m: nn.Module, node: fx.Node, env: dict[str, str], names: 
     if isinstance(m, nn.Hardtanh):  # ReLU6
         return _clip(g, x, float(m.min_val), float(m.max_val))
     if isinstance(m, nn.Hardswish):
-        return g.node("HardSwish", [x], "hardswish")
+        return _hardswish(g, x)
     if isinstance(m, nn.Hardsigmoid):
-        return g.node("HardSigmoid", [x], "hardsigmoid", alpha=1.0 / 6.0, beta=0.5)
+        return _hardsigmoid(g, x)
     if isinstance(m, (nn.Dropout, nn.Identity)):
         return x
     if isinstance(m, nn.AdaptiveAvgPool2d) and _is_one(m.output_size):
@@ -191,6 +195,22 @@ def _is_one(size) -> bool:
 
 def _clip(g: _Graph, x: str, lo: float, hi: float) -> str:
     return g.node("Clip", [x, g.const("lo", np.float32(lo)), g.const("hi", np.float32(hi))], "clip")
+
+
+def _relu6_of_shift(g: _Graph, x: str) -> str:
+    """``Clip(x + 3, 0, 6)``: the common part of torch's hard-sigmoid and hard-swish."""
+    return _clip(g, g.node("Add", [x, g.const("three", np.float32(3.0))], "add3"), 0.0, 6.0)
+
+
+def _hardsigmoid(g: _Graph, x: str) -> str:
+    """torch's ``hardsigmoid``: ``clamp(x + 3, 0, 6) / 6``, in that order (bit-identical float32)."""
+    return g.node("Div", [_relu6_of_shift(g, x), g.const("six", np.float32(6.0))], "hardsigmoid")
+
+
+def _hardswish(g: _Graph, x: str) -> str:
+    """torch's ``hardswish``: ``x * clamp(x + 3, 0, 6) / 6``, multiply first (bit-identical float32)."""
+    product = g.node("Mul", [x, _relu6_of_shift(g, x)], "hardswish_mul")
+    return g.node("Div", [product, g.const("six", np.float32(6.0))], "hardswish")
 
 
 def _quant_layer(g: _Graph, m: QuantLayerMixin, name: str, x: str) -> str:
@@ -261,9 +281,9 @@ def _function(g: _Graph, node: fx.Node, env: dict[str, str]) -> str:
     if t in (F.relu, torch.relu) or t == "relu":
         return g.node("Relu", [_arg(env, args[0])], "relu")
     if t is F.hardswish:
-        return g.node("HardSwish", [_arg(env, args[0])], "hardswish")
+        return _hardswish(g, _arg(env, args[0]))
     if t is F.hardsigmoid:
-        return g.node("HardSigmoid", [_arg(env, args[0])], "hardsigmoid", alpha=1.0 / 6.0, beta=0.5)
+        return _hardsigmoid(g, _arg(env, args[0]))
     if t is F.adaptive_avg_pool2d and _is_one(args[1] if len(args) > 1 else kwargs.get("output_size")):
         return g.node("GlobalAveragePool", [_arg(env, args[0])], "gap")
     if t in (torch.flatten, "flatten") and (args[1:] or [kwargs.get("start_dim", 0)])[0] == 1 and len(args) <= 2:
