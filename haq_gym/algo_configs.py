@@ -49,4 +49,4 @@ def algo_defaults(algo: str, env_id: str) -> dict[str, Any]:
         raise ConfigError(f"{path} should map env ids (or 'default') to hyperparameter mappings")
     if env_id not in table and "default" not in table:
         raise ConfigError(f"{path} has no entry for {env_id} and no 'default' entry")
-    return dict(table.get(env_id, table.get("default")))
+    return dict(table[env_id] if env_id in table else table["default"])

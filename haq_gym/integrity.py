@@ -27,7 +27,7 @@ ALGORITHM = "sha256"
 class CheckpointCorrupt(ValueError):
     """A checkpoint whose bytes are damaged or whose tensors fail their checksum."""
 
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         self.path = os.fspath(path)
         super().__init__(f"checkpoint is corrupt: {self.path} ({reason})")
 
@@ -60,7 +60,7 @@ def seal(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, CHECKSUM_KEY: {"algorithm": ALGORITHM, "tensors": tensor_checksum(payload)}}
 
 
-def verify(payload: Any, path: str | os.PathLike) -> bool:
+def verify(payload: Any, path: str | os.PathLike[str]) -> bool:
     """Raise :class:`CheckpointCorrupt` unless the checksum matches and every float tensor is finite.
 
     Returns True when a checksum was checked, False for a file written without one.
@@ -82,7 +82,7 @@ def verify(payload: Any, path: str | os.PathLike) -> bool:
     return True
 
 
-def load_verified(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+def load_verified(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` then :func:`verify`; unreadable bytes are :class:`CheckpointCorrupt`.
 
     ``FileNotFoundError`` names a missing file.

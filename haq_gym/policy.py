@@ -102,12 +102,12 @@ class PolicyFile:
         except (KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{source} is malformed: missing or wrong field {err}") from None
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically (a reader never sees a half-written file)."""
         write_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> PolicyFile:
+    def load(cls, path: str | os.PathLike[str]) -> PolicyFile:
         path = os.fspath(path)
         try:
             with open(path) as fh:

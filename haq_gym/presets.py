@@ -69,9 +69,10 @@ def apply_preset(name: str | None, given: Mapping[str, Any], defaults: Mapping[s
     nor the preset's.
     """
     settings = dict(given)
-    if check_preset(name) is None:
+    preset = check_preset(name)
+    if preset is None:
         return settings
-    for key, value in ENV_PRESETS[name].items():
+    for key, value in ENV_PRESETS[preset].items():
         if key not in settings:
             continue
         current = settings[key]
@@ -89,9 +90,10 @@ def apply_preset(name: str | None, given: Mapping[str, Any], defaults: Mapping[s
 def agent_preset(name: str | None, algo: str, hyperparams: Mapping[str, Any]) -> dict[str, Any]:
     """The agent hyperparameters ``preset`` implies for ``algo``, merged into ``hyperparams`` (conflicts refused)."""
     merged = dict(hyperparams)
-    if check_preset(name) is None:
+    preset = check_preset(name)
+    if preset is None:
         return merged
-    for key, value in AGENT_PRESETS[name].get(algo, {}).items():
+    for key, value in AGENT_PRESETS[preset].get(algo, {}).items():
         if key in merged and merged[key] != value:
             raise PresetConflict(
                 f"preset={name!r} sets the {algo} hyperparameter {key}={value!r}, but "

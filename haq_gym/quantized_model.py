@@ -136,7 +136,7 @@ class QuantizedModel:
         return qm
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> QuantizedModel:
+    def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> QuantizedModel:
         """The model a QAT checkpoint describes, with its weights and learned steps loaded (eval mode)."""
         from haq_gym.finetune.checkpoint import load_fitting_state, read_qat_file
 

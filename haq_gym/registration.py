@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from typing import Any
 
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
@@ -27,7 +28,7 @@ KMEANS_ENTRY_POINT = "envs.kmeans_quantize_env:KMeansQuantizeEnv"
 # proxy was the best-ranking of the three measured. Keyword arguments still override it.
 V1_REWARD = {"quantizer": "lsq", "finetune_steps": 20, "finetune_lr": 0.01}
 
-ENV_IDS = {
+ENV_IDS: dict[str, tuple[str, dict[str, Any]]] = {
     "HAQ-MobileNetV2-v0": (LINEAR_ENTRY_POINT, {"model": "mobilenetv2"}),
     "HAQ-MobileNetV3Small-v0": (LINEAR_ENTRY_POINT, {"model": "mobilenetv3small"}),
     "HAQ-ResNet20-v0": (LINEAR_ENTRY_POINT, {"model": "resnet20"}),
@@ -73,7 +74,7 @@ def resolve_env_id(name: str) -> str:
     from envs.linear_quantize_env import LinearQuantizeEnv
 
     entry = gym.registry[env_id].entry_point
-    creator = load_env_creator(entry) if isinstance(entry, str) else entry
+    creator: object = load_env_creator(entry) if isinstance(entry, str) else entry
     if not (isinstance(creator, type) and issubclass(creator, (LinearQuantizeEnv, KMeansQuantizeEnv))):
         raise ValueError(
             f"{env_id!r} is not a haq-gym env (its entry point is {entry!r}); a search needs one of "

@@ -46,7 +46,7 @@ def releq_reward(acc: float, reference: float, costs: Costs, cost_model: CostMod
     s = acc / reference if reference > 0 else 0.0
     if s < 0.4:
         return 0.1 * (acc - reference)
-    return (1.0 - q**0.2) * s ** (0.4 / s)
+    return float((1.0 - q**0.2) * s ** (0.4 / s))
 
 
 def autoq_reward(acc: float, reference: float, costs: Costs, cost_model: CostModel) -> float:

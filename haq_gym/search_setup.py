@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -38,11 +39,11 @@ class SearchSetup:
     evaluator: PolicyEvaluator
     reference_accuracy: float
     checkpoint: str
-    checkpoint_meta: dict = field(default_factory=dict)
+    checkpoint_meta: dict[str, Any] = field(default_factory=dict)
     latency_source: str = ""
     spec: ModelSpec | None = None
 
-    def policy_model_kwargs(self) -> dict:
+    def policy_model_kwargs(self) -> dict[str, Any]:
         """What a policy file records under ``model_kwargs`` to rebuild this model, plus a variable input size."""
         spec = self.spec or ModelSpec(self.model_name, width_mult=self.width_mult)
         out = spec.to_policy_kwargs(self.bundle.num_classes)
@@ -72,7 +73,7 @@ def build_search_setup(
     device: str = "cpu",
     quantizer: str = "linear",
     progress: bool = True,
-    model_kwargs: dict | None = None,
+    model_kwargs: dict[str, Any] | None = None,
     weights: str | None = None,
     image_size: int | None = None,
     unquantized_cost: str = "float_bit",
@@ -211,7 +212,7 @@ def build_search_setup(
     )
 
 
-def _next_stage(bar: tqdm, description: str) -> None:
+def _next_stage(bar: tqdm[Any], description: str) -> None:
     """Count the finished stage and name the next one (the first ``gym.make`` can take minutes)."""
     bar.update(1)
     bar.set_description(f"search setup: {description}")

@@ -56,6 +56,13 @@ CUDA_ONLY_MODES = ("graph", "graph-compile")
 MODE_ENV = "HAQ_GYM_TRAIN_STEP"
 MAX_GRAPHS = 2  # the full batch and a ragged last one; older configurations are dropped
 
+Configuration = tuple[Any, ...]
+"""What a captured CUDA graph depends on besides tensor contents (:meth:`TrainStep.configuration`)."""
+Captured = tuple[
+    torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor | None]
+]
+"""A captured step: the graph, its static input and labels, loss, logits and the gradients it writes."""
+
 
 class FastPathWarning(RuntimeWarning):
     """A fast training path could not be used; the plain path runs instead."""
@@ -140,9 +147,9 @@ class TrainStep:
         self.mode = resolve_mode(mode, self.device)
         self.warmup = max(1, warmup)
         self._quantizers = [m for m in model.modules() if hasattr(m, "bits") and hasattr(m, "set_bits")]
-        self._seen: dict[tuple, int] = {}
-        self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
-        self._compiled: Callable | None = None
+        self._seen: dict[Configuration, int] = {}
+        self._graphs: OrderedDict[Configuration, Captured] = OrderedDict()
+        self._compiled: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
         self._plain_calls = 0
         self.captures = 0  # graphs captured so far (for tests and benchmarks)
 
@@ -163,7 +170,7 @@ class TrainStep:
         return self._plain(x, y)
 
     # ----------------------------------------------------------------- CUDA graph
-    def configuration(self, x: torch.Tensor, y: torch.Tensor) -> tuple:
+    def configuration(self, x: torch.Tensor, y: torch.Tensor) -> Configuration:
         """What a captured graph depends on besides tensor contents: shapes, modes, quantizer scalars."""
         modes = tuple(m.training for m in self.model.modules())
         quant = tuple(
@@ -216,7 +223,7 @@ class TrainStep:
         graph.replay()
         return loss, logits
 
-    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> tuple:
+    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> Captured:
         for p in self.params:
             p.grad = None  # the capture allocates the gradients its replays write into
         static_x, static_y = x.clone(memory_format=torch.preserve_format), y.clone()

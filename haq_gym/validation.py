@@ -13,7 +13,7 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 MAX_SEED = 2**32 - 1
 MAX_WIDTH_MULT = 4.0
@@ -24,6 +24,14 @@ def _shown(value: Any) -> str:
     return repr(value) if not isinstance(value, str) else f"{value!r} (a string)"
 
 
+@overload
+def check_int(
+    name: str, value: Any, low: int | None = None, high: int | None = None, allow_none: Literal[False] = False
+) -> int: ...
+@overload
+def check_int(
+    name: str, value: Any, low: int | None = None, high: int | None = None, *, allow_none: bool
+) -> int | None: ...
 def check_int(
     name: str, value: Any, low: int | None = None, high: int | None = None, allow_none: bool = False
 ) -> int | None:
@@ -38,6 +46,25 @@ def check_int(
     return int(value)
 
 
+@overload
+def check_number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    allow_none: Literal[False] = False,
+) -> float: ...
+@overload
+def check_number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    *,
+    allow_none: bool,
+) -> float | None: ...
 def check_number(
     name: str,
     value: Any,
@@ -159,7 +186,7 @@ ENV_KEYWORD_CHECKS: dict[str, Callable[[Any], Any]] = {
 
 def _check_pin_mode(value: Any) -> bool | str:
     if value == "wall":
-        return value
+        return "wall"
     try:
         return check_bool("pin_first_last", value)
     except ValueError:
@@ -183,7 +210,7 @@ def _check_device(value: Any) -> str:
 
         if not torch.cuda.is_available():
             raise ValueError(f"device {value!r}: this torch build sees no CUDA device (use cpu or auto)")
-    return value
+    return str(value)
 
 
 def check_env_keywords(keywords: Mapping[str, Any]) -> None:
@@ -211,6 +238,8 @@ def check_env_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
 
     spec = gym.spec(env_id)
     creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+    if creator is None:
+        raise ValueError(f"{env_id} is registered without an entry point")
     params = inspect.signature(creator).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         taken = {name for name, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL}

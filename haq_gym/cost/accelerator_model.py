@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 import yaml
@@ -42,7 +43,7 @@ class BitSerialAccelerator:
                 raise ValueError(f"accelerator parameter {f.name} must be positive, got {value}")
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> BitSerialAccelerator:
+    def from_yaml(cls, path: str | os.PathLike[str]) -> BitSerialAccelerator:
         with open(path) as fh:
             data = yaml.safe_load(fh) or {}
         known = {f.name for f in fields(cls)}
@@ -53,7 +54,7 @@ class BitSerialAccelerator:
             )
         return cls(**data)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def layer_cycles(self, layer: LayerInfo, w_bit: int, a_bit: int) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from haq_gym.cost.cost_model import CostModel, Costs
 
@@ -39,5 +40,5 @@ class Budget:
                     f"its minimum bit width) has a {name} ratio of {achieved:.4f}; choose a budget of at least that"
                 )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"latency": self.latency, "flash": self.flash}

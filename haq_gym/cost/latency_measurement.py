@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,7 +92,7 @@ def quantized_layer(
     import torch.ao.nn.quantized as nnq
 
     if isinstance(module, nn.Conv2d):
-        q = nnq.Conv2d(
+        q: nnq.Conv2d | nnq.Linear = nnq.Conv2d(
             module.in_channels,
             module.out_channels,
             module.kernel_size,
@@ -101,7 +102,7 @@ def quantized_layer(
             groups=module.groups,
             bias=True,
         )
-        shape = (batch_size, info.in_channels, info.in_h, info.in_w)
+        shape: tuple[int, ...] = (batch_size, info.in_channels, info.in_h, info.in_w)
     elif isinstance(module, nn.Linear):
         q = nnq.Linear(module.in_features, module.out_features)
         shape = (batch_size, info.in_channels)
@@ -185,14 +186,14 @@ def fill_from_nearest(table: np.ndarray, measured_bits: Sequence[int]) -> np.nda
     """Fill each ``(w, a)`` entry with the entry of the nearest measured widths (ties go to the larger width)."""
     measured = sorted(set(measured_bits))
     nearest = [min(measured, key=lambda m: (abs(m - b), -m)) for b in range(1, MAX_TABLE_BIT + 1)]
-    out = table.copy()
+    out: np.ndarray = table.copy()
     for w in range(1, MAX_TABLE_BIT + 1):
         for a in range(1, MAX_TABLE_BIT + 1):
             out[:, w - 1, a - 1] = table[:, nearest[w - 1] - 1, nearest[a - 1] - 1]
     return out
 
 
-def machine_description() -> dict:
+def machine_description() -> dict[str, Any]:
     """What the table was measured on."""
     cpu = platform.processor()
     try:
@@ -211,7 +212,7 @@ def machine_description() -> dict:
     }
 
 
-def bit_sensitivity(table: np.ndarray) -> dict:
+def bit_sensitivity(table: np.ndarray) -> dict[str, Any]:
     """How much the latency depends on the bit widths.
 
     ``total_2bit_over_8bit``: the model's summed 2/2-bit latency over its 8/8-bit latency

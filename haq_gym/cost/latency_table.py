@@ -33,7 +33,7 @@ def validate_table(table: np.ndarray, n_layers: int, source: str = "latency tabl
     return table
 
 
-def load_table(path: str | os.PathLike, n_layers: int) -> np.ndarray:
+def load_table(path: str | os.PathLike[str], n_layers: int) -> np.ndarray:
     """Load and validate a ``.npy`` table for a model with ``n_layers`` quantizable layers."""
     try:
         table = np.load(path, allow_pickle=False)
@@ -44,7 +44,7 @@ def load_table(path: str | os.PathLike, n_layers: int) -> np.ndarray:
     return validate_table(table, n_layers, source=f"latency table {os.fspath(path)!r}")
 
 
-def save_table(table: np.ndarray, path: str | os.PathLike) -> None:
+def save_table(table: np.ndarray, path: str | os.PathLike[str]) -> None:
     """Write a table to ``.npy`` atomically."""
     write_atomic(path, lambda fh: np.save(fh, np.asarray(table)))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -36,13 +37,13 @@ class DataBundle:
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    train: Dataset
-    search_train: Dataset
-    search_val: Dataset
-    test: Dataset
+    train: Dataset[Any]
+    search_train: Dataset[Any]
+    search_val: Dataset[Any]
+    test: Dataset[Any]
     hflip: bool
     pad: int = 4
-    train_augmented: Dataset | None = None
+    train_augmented: Dataset[Any] | None = None
     num_workers: int = 0
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -56,7 +57,9 @@ class DataBundle:
         return random_translate_flip(x, generator, pad=self.pad, hflip=self.hflip, fill=black)
 
 
-def materialize(dataset: Dataset, batch_size: int = 512, num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def materialize(
+    dataset: Dataset[Any], batch_size: int = 512, num_workers: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack a dataset into ``(images float32 [N,3,H,W], labels int64 [N])``, in dataset order.
 
     Used to keep small evaluation sets in memory so repeated evaluations skip the loader;

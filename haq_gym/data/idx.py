@@ -98,7 +98,8 @@ def read_idx(path: str | os.PathLike[str], magic: int) -> np.ndarray:
             f"{path}: payload {problem}: dimensions {'x'.join(map(str, shape))} need exactly "
             f"{expected} bytes after the {header_size}-byte header, found {payload}"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape).copy()
+    images: np.ndarray = np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape).copy()
+    return images
 
 
 def read_idx_images(path: str | os.PathLike[str]) -> torch.Tensor:

@@ -128,9 +128,9 @@ class PolicyEvaluator:
         self.calibration_size = len(calibration_images)
         self._calibration_gen = torch.Generator().manual_seed(accuracy.seed)
         self._float_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self._cache: dict[tuple, float] = {}
+        self._cache: dict[tuple[tuple[tuple[int, ...], ...], FinetuneSettings], float] = {}
         self._step: TrainStep | None = None  # built on the first finetune; keeps its CUDA graphs
-        model.to(memory_format=cl)
+        model.to(memory_format=cl)  # type: ignore[call-overload]  # torch's Module.to overloads omit memory_format
         calibrate(model, self.layers, calibration_images.to(self.device).contiguous(memory_format=cl))
 
     def float_accuracy(self) -> float:
@@ -143,11 +143,17 @@ class PolicyEvaluator:
         k = self.accuracy.k
         if self.accuracy.source == "val":
             return top1_accuracy(self.model, self.val_images, self.val_labels, self.batch_size, k=k)
-        images = self.train_images
+        images, labels = self._train_set()
         if self.augment is not None:
             gen = torch.Generator().manual_seed(self.accuracy.seed)
             images = self.augment(images, gen).contiguous(memory_format=torch.channels_last)
-        return top1_accuracy(self.model, images, self.train_labels, self.batch_size, k=k)
+        return top1_accuracy(self.model, images, labels, self.batch_size, k=k)
+
+    def _train_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The train images and labels (the constructor refuses every setting that needs them without them)."""
+        if self.train_images is None or self.train_labels is None:
+            raise RuntimeError("this evaluator was built without train images")
+        return self.train_images, self.train_labels
 
     def remember(self, policy: Sequence[Sequence[int]], accuracy: float) -> float:
         """Answer ``policy`` from the cache from now on with a recorded ``accuracy`` (a resumed run's history).
@@ -174,6 +180,7 @@ class PolicyEvaluator:
         reinitialize_learned_steps(self.layers)
         running = self._finetune() if self.finetune.steps > 0 else None
         if self.accuracy.source == "finetune_running":
+            assert running is not None  # the constructor refuses this source without a finetune
             acc = running
         else:
             acc = top1_accuracy(self.model, self.val_images, self.val_labels, self.batch_size, k=self.accuracy.k)
@@ -185,9 +192,10 @@ class PolicyEvaluator:
 
     def _calibrate_fresh_batch(self) -> None:
         """HAQ's per-episode calibration: a new random, augmented batch of train images."""
-        n = len(self.train_images)
+        images, _ = self._train_set()
+        n = len(images)
         idx = torch.randperm(n, generator=self._calibration_gen)[: self.calibration_size].to(self.device)
-        x = self.train_images[idx]
+        x = images[idx]
         if self.augment is not None:
             x = self.augment(x, self._calibration_gen)
         calibrate(self.model, self.layers, x.contiguous(memory_format=torch.channels_last))
@@ -204,7 +212,8 @@ class PolicyEvaluator:
         if self._step is None:
             self._step = TrainStep(self.model, nn.CrossEntropyLoss())
         self.model.train()
-        n = len(self.train_images)
+        images, labels = self._train_set()
+        n = len(images)
         order = torch.randperm(n, generator=gen)
         pos = 0
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -214,10 +223,10 @@ class PolicyEvaluator:
                 order, pos = torch.randperm(n, generator=gen), 0
             idx = order[pos : pos + s.batch_size].to(self.device)
             pos += s.batch_size
-            x = self.train_images[idx]
+            x = images[idx]
             if self.augment is not None:
                 x = self.augment(x, gen).contiguous(memory_format=torch.channels_last)
-            y = self.train_labels[idx]
+            y = labels[idx]
             _, logits = self._step(x, y)  # forward and backward (a CUDA graph on a GPU)
             opt.step()
             correct += correct_topk(logits.detach(), y, self.accuracy.k)

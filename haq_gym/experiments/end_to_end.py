@@ -36,13 +36,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from haq_gym.experiments.jobs import GridSettings, Job, run_jobs
 from haq_gym.policy import PolicyFile, uniform_bits
 from haq_gym.registration import ENV_IDS
 from haq_gym.runs import claim_folder, lock_folder
 from haq_gym.util import write_atomic
+
+if TYPE_CHECKING:
+    from haq_gym.search_setup import SearchSetup
 
 UNIFORM_CANDIDATES = ((2, 2), (3, 2), (2, 3), (3, 3), (4, 3), (3, 4), (4, 4), (5, 5), (6, 6), (8, 8))
 """Uniform precisions finetuned for the curve: the diagonal plus the steps around the usual accuracy cliff."""
@@ -133,10 +136,11 @@ class EndToEndSettings:
 
     @property
     def model(self) -> str:
-        return ENV_IDS[self.env][1]["model"]
+        return str(ENV_IDS[self.env][1]["model"])
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
+        plain: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        return plain
 
 
 @dataclass
@@ -162,6 +166,13 @@ class Plan:
     budget_source: str = ""
     cost_matched_uniform: list[int] | None = None
 
+    def matched_uniform(self) -> tuple[int, int]:
+        """The uniform ``(w, a)`` matched to the budget; ``ValueError`` before the uniform curve has run."""
+        if self.cost_matched_uniform is None:
+            raise ValueError("the plan has no cost-matched uniform precision yet (the uniform curve has not run)")
+        w, a = self.cost_matched_uniform
+        return w, a
+
 
 class EndToEnd:
     """Runs the plan of this module's docstring in ``output`` (see :meth:`run`)."""
@@ -169,7 +180,7 @@ class EndToEnd:
     def __init__(
         self,
         settings: EndToEndSettings,
-        output: str | os.PathLike,
+        output: str | os.PathLike[str],
         grid: GridSettings | None = None,
         resume: bool = False,
         progress: bool = True,
@@ -263,7 +274,7 @@ class EndToEnd:
         )
 
     # ----- phases
-    def build_problem(self):
+    def build_problem(self) -> SearchSetup:
         """The search problem at default settings: trains and caches the float model on first use."""
         from haq_gym.search_setup import build_search_setup
 
@@ -281,7 +292,7 @@ class EndToEnd:
             },
         )
 
-    def uniform_curve(self, setup) -> tuple[float, str, Uniform, list[Uniform]]:
+    def uniform_curve(self, setup: SearchSetup) -> tuple[float, str, Uniform, list[Uniform]]:
         """Finetune the uniform candidates (first finetune seed); return budget, its source, the baseline, the curve."""
         n = len(setup.layers)
         curve = []
@@ -314,7 +325,7 @@ class EndToEnd:
                     "no uniform precision above the cheapest finished its finetune; see the logs in "
                     f"{self.out / 'finetune'} or pass --budget"
                 )
-            losing = [u for u in above if float_val - u.val >= self.s.gap]
+            losing = [u for u in above if u.val is not None and float_val - u.val >= self.s.gap]
             if losing:
                 pick = max(losing, key=lambda u: u.latency)
                 source = (
@@ -424,7 +435,7 @@ class EndToEnd:
         ]
         return [p for p in found if p.exists()]
 
-    def _random_policy_files(self, setup, budget: float) -> list[Path]:
+    def _random_policy_files(self, setup: SearchSetup, budget: float) -> list[Path]:
         """One policy file per budget-meeting episode of the random run (duplicates dropped)."""
         run = self.out / "search" / f"random-policies_seed{self.s.seed}"
         folder = self.out / "random_policies"
@@ -497,7 +508,7 @@ class EndToEnd:
                 print(f"proxy {name}: scored {len(todo)} policies", flush=True)
 
 
-def policy_key(path: str | os.PathLike, out: Path) -> str:
+def policy_key(path: str | os.PathLike[str], out: Path) -> str:
     """A policy file's path relative to the benchmark folder ``out`` (``search/.../best_policy.json``,
     ``random_policies/random_007.json``), so results keep matching when the folder is moved or copied."""
     path = Path(path)

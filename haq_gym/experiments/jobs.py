@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -51,7 +52,7 @@ class Job:
     name: str
     folder: Path
     args: tuple[str, ...]
-    meta: dict = field(default_factory=dict, compare=False)
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
     device_flag: str | None = None
     inputs: tuple[Path, ...] = ()
 
@@ -206,7 +207,7 @@ class RunSettingsDiffer(ValueError):
     """A finished run folder was made with other settings than the ones asked for now."""
 
 
-def run_settings_differences(run_dir: Path, wanted: dict) -> list[str]:
+def run_settings_differences(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
     """How the settings recorded in ``run_dir/config.yml`` differ from ``wanted`` (a resolved run config).
 
     Compares :data:`RUN_SETTING_KEYS` (the budget, env keywords and hyperparameters among
@@ -232,14 +233,14 @@ PLACEMENT_KEYWORDS = ("device",)
 """Env keywords the grid sets for where a run goes (its worker's ``--device``), not for what it computes."""
 
 
-def _without_placement(config: dict) -> dict:
+def _without_placement(config: dict[str, Any]) -> dict[str, Any]:
     env_kwargs = config.get("env_kwargs")
     if not isinstance(env_kwargs, dict):
         return config
     return {**config, "env_kwargs": {k: v for k, v in env_kwargs.items() if k not in PLACEMENT_KEYWORDS}}
 
 
-def check_reusable_run(run_dir: Path, wanted: dict) -> None:
+def check_reusable_run(run_dir: Path, wanted: dict[str, Any]) -> None:
     """Raise :class:`RunSettingsDiffer` unless the finished run in ``run_dir`` was made with ``wanted``'s settings.
 
     A resumed benchmark must never relabel old results with new settings (another budget,

@@ -208,11 +208,11 @@ def run_on_ray(ray: Any, jobs: Sequence[Job], grid: GridSettings, report: Callab
                 fh.write(f"\nRay task failed: {err}\n")
             report(finish(job, 1, 0.0, device, error=f"Ray task failed: {type(err).__name__}"))
             continue
-        folder = job.folder.relative_to(root)
+        relative = job.folder.relative_to(root)
         if out["archive"] is not None:
             unpack(out["archive"], root)
-        elif storage is not None and (storage / folder).is_dir():
-            shutil.copytree(storage / folder, job.folder)
-            if log_path(storage / folder).exists():
-                shutil.copy2(log_path(storage / folder), log_path(job.folder))
+        elif storage is not None and (storage / relative).is_dir():
+            shutil.copytree(storage / relative, job.folder)
+            if log_path(storage / relative).exists():
+                shutil.copy2(log_path(storage / relative), log_path(job.folder))
         report(finish(job, out["code"], out["seconds"], f"{device} of {out['node']}"))

@@ -65,7 +65,7 @@ def collect(out: Path, plan: Plan) -> tuple[list[Row], list[str]]:
     """One row per finished finetune; the names of the finetunes that are missing."""
     s = EndToEndSettings(**{**plan.settings, **{k: tuple(v) for k, v in plan.settings.items() if isinstance(v, list)}})
     rows, missing = [], []
-    w, a = plan.cost_matched_uniform
+    w, a = plan.matched_uniform()
     uniform = next(u for u in plan.uniform_curve if (u["w"], u["a"]) == (w, a))
 
     def add(group: str, search_seed: int | None, ft: int, policy: PolicyFile | None, name: str, folder: Path) -> None:
@@ -137,10 +137,12 @@ def policy_means(rows: list[Row]) -> dict[str, tuple[str, float, float]]:
     for r in rows:
         if r.group != UNIFORM and r.search_val_top1 is not None:
             by_policy[r.policy].append(r)
-    return {
-        p: (rs[0].group, float(rs[0].search_val_top1), statistics.mean(x.final_test_top1 for x in rs))
-        for p, rs in by_policy.items()
-    }
+    means = {}
+    for p, rs in by_policy.items():
+        val = rs[0].search_val_top1
+        assert val is not None  # only rows with a search accuracy were grouped
+        means[p] = (rs[0].group, float(val), statistics.mean(x.final_test_top1 for x in rs))
+    return means
 
 
 def proxy_scores(proxies_csv: Path) -> dict[str, dict[str, float]]:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 
-def _estimate(scores: dict, func: Callable[..., np.ndarray], reps: int, seed: int) -> tuple[float, float, float]:
+def _estimate(
+    scores: dict[str, Any], func: Callable[..., np.ndarray], reps: int, seed: int
+) -> tuple[float, float, float]:
     """rliable's point estimate and 95% percentile interval of ``func`` over ``scores`` (one entry).
 
     rliable 1.2's bootstraps draw indices from NumPy's global generator whatever
@@ -38,7 +41,7 @@ def _estimate(scores: dict, func: Callable[..., np.ndarray], reps: int, seed: in
     return float(points[key][0]), float(intervals[key][0, 0]), float(intervals[key][1, 0])
 
 
-def _rliable():
+def _rliable() -> tuple[Any, Any]:
     try:
         from rliable import library as rly
         from rliable import metrics

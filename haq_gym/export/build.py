@@ -43,6 +43,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -57,6 +58,7 @@ from haq_gym.export.integer_model import (
     ConvOp,
     IntegerLayer,
     IntegerModel,
+    Op,
     PoolOp,
     ReluOp,
     Requant,
@@ -66,6 +68,9 @@ from haq_gym.export.integer_model import (
 from haq_gym.quant.grid import QuantGrid
 from haq_gym.quant.log_quantizer import LogWeightQuantizer, log8_to_linear
 from haq_gym.quant.qlayers import QuantConv2d, QuantLayerMixin, QuantLinear
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 FINE_FRACTION_BITS = 16
 """Fractional bits of the pooling's fine int32 scale below the classifier's input step (fewer if int32 needs)."""
@@ -107,24 +112,26 @@ def architecture_of(model: nn.Module) -> str:
     ):
         return "cifar-resnet"
     if name == "ResNet" and all(hasattr(model, a) for a in ("conv1", "bn1", "layer1", "layer4", "fc")):
-        blocks = [b for s in (model.layer1, model.layer2, model.layer3, model.layer4) for b in s]
+        resnet: Any = model  # torchvision's ResNet (untyped): its attributes were checked just above
+        blocks = [b for s in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4) for b in s]
         if all(type(b).__name__ == "BasicBlock" for b in blocks):
-            if not isinstance(model.maxpool, nn.Identity):
+            if not isinstance(resnet.maxpool, nn.Identity):
                 raise ExportError(
                     "integer export supports ResNets without the stem max-pool (the CIFAR stem); "
                     "this one has a max-pool"
                 )
             return "torchvision-resnet"
+    features = getattr(model, "features", None)
     if (
-        isinstance(getattr(model, "features", None), nn.Sequential)
+        isinstance(features, nn.Sequential)
         and isinstance(getattr(model, "classifier", None), nn.Sequential)
-        and all(hasattr(b, "conv") and hasattr(b, "use_res_connect") for b in list(model.features)[1:-1])
+        and all(hasattr(b, "conv") and hasattr(b, "use_res_connect") for b in list(features)[1:-1])
     ):
         return "mobilenetv2"
     if (
-        isinstance(getattr(model, "features", None), nn.Sequential)
+        isinstance(features, nn.Sequential)
         and isinstance(getattr(model, "classifier", None), nn.Sequential)
-        and all(hasattr(b, "block") and hasattr(b, "use_res_connect") for b in list(model.features)[1:-1])
+        and all(hasattr(b, "block") and hasattr(b, "use_res_connect") for b in list(features)[1:-1])
     ):
         return "mobilenetv3"
     raise ExportError(f"integer export does not support {name}; supported: {'; '.join(SUPPORTED_ARCHITECTURES)}")
@@ -155,7 +162,7 @@ def export_integer_model(
     calibration_images: torch.Tensor,
     *,
     bias_shift: int | None = None,
-    meta: dict | None = None,
+    meta: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> IntegerModel:
     """Build the integer model of a quantized torchvision MobileNetV2.
@@ -232,6 +239,13 @@ def input_grid_for(layers: Sequence[QuantLayerMixin], images: torch.Tensor) -> Q
     return QuantGrid(step=step, qmin=-qmax, qmax=qmax)
 
 
+def _running_stats(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``bn``'s running mean and variance, which folding needs (a BatchNorm may be built without them)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ExportError("a BatchNorm without running statistics (track_running_stats=False) cannot be folded")
+    return bn.running_mean, bn.running_var
+
+
 def _grids_pot(layer: QuantLayerMixin) -> bool:
     wq = layer.weight_quantizer
     if isinstance(wq, LogWeightQuantizer):
@@ -246,8 +260,8 @@ class _Exporter:
         layers: Sequence[tuple[str, QuantLayerMixin]],
         images: torch.Tensor,
         bias_shift: int | None,
-        meta: dict,
-        bar=None,
+        meta: dict[str, Any],
+        bar: tqdm[Any] | None = None,
     ) -> None:
         self.bar = bar
         self.model = model
@@ -257,7 +271,7 @@ class _Exporter:
         self.images = images
         self.forced_shift = bias_shift
         self.meta = meta
-        self.ops: list = []
+        self.ops: list[Op] = []
         self.grids: dict[str, QuantGrid] = {}
         self.layer_inputs: dict[str, str] = {}
         self.int_layers: list[IntegerLayer] = []
@@ -266,15 +280,13 @@ class _Exporter:
     # ------------------------------------------------------------------ structure
     def _parse(self) -> tuple[_Unit, list[_Block], _Unit, _Unit]:
         model = self.model
-        if not (
-            isinstance(getattr(model, "features", None), nn.Sequential)
-            and isinstance(getattr(model, "classifier", None), nn.Sequential)
-        ):
+        features, classifier_seq = getattr(model, "features", None), getattr(model, "classifier", None)
+        if not (isinstance(features, nn.Sequential) and isinstance(classifier_seq, nn.Sequential)):
             raise ExportError(
                 f"integer export supports torchvision's MobileNetV2 (features, global average pool, "
                 f"classifier); got {type(model).__name__}"
             )
-        feats = list(model.features.children())
+        feats = list(features.children())
         stem = self._unit_of(feats[0], "features.0")
         last = self._unit_of(feats[-1], f"features.{len(feats) - 1}")
         blocks = []
@@ -283,12 +295,12 @@ class _Exporter:
                 raise ExportError(f"features.{i} is a {type(block).__name__}, expected an InvertedResidual block")
             blocks.append(
                 _Block(
-                    self._units_of_sequence(list(block.conv.children()), f"features.{i}.conv"),
+                    self._units_of_sequence(list(cast(nn.Module, block.conv).children()), f"features.{i}.conv"),
                     bool(block.use_res_connect),
                     block,
                 )
             )
-        head = [m for m in model.classifier.children() if not isinstance(m, nn.Dropout)]
+        head = [m for m in classifier_seq.children() if not isinstance(m, nn.Dropout)]
         if len(head) != 1 or not isinstance(head[0], QuantLinear):
             raise ExportError("the classifier must be Dropout + one quantized Linear")
         classifier = self._make_unit(head[0], None, None)
@@ -317,10 +329,12 @@ class _Exporter:
             conv = flat[i]
             if not isinstance(conv, QuantConv2d):
                 raise ExportError(f"{where}: expected a quantized conv, found {type(conv).__name__}")
-            bn = act = None
+            bn: nn.BatchNorm2d | None = None
+            act: nn.Module | None = None
             i += 1
             if i < len(flat) and isinstance(flat[i], (nn.BatchNorm2d, nn.Identity)):
-                bn = flat[i] if isinstance(flat[i], nn.BatchNorm2d) else None
+                norm = flat[i]
+                bn = norm if isinstance(norm, nn.BatchNorm2d) else None
                 i += 1
             if i < len(flat) and not isinstance(flat[i], QuantConv2d):
                 act = flat[i]
@@ -416,12 +430,12 @@ class _Exporter:
             self.bar.update(1)
         try:
             folded = fold_conv(
-                wl.linear_codes,
+                wl.engine_codes,
                 wl.step,
                 src_grid,
                 target,
                 bn=unit.bn,
-                conv_bias=unit.layer.bias,
+                conv_bias=cast("torch.Tensor | None", unit.layer.bias),
                 act=unit.act if act is None else act,
                 bias_shift=self.forced_shift,
             )
@@ -439,13 +453,13 @@ class _Exporter:
                 folded.bias_shift,
                 folded.requant,
                 input_offset=folded.input_offset,
-                **({} if kind == "linear" else self._conv_geometry(unit, unit.layer)),
+                **({} if kind == "linear" else self._conv_geometry(unit, cast(nn.Conv2d, unit.layer))),
             )
         )
         return dst
 
     @staticmethod
-    def _conv_geometry(unit: _Unit, conv: nn.Conv2d) -> dict:
+    def _conv_geometry(unit: _Unit, conv: nn.Conv2d) -> dict[str, Any]:
         square = (
             conv.stride[0] == conv.stride[1]
             and conv.kernel_size[0] == conv.kernel_size[1]
@@ -494,7 +508,8 @@ class _Exporter:
         residual = [isinstance(it, _Block) and it.residual for it in items] + [False]
         if residual[0]:
             raise ExportError("the first block cannot be residual")
-        outputs = [self.model.features[0]] + [b.module for b in blocks] + [self.model.features[-1]]
+        features = cast(nn.Sequential, self.model.features)  # checked by _parse
+        outputs = [features[0]] + [b.module for b in blocks] + [features[-1]]
         fine = self._chain_scales(in_grids, residual, outputs)
 
         for i, item in enumerate(items):
@@ -519,7 +534,11 @@ class _Exporter:
 
     def _finish(self, input_grid: QuantGrid, input_name: str, logits: str) -> IntegerModel:
         out_step = self.grids[logits].step
-        pot_ops = sum(1 for op in self.ops if getattr(op, "requant", None) is not None and op.requant.is_shift)
+        pot_ops = sum(
+            1
+            for op in self.ops
+            if isinstance(op, (ConvOp, RequantOp, PoolOp)) and op.requant is not None and op.requant.is_shift
+        )
         meta = dict(
             self.meta,
             image_size=list(self.images.shape[1:]),
@@ -531,9 +550,9 @@ class _Exporter:
         )
 
     # ------------------------------------------------------------------ ResNets
-    def _resnet_blocks(self) -> tuple[_Unit, list[dict], _Unit]:
+    def _resnet_blocks(self) -> tuple[_Unit, list[dict[str, Any]], _Unit]:
         """Stem unit, one dict per basic block (units, shortcut kind), classifier; checked against module order."""
-        model = self.model
+        model: Any = self.model  # a CIFAR or torchvision ResNet: architecture_of checked its attributes
         cifar = architecture_of(model) == "cifar-resnet"
         stages = (
             (model.layer1, model.layer2, model.layer3)
@@ -811,10 +830,11 @@ def fold_conv(
     cout = w.shape[0]
     s_w, s_x, beta_in = weight_step, src.step, src.offset
     if bn is not None:
-        inv_std = 1.0 / torch.sqrt(bn.running_var.double() + bn.eps)
+        running_mean, running_var = _running_stats(bn)
+        inv_std = 1.0 / torch.sqrt(running_var.double() + bn.eps)
         a = bn.weight.detach().double() * inv_std if bn.affine else inv_std
         shift = bn.bias.detach().double() if bn.affine else torch.zeros(cout, dtype=torch.float64)
-        d = shift - a * bn.running_mean.double()
+        d = shift - a * running_mean.double()
     else:
         a = torch.ones(cout, dtype=torch.float64)
         d = torch.zeros(cout, dtype=torch.float64)
@@ -877,12 +897,13 @@ def fold_batchnorm(model: nn.Module) -> int:
         for (_, conv), (bn_name, bn) in itertools.pairwise(children):
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                 with torch.no_grad():
-                    var = bn.running_var.double()
+                    running_mean, running_var = _running_stats(bn)
+                    var = running_var.double()
                     a = (bn.weight.double() if bn.affine else torch.ones_like(var)) / torch.sqrt(var + bn.eps)
                     shift = bn.bias.double() if bn.affine else torch.zeros_like(var)
                     bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(var)
                     conv.weight.mul_(a.view(-1, 1, 1, 1).to(conv.weight.dtype))
-                    folded = (a * bias + shift - a * bn.running_mean.double()).to(conv.weight.dtype)
+                    folded = (a * bias + shift - a * running_mean.double()).to(conv.weight.dtype)
                     if conv.bias is None:
                         conv.bias = nn.Parameter(folded)
                     else:

@@ -32,6 +32,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -156,7 +157,8 @@ def _model_name(args: argparse.Namespace) -> str | None:
             return None
     if args.policy:
         return PolicyFile.load(args.policy).model
-    return args.model
+    model: str | None = args.model
+    return model
 
 
 def refuse_unsupported(args: argparse.Namespace) -> None:
@@ -172,7 +174,7 @@ def refuse_unsupported(args: argparse.Namespace) -> None:
 def default_out(args: argparse.Namespace, filename: str) -> str:
     """``--out``, else ``filename`` in the folder of the checkpoint or policy read (the run folder)."""
     if args.out:
-        return args.out
+        return str(args.out)
     source = args.checkpoint or args.policy
     if source is None:
         raise ValueError(f"--out is needed with --uniform (there is no run folder to write {filename} into)")
@@ -220,6 +222,14 @@ def load_source(args: argparse.Namespace) -> ExportSource | None:
     return None
 
 
+def required_source(args: argparse.Namespace) -> ExportSource:
+    """The source ``export`` and ``onnx`` need (their parsers require one of its flags)."""
+    source = load_source(args)
+    if source is None:
+        raise ValueError("pass --checkpoint, --policy or --uniform")
+    return source
+
+
 def run_onnx(args: argparse.Namespace) -> None:
     """``onnx``: write the QDQ ONNX model, read it back through the checker, run it in onnxruntime, compare."""
     from haq_gym.export.onnx_model import (
@@ -233,7 +243,7 @@ def run_onnx(args: argparse.Namespace) -> None:
     )
 
     out = default_out(args, "model.onnx")
-    source = load_source(args)
+    source = required_source(args)
     print(f"ONNX export of {source.description}")
     images, labels = source.test_split()
     proto = build_onnx_model(source.model, source.layers, tuple(images.shape[1:]))
@@ -310,7 +320,7 @@ def evaluate(
     batch_size: int,
     source: ExportSource | None,
     device: torch.device = torch.device("cpu"),
-) -> dict:
+) -> dict[str, Any]:
     """Integer top-1 (and fake-quant top-1 and agreement with a source) on ``images``; prints a summary.
 
     The integer model runs on the CPU; the source's fake-quant model on ``device``.
@@ -360,7 +370,7 @@ def evaluate(
     return result
 
 
-def accuracy_line(source: ExportSource, result: dict) -> str:
+def accuracy_line(source: ExportSource, result: dict[str, Any]) -> str:
     """One line: the accuracy the model had before export, and what the export changed and by how much.
 
     The only change is the 8-bit input quantization (the fake-quant model and the
@@ -394,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             refuse_unsupported(args)
             out = default_out(args, "model.hqpk")
             check_export_args(args, out)
-            source = load_source(args)
+            source = required_source(args)
             architecture_of(source.model)
             print(f"exporting {source.description}")
             model = export_integer_model(
@@ -420,19 +430,19 @@ def main(argv: list[str] | None = None) -> int:
             infer_onnx(args)
         else:
             integer_model = load_integer_model(args.file)
-            source = load_source(args)
+            given = load_source(args)
             sizes = read_packed_file(args.file).sizes
             print(
                 f"{args.file}: {len(integer_model.layers)} layers, {sizes.total:,} bytes "
                 f"(header {sizes.header:,}, packed weights {sizes.weights:,})"
             )
-            if source is not None:
-                bundle = source.bundle
+            if given is not None:
+                bundle = given.bundle
             else:
                 meta = integer_model.meta
                 bundle = load_dataset(meta.get("dataset", "digits"), args.data_root)
             images, labels = materialize(bundle.test)
-            evaluate(integer_model, images, labels, args.batch_size, source, device)
+            evaluate(integer_model, images, labels, args.batch_size, given, device)
     except (ExportError, PackedFileError, FileNotFoundError, FileExistsError, ValueError, RuntimeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -21,8 +21,9 @@ layer's own input quantizer ``q`` at that layer's input ``x``. Two comparisons:
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -83,7 +84,7 @@ class Comparison:
             if a.forced_equal < a.elements and (a.tie_distance > TIE_TOLERANCE or a.forced_max_abs_diff > 1)
         ]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(
             free_code_agreement=self.free_code_agreement,
@@ -133,12 +134,13 @@ class _Probe:
         self.force: dict[str, torch.Tensor] | None = None
         self.handles = [layer.register_forward_pre_hook(self._hook(name)) for name, layer in layers]
 
-    def _hook(self, name: str):
+    def _hook(self, name: str) -> Callable[[nn.Module, tuple[Any, ...]], tuple[torch.Tensor] | None]:
         grid = self.im.grids[self.im.layer_inputs[name]]
 
-        def hook(module: nn.Module, args: tuple) -> tuple | None:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[torch.Tensor] | None:
+            layer = cast(QuantLayerMixin, module)  # registered on the quantized layers only
             x = args[0]
-            q = module.input_quantizer(x) if module.a_bit != -1 else x
+            q = layer.input_quantizer(x) if layer.a_bit != -1 else x
             self.codes[name] = torch.round((q.double() - grid.offset) / grid.step).to(torch.int64)
             self.values[name] = x
             if self.force is None:
@@ -217,5 +219,10 @@ def compare_models(
         prediction_agreement=float((fake_pred_t == int_pred_t).sum()) / n_img,
         forced_prediction_agreement=float((forced_pred_t == int_pred_t).sum()) / n_img,
         max_logit_diff=max_logit_diff,
-        layers=[LayerAgreement(n, *stats[n]) for n in names],
+        layers=[_agreement(n, stats[n]) for n in names],
     )
+
+
+def _agreement(name: str, stats: list[float]) -> LayerAgreement:
+    elements, free_equal, forced_equal, max_diff, tie_distance = stats
+    return LayerAgreement(name, int(elements), int(free_equal), int(forced_equal), int(max_diff), tie_distance)

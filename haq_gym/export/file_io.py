@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 
-def read_bytes(path: str | os.PathLike, what: str) -> bytes:
+def read_bytes(path: str | os.PathLike[str], what: str) -> bytes:
     """The bytes of ``path``; a missing file raises ``FileNotFoundError`` naming ``what`` it should have been."""
     path = os.fspath(path)
     try:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -125,6 +126,12 @@ class IntegerLayer:
         elif self.linear_codes is None:
             raise ValueError(f"layer {self.name!r}: a log8 layer needs its linear_codes")
 
+    @property
+    def engine_codes(self) -> torch.Tensor:
+        """The codes the engine computes with: ``linear_codes``, which construction always sets."""
+        assert self.linear_codes is not None
+        return self.linear_codes
+
 
 @dataclass
 class ConvOp:
@@ -149,7 +156,7 @@ class ConvOp:
     padding: int = 0
     groups: int = 1
     input_offset: tuple[int, int] | None = None
-    _offset_maps: dict = field(default_factory=dict, repr=False, compare=False)
+    _offset_maps: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in ("conv", "linear"):
@@ -278,7 +285,7 @@ class IntegerModel:
     input_name: str
     output_name: str
     output_step: float
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         known = {self.input_name}
@@ -305,7 +312,7 @@ class IntegerModel:
         grid = self.grids.get(op.src)
         if grid is None:
             raise ValueError(f"conv op reads {op.src!r}, which has no grid")
-        w = self.layers[op.layer].linear_codes
+        w = self.layers[op.layer].engine_codes
         sum_abs = w.abs().to(torch.int64).reshape(w.shape[0], -1).sum(dim=1)
         worst = sum_abs * max(abs(grid.qmin), abs(grid.qmax))
         total = torch.bitwise_left_shift(worst, op.bias_shift) + op.bias.abs().to(torch.int64)
@@ -404,7 +411,7 @@ class IntegerModel:
         return last
 
     def _conv(self, op: ConvOp, x: torch.Tensor) -> torch.Tensor:
-        w = self.layers[op.layer].linear_codes
+        w = self.layers[op.layer].engine_codes
         # [N, out] for a linear layer, [N, Cout, Ho, Wo] for a convolution
         acc = x @ w.t() if op.kind == "linear" else conv2d_int(x, w, op.stride, op.padding, op.groups)
         view = [1] * acc.dim()
@@ -421,7 +428,8 @@ class IntegerModel:
         """``round(S * m / 2**n)`` with ``S`` the conv of a ones-image (cached per input size)."""
         key = tuple(shape[1:])
         if key not in op._offset_maps:
-            w = self.layers[op.layer].linear_codes
+            assert op.input_offset is not None  # called only for ops with an input offset
+            w = self.layers[op.layer].engine_codes
             ones = torch.ones((1, *key), dtype=torch.int32)
             s = ones @ w.t() if op.kind == "linear" else conv2d_int(ones, w, op.stride, op.padding, op.groups)
             m, n = op.input_offset

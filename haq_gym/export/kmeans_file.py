@@ -30,6 +30,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from haq_gym.cost.kmeans_size import (  # noqa: F401  (the format's size, re-exp
 from haq_gym.export.bitpack import pack, packed_size, unpack
 from haq_gym.export.file_io import read_bytes
 from haq_gym.quant.kmeans_quantizer import KMeansWeightQuantizer
+from haq_gym.quant.qlayers import QuantLayerMixin
 from haq_gym.util import write_atomic
 
 MAGIC = b"HAQKMEAN"
@@ -117,7 +119,7 @@ class _Reader:
         self.pos += n
         return out
 
-    def unpack(self, fmt: str, what: str) -> tuple:
+    def unpack(self, fmt: str, what: str) -> tuple[Any, ...]:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
 
 
@@ -154,20 +156,20 @@ def decode_kmeans(data: bytes, source: str = "k-means file") -> list[KMeansLayer
     return layers
 
 
-def write_kmeans_file(path: str | os.PathLike, layers: Sequence[KMeansLayer]) -> int:
+def write_kmeans_file(path: str | os.PathLike[str], layers: Sequence[KMeansLayer]) -> int:
     """Write ``layers`` atomically; returns the file size in bytes."""
     data = encode_kmeans(layers)
     write_atomic(path, data)
     return len(data)
 
 
-def read_kmeans_file(path: str | os.PathLike) -> list[KMeansLayer]:
+def read_kmeans_file(path: str | os.PathLike[str]) -> list[KMeansLayer]:
     """Read a k-means file written by :func:`write_kmeans_file`."""
     data = read_bytes(path, "k-means file")
     return decode_kmeans(data, source=f"k-means file {os.fspath(path)!r}")
 
 
-def kmeans_layers(named_layers: Sequence[tuple[str, torch.nn.Module]]) -> list[KMeansLayer]:
+def kmeans_layers(named_layers: Sequence[tuple[str, QuantLayerMixin]]) -> list[KMeansLayer]:
     """The k-means records of wrapped layers whose weight quantizer is a k-means quantizer with bits set.
 
     The codebook holds the current cluster means, so finetuned shared values are exported
@@ -186,7 +188,7 @@ def kmeans_layers(named_layers: Sequence[tuple[str, torch.nn.Module]]) -> list[K
     return out
 
 
-def load_kmeans_weights(named_layers: Sequence[tuple[str, torch.nn.Module]], layers: Sequence[KMeansLayer]) -> None:
+def load_kmeans_weights(named_layers: Sequence[tuple[str, QuantLayerMixin]], layers: Sequence[KMeansLayer]) -> None:
     """Copy the weights of ``layers`` into the matching float layers (names and shapes must agree)."""
     if len(layers) != len(named_layers):
         raise ValueError(f"the file has {len(layers)} layers but the model has {len(named_layers)} quantizable layers")

@@ -28,8 +28,10 @@ from __future__ import annotations
 import operator
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -38,6 +40,10 @@ from torch.nn import functional as F
 
 from haq_gym.export.build import ExportError, weight_codes
 from haq_gym.quant.qlayers import QuantConv2d, QuantLayerMixin, QuantLinear
+
+if TYPE_CHECKING:
+    from onnx import ModelProto, NodeProto, TensorProto
+    from onnxruntime import InferenceSession
 
 OPSET = 21
 """ai.onnx opset of the written models (QuantizeLinear/DequantizeLinear 21, HardSwish, BatchNormalization 15)."""
@@ -48,7 +54,7 @@ class OnnxExportError(ExportError):
     """The model has no ONNX form here, or an ONNX file cannot be read or run (the message says which)."""
 
 
-def _onnx():
+def _onnx() -> tuple[ModuleType, ModuleType, ModuleType]:
     try:
         import onnx
         from onnx import helper, numpy_helper
@@ -66,23 +72,23 @@ class _Tracer(fx.Tracer):
 
 @dataclass
 class _Graph:
-    helper: object
-    numpy_helper: object
-    nodes: list = field(default_factory=list)
-    inits: list = field(default_factory=list)
-    code_outputs: list = field(default_factory=list)  # (layer name, tensor name, elem type, rank)
+    helper: ModuleType
+    numpy_helper: ModuleType
+    nodes: list[NodeProto] = field(default_factory=list)
+    inits: list[TensorProto] = field(default_factory=list)
+    code_outputs: list[tuple[str, str, int, int]] = field(default_factory=list)  # layer, tensor, elem type, rank
     count: int = 0
 
     def name(self, hint: str) -> str:
         self.count += 1
         return f"{re.sub(r'[^A-Za-z0-9_]', '_', hint)}_{self.count}"
 
-    def const(self, hint: str, value: np.ndarray) -> str:
+    def const(self, hint: str, value: np.ndarray | np.generic) -> str:
         n = self.name(hint)
         self.inits.append(self.numpy_helper.from_array(np.asarray(value), n))
         return n
 
-    def node(self, op: str, inputs: Sequence[str], hint: str, **attrs) -> str:
+    def node(self, op: str, inputs: Sequence[str], hint: str, **attrs: Any) -> str:
         out = self.name(hint)
         self.nodes.append(self.helper.make_node(op, list(inputs), [out], name=out + "_op", **attrs))
         return out
@@ -94,7 +100,7 @@ def build_onnx_model(
     image_shape: Sequence[int],
     *,
     expose_codes: bool = False,
-):
+) -> ModelProto:
     """The ONNX ``ModelProto`` of the fake-quant ``model`` for images ``[N, *image_shape]`` (float32 in, logits out).
 
     ``expose_codes`` adds each quantized layer's input codes (int8/uint8) as graph outputs
@@ -148,10 +154,11 @@ def build_onnx_model(
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=PRODUCER)
     proto.ir_version = 10
     onnx.checker.check_model(proto, full_check=True)
-    return proto
+    checked: ModelProto = proto
+    return checked
 
 
-def _arg(env: dict[str, str], a) -> str:
+def _arg(env: dict[str, str], a: object) -> str:
     if not isinstance(a, fx.Node):
         raise OnnxExportError(f"expected a tensor argument, got {a!r}")
     return env[a.name]
@@ -162,6 +169,8 @@ def _module(g: _Graph, m: nn.Module, node: fx.Node, env: dict[str, str], names: 
     if isinstance(m, QuantLayerMixin):
         return _quant_layer(g, m, names[id(m)], x)
     if isinstance(m, nn.BatchNorm2d):
+        if m.running_mean is None or m.running_var is None:
+            raise OnnxExportError(f"module {node.target}: a BatchNorm without running statistics has no ONNX form here")
         scale = m.weight.detach().numpy() if m.affine else np.ones(m.num_features, np.float32)
         bias = m.bias.detach().numpy() if m.affine else np.zeros(m.num_features, np.float32)
         ins = [
@@ -189,8 +198,8 @@ def _module(g: _Graph, m: nn.Module, node: fx.Node, env: dict[str, str], names: 
     raise OnnxExportError(f"module {node.target} ({type(m).__name__}) has no ONNX form here")
 
 
-def _is_one(size) -> bool:
-    return size == 1 or tuple(size) in ((1, 1), (1,))
+def _is_one(size: object) -> bool:
+    return size == 1 or (isinstance(size, (tuple, list)) and tuple(size) in ((1, 1), (1,)))
 
 
 def _clip(g: _Graph, x: str, lo: float, hi: float) -> str:
@@ -224,23 +233,25 @@ def _quant_layer(g: _Graph, m: QuantLayerMixin, name: str, x: str) -> str:
                 f"layer {name!r}: input grid [{grid.qmin}, {grid.qmax}] does not fit an "
                 f"{'int8' if signed else 'uint8'} container"
             )
-        step = np.float32(grid.step)
+        input_step = np.float32(grid.step)
         if grid.offset != 0.0:
             x = g.node("Sub", [x, g.const("offset", np.float32(grid.offset))], "sub_offset")
         if (grid.qmin, grid.qmax) != (lo, hi):
-            x = _clip(g, x, float(np.float32(grid.qmin * float(step))), float(np.float32(grid.qmax * float(step))))
+            x = _clip(
+                g, x, float(np.float32(grid.qmin * float(input_step))), float(np.float32(grid.qmax * float(input_step)))
+            )
         zp = g.const("zp", np.int8(0) if signed else np.uint8(0))
-        scale = g.const("scale", step)
-        codes = g.node("QuantizeLinear", [x, scale, zp], "q")
+        scale = g.const("scale", input_step)
+        input_codes = g.node("QuantizeLinear", [x, scale, zp], "q")
         g.code_outputs.append(
             (
                 name,
-                codes,
+                input_codes,
                 onnx.TensorProto.INT8 if signed else onnx.TensorProto.UINT8,
                 2 if isinstance(m, QuantLinear) else 4,
             )
         )
-        x = g.node("DequantizeLinear", [codes, scale, zp], "dq")
+        x = g.node("DequantizeLinear", [input_codes, scale, zp], "dq")
         if grid.offset != 0.0:
             x = g.node("Add", [x, g.const("offset", np.float32(grid.offset))], "add_offset")
     codes, step = weight_codes(name, m)
@@ -253,7 +264,8 @@ def _quant_layer(g: _Graph, m: QuantLayerMixin, name: str, x: str) -> str:
         ],
         "w_dq",
     )
-    ins = [x, w] + ([g.const("bias", m.bias.detach().numpy().astype(np.float32))] if m.bias is not None else [])
+    bias = cast("torch.Tensor | None", m.bias)
+    ins = [x, w] + ([g.const("bias", bias.detach().numpy().astype(np.float32))] if bias is not None else [])
     if isinstance(m, QuantLinear):
         return g.node("Gemm", ins, "gemm", transB=1)
     assert isinstance(m, QuantConv2d)
@@ -293,7 +305,7 @@ def _function(g: _Graph, node: fx.Node, env: dict[str, str]) -> str:
     if t is operator.getitem and isinstance(args[1], tuple):
         return _slice(g, _arg(env, args[0]), args[1], node)
     if t is F.pad:
-        pad = list(args[1])
+        pad = list(cast(Sequence[int], args[1]))
         value = args[3] if len(args) > 3 else kwargs.get("value", 0.0)
         mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
         if mode != "constant" or value not in (0, 0.0, None) or len(pad) % 2:
@@ -305,7 +317,7 @@ def _function(g: _Graph, node: fx.Node, env: dict[str, str]) -> str:
     raise OnnxExportError(f"node {node.name} ({getattr(t, '__name__', t)}) has no ONNX form here")
 
 
-def _slice(g: _Graph, x: str, index: tuple, node: fx.Node) -> str:
+def _slice(g: _Graph, x: str, index: tuple[Any, ...], node: fx.Node) -> str:
     starts, ends, axes, steps = [], [], [], []
     for axis, s in enumerate(index):
         if not isinstance(s, slice):
@@ -331,7 +343,7 @@ def _slice(g: _Graph, x: str, index: tuple, node: fx.Node) -> str:
     )
 
 
-def write_onnx(path: str | os.PathLike, proto) -> int:
+def write_onnx(path: str | os.PathLike[str], proto: ModelProto) -> int:
     """Write ``proto`` atomically; returns the file size in bytes."""
     from haq_gym.util import write_atomic
 
@@ -340,7 +352,7 @@ def write_onnx(path: str | os.PathLike, proto) -> int:
     return len(data)
 
 
-def load_onnx(path: str | os.PathLike):
+def load_onnx(path: str | os.PathLike[str]) -> ModelProto:
     """Read and check an ONNX file; :class:`OnnxExportError` with one line if it is not a valid ONNX model."""
     onnx, _, _ = _onnx()
     try:
@@ -351,14 +363,15 @@ def load_onnx(path: str | os.PathLike):
     except Exception as err:  # noqa: BLE001 - protobuf DecodeError, onnx ValidationError
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise OnnxExportError(f"{os.fspath(path)} is not a valid ONNX model ({type(err).__name__}: {first})") from None
-    return proto
+    loaded: ModelProto = proto
+    return loaded
 
 
 _MISSING = re.compile(r"(?:implementation for|not a registered function/op)\s*:?\s*([\w.:]+)\((\d+)\)")
 _MISSING2 = re.compile(r"([\w.:]+)\((-?\d+)\) is not a registered function/op")
 
 
-def open_session(proto, *, threads: int | None = None, optimize: bool = True):
+def open_session(proto: ModelProto, *, threads: int | None = None, optimize: bool = True) -> InferenceSession:
     """An onnxruntime CPU session for ``proto``; :class:`OnnxExportError` naming the operator and opset it lacks."""
     try:
         import onnxruntime as ort
@@ -391,7 +404,9 @@ def open_session(proto, *, threads: int | None = None, optimize: bool = True):
         ) from None
 
 
-def onnx_logits(session, images: torch.Tensor, batch_size: int = 128, progress: bool = False) -> torch.Tensor:
+def onnx_logits(
+    session: InferenceSession, images: torch.Tensor, batch_size: int = 128, progress: bool = False
+) -> torch.Tensor:
     """Float logits of onnxruntime for float images ``[N, C, H, W]``."""
     from tqdm import tqdm
 
@@ -442,10 +457,11 @@ def compare_onnx(
     quantized = [(n, m) for n, m in layers if m.a_bit != -1]
     codes: dict[str, torch.Tensor] = {}
 
-    def hook(name: str):
-        def record(module: nn.Module, args: tuple) -> None:
-            grid = module.input_quantizer.grid()
-            codes[name] = torch.round((module.input_quantizer(args[0]).double() - grid.offset) / grid.step)
+    def hook(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def record(module: nn.Module, args: tuple[Any, ...]) -> None:
+            quantizer = cast(QuantLayerMixin, module).input_quantizer  # registered on quantized layers only
+            grid = quantizer.grid()
+            codes[name] = torch.round((quantizer(args[0]).double() - grid.offset) / grid.step)
 
         return record
 
@@ -481,11 +497,11 @@ def compare_onnx(
             h.remove()
         model.train(was_training)
     fp, op = torch.cat(fake_pred), torch.cat(onnx_pred)
-    n = len(images)
+    count = len(images)
     return OnnxComparison(
-        n,
-        100.0 * float((fp == labels).sum()) / n,
-        100.0 * float((op == labels).sum()) / n,
+        count,
+        100.0 * float((fp == labels).sum()) / count,
+        100.0 * float((op == labels).sum()) / count,
         int((fp == op).sum()),
         {k: (v[0], v[1]) for k, v in stats.items()},
         max_diff,
@@ -493,14 +509,14 @@ def compare_onnx(
 
 
 def onnx_top1(
-    session, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128, progress: bool = False
+    session: InferenceSession, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128, progress: bool = False
 ) -> float:
     """onnxruntime's top-1 (percent) on ``images``."""
     pred = onnx_logits(session, images, batch_size, progress).argmax(dim=1)
     return 100.0 * float((pred == labels).sum()) / len(images)
 
 
-def describe(proto) -> str:
+def describe(proto: ModelProto) -> str:
     """One line: node count, Q/DQ pairs and the opset."""
     ops = [n.op_type for n in proto.graph.node]
     return (

@@ -39,6 +39,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,6 +53,7 @@ from haq_gym.export.integer_model import (
     IntegerLayer,
     IntegerModel,
     MulOp,
+    Op,
     PoolOp,
     ReluOp,
     Requant,
@@ -115,13 +117,13 @@ class FileSizes:
 class PackedFile:
     layers: list[PackedLayer]
     sizes: FileSizes
-    integer_spec: dict | None = None
+    integer_spec: dict[str, Any] | None = None
     arrays: list[np.ndarray] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------- writing
 def write_packed_file(
-    path: str | os.PathLike, model: IntegerModel, include_integer_model: bool = True, overwrite: bool = True
+    path: str | os.PathLike[str], model: IntegerModel, include_integer_model: bool = True, overwrite: bool = True
 ) -> FileSizes:
     """Write ``model``'s weights (and, by default, the rest of the integer model) atomically.
 
@@ -195,7 +197,7 @@ def _integer_section(model: IntegerModel) -> tuple[bytes, int, int]:
         sizes[kind] += 4 * a.size
         return len(arrays) - 1
 
-    def requant(r: Requant) -> dict:
+    def requant(r: Requant) -> dict[str, Any]:
         return {"multiplier": ref(r.multiplier, "requant"), "shift": ref(r.shift, "requant"), "lo": r.lo, "hi": r.hi}
 
     ops = []
@@ -279,12 +281,12 @@ def _integer_section(model: IntegerModel) -> tuple[bytes, int, int]:
     return struct.pack("<I", len(text)) + text + blob, sizes["bias"], sizes["requant"]
 
 
-def _grid_dict(g: QuantGrid) -> dict:
+def _grid_dict(g: QuantGrid) -> dict[str, Any]:
     return {"step": g.step, "qmin": g.qmin, "qmax": g.qmax, "offset": g.offset}
 
 
 # ---------------------------------------------------------------------- reading
-def read_packed_file(path: str | os.PathLike) -> PackedFile:
+def read_packed_file(path: str | os.PathLike[str]) -> PackedFile:
     """Read and validate a packed file (see the module doc for every check)."""
     data = read_bytes(path, "packed file")
     try:
@@ -341,7 +343,11 @@ def decode(data: bytes) -> PackedFile:
     return packed
 
 
-def _read_record(data: bytes, pos: int, index: int) -> tuple[tuple, int]:
+LayerRecord = tuple[tuple[int, ...], int, bool, str, float, int]
+"""One layer-table record: shape, bits, signed, format, step, log8 top code."""
+
+
+def _read_record(data: bytes, pos: int, index: int) -> tuple[LayerRecord, int]:
     if pos >= len(data):
         raise PackedFileError(f"truncated in the layer table (record {index})")
     desc = data[pos]
@@ -384,7 +390,7 @@ def _read_record(data: bytes, pos: int, index: int) -> tuple[tuple, int]:
     return (tuple(shape), bits, signed, "log8" if log8 else "linear", step, top), pos + 4
 
 
-def _unpack_stream(payload: bytes, records: list[tuple]) -> list[PackedLayer]:
+def _unpack_stream(payload: bytes, records: list[LayerRecord]) -> list[PackedLayer]:
     stream = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), bitorder="little")
     layers, offset = [], 0
     for shape, bits, signed, fmt, step, top in records:
@@ -398,7 +404,7 @@ def _unpack_stream(payload: bytes, records: list[tuple]) -> list[PackedLayer]:
     return layers
 
 
-def _read_section(section: bytes, count: int) -> tuple[dict, list[np.ndarray]]:
+def _read_section(section: bytes, count: int) -> tuple[dict[str, Any], list[np.ndarray]]:
     if len(section) < 4:
         raise PackedFileError("truncated integer-model section")
     (text_len,) = struct.unpack_from("<I", section)
@@ -427,7 +433,7 @@ def _read_section(section: bytes, count: int) -> tuple[dict, list[np.ndarray]]:
     return spec, arrays
 
 
-def _section_sizes(spec: dict, arrays: list[np.ndarray]) -> tuple[int, int]:
+def _section_sizes(spec: dict[str, Any], arrays: list[np.ndarray]) -> tuple[int, int]:
     bias = requant = 0
     for op in spec["ops"]:
         if op["op"] == "conv":
@@ -439,7 +445,7 @@ def _section_sizes(spec: dict, arrays: list[np.ndarray]) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------- integer model from a file
-def load_integer_model(path: str | os.PathLike) -> IntegerModel:
+def load_integer_model(path: str | os.PathLike[str]) -> IntegerModel:
     """Rebuild the :class:`IntegerModel` stored in a packed file (weights from the payload)."""
     packed = read_packed_file(path)
     if packed.integer_spec is None:
@@ -452,7 +458,7 @@ def load_integer_model(path: str | os.PathLike) -> IntegerModel:
         ) from None
 
 
-def _check_conv_spec(d: dict, n_layers: int) -> None:
+def _check_conv_spec(d: dict[str, Any], n_layers: int) -> None:
     """Refuse convolution parameters no exported model has (a crafted or damaged file): stride 0, negative padding..."""
     for key, low in (("stride", 1), ("padding", 0), ("groups", 1)):
         value = d[key]
@@ -465,11 +471,13 @@ def _check_conv_spec(d: dict, n_layers: int) -> None:
 
 def integer_model_from(packed: PackedFile) -> IntegerModel:
     spec, arrays = packed.integer_spec, packed.arrays
+    if spec is None:
+        raise PackedFileError("the file holds weights only (no integer-model section)")
 
     def tensor(index: int) -> torch.Tensor:
         return torch.from_numpy(arrays[index].copy())
 
-    def requant(d: dict) -> Requant:
+    def requant(d: dict[str, Any]) -> Requant:
         return Requant(tensor(d["multiplier"]), tensor(d["shift"]), int(d["lo"]), int(d["hi"]))
 
     layers = []
@@ -484,7 +492,7 @@ def integer_model_from(packed: PackedFile) -> IntegerModel:
             )
         else:
             layers.append(IntegerLayer(desc["name"], codes, stored.bits, stored.signed, float(desc["step"])))
-    ops = []
+    ops: list[Op] = []
     for d in spec["ops"]:
         if d["op"] == "conv":
             _check_conv_spec(d, len(layers))
@@ -524,7 +532,7 @@ def integer_model_from(packed: PackedFile) -> IntegerModel:
         else:
             raise ValueError(f"unknown op {d['op']!r}")
 
-    def grid(g: dict) -> QuantGrid:
+    def grid(g: dict[str, Any]) -> QuantGrid:
         return QuantGrid(float(g["step"]), int(g["qmin"]), int(g["qmax"]), float(g["offset"]))
 
     return IntegerModel(

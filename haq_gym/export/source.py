@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ class ExportSource:
     calibration_images: torch.Tensor
     layer_infos: list[LayerInfo]
     description: str
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def flash_bits(self) -> int:
@@ -58,7 +59,7 @@ def source_from_policy(
     uniform: tuple[int, int] | None = None,
     quantizer: str = "linear",
     progress: bool = False,
-    model_kwargs: dict | None = None,
+    model_kwargs: dict[str, Any] | None = None,
     weights: str | None = None,
     image_size: int | None = None,
 ) -> ExportSource:
@@ -119,7 +120,7 @@ def source_from_policy(
         raise ValueError(f"calibration_size {calibration_size} exceeds the {len(train_x)} search-train images")
     calib = train_x[:calibration_size]
     cl = torch.channels_last  # calibrated exactly as the search's evaluator calibrates
-    qm.model.to(memory_format=cl)
+    qm.model.to(memory_format=cl)  # type: ignore[call-overload]  # torch's overloads omit memory_format
     calibrate(qm.model, qm.modules, calib.contiguous(memory_format=cl))
     apply_policy(qm.modules, policy)
     qm.model.eval()
@@ -150,7 +151,7 @@ def recalibrate(source: ExportSource) -> None:
 
 
 def source_from_checkpoint(
-    path: str | os.PathLike, *, data_root: str | None = None, calibration_size: int = 64
+    path: str | os.PathLike[str], *, data_root: str | None = None, calibration_size: int = 64
 ) -> ExportSource:
     """A QAT checkpoint of the finetune module, its quantizers as trained (not calibrated again)."""
     ckpt = QuantizedModel.from_checkpoint(path)

@@ -75,7 +75,7 @@ def build_quantized_model(
 
 
 def save_qat_checkpoint(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     model: nn.Module,
     policy: PolicyFile,
     family: str,
@@ -98,7 +98,7 @@ def save_qat_checkpoint(
     write_atomic(path, lambda fh: torch.save(seal(record), fh))
 
 
-def read_qat_file(path: str | os.PathLike) -> dict[str, Any]:
+def read_qat_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw payload, validated as a QAT checkpoint (clear errors naming the file)."""
     path = os.fspath(path)
     data = read_torch_file(path)
@@ -115,7 +115,7 @@ def read_qat_file(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def load_fitting_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+def load_fitting_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
     """``model.load_state_dict(state)``, with a shape mismatch reported as a ``ValueError`` naming the file."""
     own = model.state_dict()
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
@@ -131,7 +131,7 @@ def load_fitting_state(model: nn.Module, state: dict[str, torch.Tensor], path: s
         raise ValueError(f"checkpoint {os.fspath(path)!r} does not fit the model: {str(err).splitlines()[0]}") from None
 
 
-def load_qat_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> QATCheckpoint:
+def load_qat_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> QATCheckpoint:
     """Rebuild the model a QAT checkpoint describes and load its weights and learned steps."""
     qm = QuantizedModel.from_checkpoint(path, device)
     assert qm.policy is not None

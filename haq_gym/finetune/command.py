@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 import yaml
+from torch import nn
 
-from haq_gym.data import DatasetNotFoundError, load_dataset
+from haq_gym.data import DataBundle, DatasetNotFoundError, load_dataset
 from haq_gym.finetune.checkpoint import min_weight_bit, read_qat_file
 from haq_gym.finetune.kmeans_schedule import KMeansFinetuneSchedule
 from haq_gym.finetune.recipe import QATRecipe
@@ -38,6 +39,7 @@ from haq_gym.plots import plot_finetune_curves
 from haq_gym.policy import PolicyFile, now_iso, uniform_bits
 from haq_gym.quant import apply_policy
 from haq_gym.quant.families import family_names
+from haq_gym.quant.qlayers import QuantLayerMixin
 from haq_gym.quantized_model import QuantizedModel, check_policy
 from haq_gym.runs import prepare_run_folder
 from haq_gym.runs.run_config import yaml_problem
@@ -236,7 +238,8 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
         raise ValueError(
             f"{os.fspath(path)!r} is not a finetune run config (missing {', '.join(missing)}); it cannot be resumed"
         )
-    return config
+    checked: dict[str, Any] = config
+    return checked
 
 
 def check_policy_before_training(config: dict[str, Any], num_classes: int) -> None:
@@ -323,7 +326,9 @@ def make_policy(config: dict[str, Any], layer_names: list[str], num_classes: int
     )
 
 
-def build_model_for(config: dict[str, Any], bundle, progress: bool, device: torch.device | str = "cpu"):
+def build_model_for(
+    config: dict[str, Any], bundle: DataBundle, progress: bool, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, list[tuple[str, QuantLayerMixin]], PolicyFile, dict[str, Any], bool]:
     """Model with starting weights, quantizers and the policy applied; returns (model, named layers, policy, meta).
 
     Built with :class:`~haq_gym.quantized_model.QuantizedModel`, the builder the search and

@@ -10,6 +10,7 @@ re-clustered from the finetuned weights and the last epoch trains the new cluste
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 
@@ -59,7 +60,7 @@ class KMeansFinetuneSchedule:
     def after_step(self) -> None:
         """HAQ's shared-weight update: every quantized layer's weights become their cluster's mean."""
         for layer in self.layers:
-            q = layer.weight_quantizer
+            q = cast(KMeansWeightQuantizer, layer.weight_quantizer)  # the schedule is built for k-means layers
             if q.bits is None:
                 continue
             cl = q.clustering(layer.weight, q.bits)

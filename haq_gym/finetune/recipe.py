@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from torch import nn
 
@@ -38,7 +39,7 @@ class QATRecipe:
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -51,9 +52,9 @@ def weight_decay_factor(w_bit: int) -> float:
     return 1.0
 
 
-def parameter_groups(model: nn.Module, layers: Sequence[QuantLayerMixin], weight_decay: float) -> list[dict]:
+def parameter_groups(model: nn.Module, layers: Sequence[QuantLayerMixin], weight_decay: float) -> list[dict[str, Any]]:
     """Optimizer groups: each quantized layer's weight with its decay; everything else without decay."""
-    groups: list[dict] = []
+    groups: list[dict[str, Any]] = []
     seen: set[int] = set()
     for layer in layers:
         factor = weight_decay_factor(layer.w_bit)

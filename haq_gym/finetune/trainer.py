@@ -16,10 +16,10 @@ import io
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -64,7 +64,7 @@ def train_quantized(
     policy: PolicyFile,
     family: str,
     recipe: QATRecipe,
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike[str],
     meta: dict[str, Any],
     seed: int,
     device: str | torch.device = "cpu",
@@ -94,14 +94,16 @@ def train_quantized(
     run_dir = Path(run_dir)
     device = torch.device(device)
     cl = torch.channels_last
-    stream = bundle.train_augmented is not None
-    if stream:  # an image folder: batches are read from disk and augmented per image by DataLoader workers
+    streamed = bundle.train_augmented
+    val_eval: Callable[[nn.Module], float]
+    test_eval: Callable[[nn.Module], float]
+    if streamed is not None:  # an image folder: batches read from disk and augmented per image by DataLoader workers
         with torch.random.fork_rng(devices=[]):
             calib_x = materialize(
-                Subset(bundle.train, range(min(recipe.calibration_size, len(bundle.train)))),
+                Subset(bundle.train, range(min(recipe.calibration_size, len(cast(Sized, bundle.train))))),
                 num_workers=bundle.num_workers,
             )[0]
-        n_train = len(bundle.train_augmented)
+        n_train = len(cast(Sized, streamed))
         val_eval = _StreamedSplit(bundle.search_val, bundle.num_workers, device, cl)
         test_eval = _StreamedSplit(bundle.test, bundle.num_workers, device, cl)
     else:
@@ -115,15 +117,15 @@ def train_quantized(
         calib_x, n_train = images[: recipe.calibration_size], len(images)
         val_eval = lambda m: top1_accuracy(m, val_x, val_y)  # noqa: E731
         test_eval = lambda m: top1_accuracy(m, test_x, test_y)  # noqa: E731
-    model.to(device=device, memory_format=cl)
+    model.to(device=device, memory_format=cl)  # type: ignore[call-overload]  # torch's overloads omit memory_format
 
     gen = torch.Generator().manual_seed(seed)
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled, augmented training batches, drawn from ``gen``."""
-        if stream:
+        if streamed is not None:
             loader = DataLoader(
-                bundle.train_augmented,
+                streamed,
                 batch_size=recipe.batch_size,
                 shuffle=True,
                 generator=gen,
@@ -203,7 +205,7 @@ def train_quantized(
                 seen += len(y)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss_value:.3f}")
-            correct = int(correct)
+            correct_images = int(correct)
             broken = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
             if broken:  # e.g. a BatchNorm running variance overflowed while the loss stayed finite
                 kept = (
@@ -219,7 +221,7 @@ def train_quantized(
             row = {
                 "epoch": epoch,
                 "train_loss": loss_sum / seen,
-                "train_top1": 100.0 * correct / seen,
+                "train_top1": 100.0 * correct_images / seen,
                 "val_top1": last_val,
                 "test_top1": last_top1,
                 "lr": sched.get_last_lr()[0],
@@ -266,7 +268,7 @@ class _StreamedSplit:
 
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Dataset[Any],
         num_workers: int,
         device: torch.device,
         memory_format: torch.memory_format,

@@ -17,13 +17,16 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from haq_gym.integrity import CheckpointCorrupt, load_verified, seal
 from haq_gym.models.pretrain import FloatRecipe, train_float
+
+if TYPE_CHECKING:
+    from haq_gym.data import DataBundle
 from haq_gym.util import write_atomic
 
 DEFAULT_MIN_ACCURACY = 95.0
@@ -39,7 +42,7 @@ def cache_dir() -> Path:
     return Path(base) / "haq_gym"
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> None:
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any]) -> None:
     """Write ``model``'s float state dict and ``meta`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +50,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
     write_atomic(path, lambda fh: torch.save(seal({"state_dict": state, "meta": meta}), fh))
 
 
-def read_torch_file(path: str | os.PathLike) -> Any:
+def read_torch_file(path: str | os.PathLike[str]) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU with the tensors' checksum verified.
 
     ``FileNotFoundError`` for a missing file, :class:`~haq_gym.integrity.CheckpointCorrupt`
@@ -57,7 +60,7 @@ def read_torch_file(path: str | os.PathLike) -> Any:
     return load_verified(path)
 
 
-def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], model: nn.Module) -> dict[str, Any]:
     """Load a float checkpoint into ``model``; return its metadata.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file
@@ -103,13 +106,13 @@ def ensure_default_checkpoint(
     width_mult: float,
     dataset: str,
     model: nn.Module,
-    bundle,
+    bundle: DataBundle,
     recipe: FloatRecipe | None = None,
     seed: int = 0,
     progress: bool = True,
     min_accuracy: float | None = DEFAULT_MIN_ACCURACY,
     device: torch.device | str = "cpu",
-) -> tuple[Path, dict]:
+) -> tuple[Path, dict[str, Any]]:
     """Load the cached default float model into ``model``, training and caching it first if needed.
 
     A cached file that fails its checksum (or cannot be read) is renamed ``*.corrupt`` and
@@ -169,18 +172,19 @@ def _train_and_cache(
     width_mult: float,
     dataset: str,
     model: nn.Module,
-    bundle,
+    bundle: DataBundle,
     recipe: FloatRecipe,
     seed: int,
     progress: bool,
     min_accuracy: float | None,
     device: torch.device | str,
-) -> dict:
+) -> dict[str, Any]:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for m in model.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
         test_acc = train_float(model, bundle, recipe, seed=seed, device=device, progress=progress)
     model.to("cpu")
     meta = {

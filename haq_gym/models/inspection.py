@@ -87,7 +87,7 @@ def check_quantizable(
     quantizable layer the forward pass never calls, a forward pass that fails on a
     ``[1, 3, image_size, image_size]`` input, and (with ``num_classes``) logits of another width.
     """
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
+    layers: list[tuple[str, nn.Module]] = [(n, m) for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
     if not layers:
         raise UnsupportedModelError(f"{label} has no nn.Conv2d or nn.Linear layer to quantize")
     seen: dict[int, str] = {}

@@ -9,6 +9,8 @@ unchanged.
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import nn
 
 from haq_gym.compat import ensure_torchvision_importable
@@ -22,4 +24,4 @@ def mobilenet_v2_cifar(num_classes: int = 10, width_mult: float = 1.0) -> nn.Mod
     model = mobilenet_v2(num_classes=num_classes, width_mult=width_mult)
     model.features[0][0].stride = (1, 1)
     model.features[2].conv[1][0].stride = (1, 1)
-    return model
+    return cast(nn.Module, model)  # torchvision is untyped

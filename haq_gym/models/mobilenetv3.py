@@ -21,6 +21,7 @@ signed grid for the layers that read them.
 from __future__ import annotations
 
 from functools import partial
+from typing import cast
 
 from torch import nn
 
@@ -38,4 +39,4 @@ def mobilenet_v3_small_cifar(num_classes: int = 10, width_mult: float = 1.0) -> 
     model = mobilenet_v3_small(num_classes=num_classes, width_mult=width_mult, norm_layer=norm)
     model.features[0][0].stride = (1, 1)
     model.features[1].block[0][0].stride = (1, 1)
-    return model
+    return cast(nn.Module, model)  # torchvision is untyped

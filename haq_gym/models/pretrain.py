@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ class FloatRecipe:
     momentum: float = 0.9
     weight_decay: float = 4e-5
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -43,7 +44,7 @@ def train_float(
     device = torch.device(device)
     images, labels = materialize(bundle.train)
     images, labels = images.to(device), labels.to(device)
-    model.to(device=device, memory_format=torch.channels_last)
+    model.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's overloads omit memory_format
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = (len(images) + recipe.batch_size - 1) // recipe.batch_size
     opt = torch.optim.SGD(

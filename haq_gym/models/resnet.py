@@ -75,7 +75,8 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        logits: torch.Tensor = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return logits
 
 
 def resnet20_cifar(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
@@ -90,7 +91,7 @@ def resnet18_cifar(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
     ensure_torchvision_importable()
     from torchvision.models import resnet18
 
-    model = resnet18(num_classes=num_classes)
+    model: nn.Module = resnet18(num_classes=num_classes)
     model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     return model

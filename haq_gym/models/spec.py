@@ -139,7 +139,8 @@ def _build_torchvision(name: str, num_classes: int, kwargs: dict[str, Any], weig
         )
     kwargs.setdefault("num_classes", num_classes)
     try:
-        return tvm.get_model(name, weights=weights, **kwargs)
+        model: nn.Module = tvm.get_model(name, weights=weights, **kwargs)
+        return model
     except (ValueError, TypeError, KeyError) as err:
         raise ModelSpecError(f"torchvision:{name} with weights={weights!r} and model_kwargs {kwargs}: {err}") from None
 

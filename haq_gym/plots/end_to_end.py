@@ -24,7 +24,7 @@ def _title(plan: Plan) -> str:
     return f"{s['env']} on {s['dataset']}, LSQ finetune {s['epochs']} epochs"
 
 
-def plot_uniform_curve(plan: Plan, path: str | os.PathLike) -> None:
+def plot_uniform_curve(plan: Plan, path: str | os.PathLike[str]) -> None:
     """Finetuned validation and test top-1 of each uniform precision against its latency, with the budget."""
     done = [u for u in plan.uniform_curve if u["val"] is not None]
     done.sort(key=lambda u: u["latency"])
@@ -49,7 +49,7 @@ def plot_uniform_curve(plan: Plan, path: str | os.PathLike) -> None:
 def plot_proxy_scatter(
     rows: Sequence[Row],
     plan: Plan,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     proxies: Mapping[str, Mapping[str, float]] | None = None,
 ) -> None:
     """Each proxy's validation top-1 against final test top-1, one point per finetune.
@@ -59,7 +59,7 @@ def plot_proxy_scatter(
     """
     from haq_gym.experiments.report import RANDOM, UNIFORM
 
-    panels = {
+    panels: dict[str, Mapping[str, float]] = {
         "search reward (as searched)": {r.policy: r.search_val_top1 for r in rows if r.search_val_top1 is not None}
     }
     panels.update(proxies or {})
@@ -82,7 +82,7 @@ def plot_proxy_scatter(
             ax.scatter(
                 [scores[r.policy] for r in rs], [r.final_test_top1 for r in rs], s=40, color=f"C{i}", label=group
             )
-        w, a = plan.cost_matched_uniform
+        w, a = plan.matched_uniform()
         for k, value in enumerate(uniform):
             ax.axhline(value, color="black", ls="--", lw=0.8, label=f"uniform W{w}A{a} (per seed)" if k == 0 else None)
         ax.set_xlabel(f"{name}: validation top-1 (%)")
@@ -94,7 +94,7 @@ def plot_proxy_scatter(
     save_figure(fig, path)
 
 
-def plot_accuracy_bars(intervals: Mapping[str, Interval], plan: Plan, path: str | os.PathLike) -> None:
+def plot_accuracy_bars(intervals: Mapping[str, Interval], plan: Plan, path: str | os.PathLike[str]) -> None:
     """Mean final test top-1 per strategy and baseline, with 95% bootstrap intervals."""
     names = list(intervals)
     means = [intervals[n].value for n in names]
@@ -105,7 +105,7 @@ def plot_accuracy_bars(intervals: Mapping[str, Interval], plan: Plan, path: str 
 
     colors = ["black" if n == UNIFORM else "grey" if n == RANDOM else f"C{i}" for i, n in enumerate(names)]
     ax.bar(range(len(names)), means, yerr=[low, high], capsize=5, color=colors, alpha=0.8)
-    w, a = plan.cost_matched_uniform
+    w, a = plan.matched_uniform()
     ax.set_xticks(
         range(len(names)),
         [f"uniform W{w}A{a}" if n == UNIFORM else "random feasible" if n == RANDOM else n for n in names],

@@ -14,7 +14,9 @@ from matplotlib.figure import Figure
 from haq_gym.plots.figure_file import save_figure
 
 
-def plot_finetune_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike, title: str | None = None) -> Figure:
+def plot_finetune_curves(
+    metrics_csv: str | os.PathLike[str], path: str | os.PathLike[str], title: str | None = None
+) -> Figure:
     """Training loss (left) and train / validation / test top-1 (right) per epoch from ``metrics.csv``.
 
     The epoch of ``best.pt`` (the highest validation top-1; the test split never chooses) is

@@ -18,7 +18,7 @@ from haq_gym.plots.figure_file import save_figure
 
 def plot_latency_table(
     table: np.ndarray,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     layer_names: Sequence[str] | None = None,
     title: str | None = None,
     columns: int = 8,

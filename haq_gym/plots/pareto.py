@@ -24,7 +24,7 @@ PANELS = (
 def plot_pareto_front(
     trials: Sequence[Mapping[str, float]],
     front: Sequence[Mapping[str, float]],
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     budgets: Mapping[str, float | None] | None = None,
     title: str | None = None,
 ) -> Figure:

@@ -23,7 +23,7 @@ KIND_COLOURS = {"depthwise": "#4c72b0", "conv": "#dd8452", "linear": "#55a868"}
 
 def plot_policy_bits(
     policy: PolicyFile,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     layer_kinds: Sequence[str] | None = None,
     cost_shares: Sequence[float] | None = None,
 ) -> Figure:

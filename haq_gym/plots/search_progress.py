@@ -28,7 +28,7 @@ class Episodes:
     costs: dict[str, np.ndarray]
 
     @classmethod
-    def read(cls, episodes_csv: str | os.PathLike) -> Episodes:
+    def read(cls, episodes_csv: str | os.PathLike[str]) -> Episodes:
         with open(episodes_csv, newline="") as fh:
             rows = list(csv.DictReader(fh))
         if not rows:
@@ -65,8 +65,8 @@ def feasible_frontier(cost: np.ndarray, accuracy: np.ndarray) -> tuple[np.ndarra
 
 
 def plot_search_progress(
-    episodes_csv: str | os.PathLike,
-    path: str | os.PathLike,
+    episodes_csv: str | os.PathLike[str],
+    path: str | os.PathLike[str],
     axis: CostAxis = LATENCY,
     title: str | None = None,
     float_accuracy: float | None = None,

@@ -18,7 +18,7 @@ from haq_gym.plots.figure_file import save_figure
 
 def plot_strategy_curves(
     curves: Mapping[str, Sequence[Sequence[float]]],
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     ylabel: str = "best feasible reward",
     title: str | None = None,
 ) -> Figure:
@@ -30,11 +30,11 @@ def plot_strategy_curves(
     """
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     for i, (strategy, runs) in enumerate(curves.items()):
-        runs = [list(r) for r in runs if len(r)]
-        if not runs:
+        kept = [list(r) for r in runs if len(r)]
+        if not kept:
             continue
-        length = max(len(r) for r in runs)
-        padded = np.array([r + [r[-1]] * (length - len(r)) for r in runs], dtype=float)
+        length = max(len(r) for r in kept)
+        padded = np.array([r + [r[-1]] * (length - len(r)) for r in kept], dtype=np.float64)
         padded[~np.isfinite(padded)] = np.nan
         x = np.arange(1, length + 1)
         with warnings.catch_warnings():  # all-NaN columns (no feasible policy yet) are expected

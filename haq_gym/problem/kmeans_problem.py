@@ -54,7 +54,7 @@ class KMeansProblem(PolicyProblem):
             ]
         )
 
-    def write_model_file(self, path: str | os.PathLike, policy: list[list[int]]) -> int:
+    def write_model_file(self, path: str | os.PathLike[str], policy: list[list[int]]) -> int:
         """Cluster the layers at ``policy``'s bits and write the codebook + packed-index file; returns its size.
 
         The codebooks are the clustering of the float weights (the state every evaluation

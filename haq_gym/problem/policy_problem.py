@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from haq_gym.cost import Budget, CostModel, Costs, LayerInfo, enforce_budget
 from haq_gym.cost.enforcement import apply_pins
@@ -154,7 +154,7 @@ class PolicyProblem:
                     f"decision {i} {(layer, j)} has {bits}"
                 )
             policy[layer][j] = bits
-        return policy
+        return cast(list[list[int]], policy)  # every None of the pins is a decision, now filled
 
     def costs(self, policy: Sequence[Sequence[int]]) -> Costs:
         """The cost model's figures for ``policy`` (no evaluation, no enforcement)."""

@@ -16,7 +16,7 @@ def weight_qmax(bits: int) -> int:
     """Largest integer level of a symmetric ``bits``-bit weight grid."""
     if bits < 2:
         raise ValueError(f"symmetric weight quantization needs at least 2 bits, got {bits}")
-    return 2 ** (bits - 1) - 1
+    return int(2 ** (bits - 1)) - 1
 
 
 def activation_levels(bits: int, signed: bool) -> tuple[int, int]:

@@ -80,7 +80,7 @@ def kl_j_threshold(data: np.ndarray | torch.Tensor, bits: int) -> float:
     ratio = np.where(ok, p / np.where(ok, q, 1.0), 1.0)
     div = np.where(ok, (p - q) * np.log2(ratio), 0.0).sum(axis=1)
     best = int(np.argmin(div)) + levels + 1
-    return (best + 0.5) * width
+    return float((best + 0.5) * width)
 
 
 def haq_weight_clip(weight: torch.Tensor, bits: int) -> float:
@@ -112,6 +112,9 @@ class HAQWeightQuantizer(Quantizer):
     :meth:`reset_calibration` (called by :func:`haq_gym.quant.calibrate`) makes the next use
     choose again. Nothing is observed: the range comes from the weight itself.
     """
+
+    weight_range: torch.Tensor
+    range_bits: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__("weight")
@@ -167,6 +170,8 @@ class HAQActivationQuantizer(Quantizer):
     :meth:`reinitialize`; finetuning then trains it.
     Unsigned: ``s = alpha / (2**b - 1)``; signed: ``b - 1`` bits per side, ``s = alpha / (2**(b-1) - 1)``.
     """
+
+    signed_input: torch.Tensor
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__("activation")
@@ -233,8 +238,8 @@ class HAQActivationQuantizer(Quantizer):
         if self.training and torch.is_grad_enabled():
             a = self.activation_range
             xc = 0.5 * ((x + a).abs() - (x - a).abs()) if self.signed else 0.5 * (x.abs() - (x - a).abs() + a)
-            step = a.detach() / qmax
-            return xc + (torch.round(xc.detach() / step) * step - xc).detach()
+            trained_step = a.detach() / qmax
+            return xc + (torch.round(xc.detach() / trained_step) * trained_step - xc).detach()
         alpha = float(self.activation_range.detach())
         step = alpha / qmax
         return x.clamp(qmin * step, alpha).div(step).round_().mul_(step)

@@ -111,7 +111,8 @@ def _panter_dite_init(xs: np.ndarray, k: int, bins: int = 2048) -> np.ndarray:
     cdf = np.concatenate([[0.0], np.cumsum(mass)])
     if cdf[-1] <= 0:
         return np.full(k, xs[n // 2])
-    return np.interp((np.arange(k) + 0.5) / k, cdf / cdf[-1], edges)
+    centres: np.ndarray = np.interp((np.arange(k) + 0.5) / k, cdf / cdf[-1], edges)
+    return centres
 
 
 def cluster_weight(weight: torch.Tensor, bits: int) -> Clustering:

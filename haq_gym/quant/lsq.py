@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -65,7 +65,7 @@ class LSQFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, v: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None, g: float, qmin: int, qmax: int
+        ctx: Any, v: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None, g: float, qmin: int, qmax: int
     ) -> torch.Tensor:
         u = (v if offset is None else v - offset).div(step)
         out = u.clamp(qmin, qmax).round_().mul_(step)  # clamp before round: same result, the ends are integers
@@ -76,7 +76,7 @@ class LSQFunction(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         u, out, step, offset = ctx.saved_tensors
         g, qmin, qmax = ctx.consts
         # grad_v = grad_out where qmin <= u <= qmax, else 0. ATen's hardtanh backward is that
@@ -139,6 +139,8 @@ class LearnedStepQuantizer(Quantizer):
     """
 
     kind: ClassVar[str]
+    initialized: torch.Tensor
+    signed: torch.Tensor
 
     def __init__(self, role: Role) -> None:
         super().__init__(role)
@@ -255,7 +257,7 @@ class LearnedStepQuantizer(Quantizer):
             self.is_signed = bool(signed)
             self.signed.fill_(self.is_signed)
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self.is_initialized = bool(self.initialized)
         self.is_signed = bool(self.signed)
@@ -267,7 +269,11 @@ class LearnedStepQuantizer(Quantizer):
         qmin, qmax = self.qrange()
         features = v.numel() if self.role == "weight" else v[0].numel()
         g = 1.0 / math.sqrt(features * qmax)
-        return LSQFunction.apply(v, self.current_step(), self.current_offset(), g, qmin, qmax)
+        # torch leaves autograd.Function.apply unannotated
+        out: torch.Tensor = LSQFunction.apply(  # type: ignore[no-untyped-call]
+            v, self.current_step(), self.current_offset(), g, qmin, qmax
+        )
+        return out
 
     def extra_repr(self) -> str:
         return f"{self.role}, {self.kind}, bits={self.bits}, signed={self.is_signed}"

@@ -22,7 +22,7 @@ explicitly instead of testing for concrete classes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
@@ -48,6 +48,10 @@ class Quantizer(nn.Module, ABC):
         self.bits: int | None = None
         self.observing = False
         self.family: str | None = None
+
+    if TYPE_CHECKING:
+        # nn.Module.__call__ is typed ``(...) -> Any``; a quantizer maps a tensor to a tensor.
+        def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
     @abstractmethod
     def set_bits(self, bits: int | None) -> None:

@@ -9,6 +9,8 @@ unchanged. A new wrapper starts with the default family's quantizers
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -16,15 +18,19 @@ from torch.nn import functional as F
 from haq_gym.quant.families import DEFAULT_FAMILY, get_family
 from haq_gym.quant.protocol import InputCodes, Quantizer, ScaledWeight
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
-class QuantLayerMixin:
-    """Shared bit-width interface of :class:`QuantConv2d` and :class:`QuantLinear`."""
 
+class QuantLayerMixin(nn.Module):
+    """Shared bit-width interface of :class:`QuantConv2d` and :class:`QuantLinear` (a module with a weight)."""
+
+    weight: torch.Tensor
     weight_quantizer: Quantizer
     input_quantizer: Quantizer
 
     @classmethod
-    def from_float(cls, module: nn.Module, seed: int = 0):
+    def from_float(cls, module: nn.Module, seed: int = 0) -> Self:
         """Wrap a float layer, sharing its parameters (nothing is copied)."""
         q = cls.__new__(cls)
         q.__dict__.update(module.__dict__)
@@ -81,7 +87,8 @@ class QuantConv2d(QuantLayerMixin, nn.Conv2d):
     """``nn.Conv2d`` with a weight quantizer and an input-activation quantizer."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(*self._operands(x), self.bias)
+        out: torch.Tensor = self._conv_forward(*self._operands(x), self.bias)
+        return out
 
 
 class QuantLinear(QuantLayerMixin, nn.Linear):

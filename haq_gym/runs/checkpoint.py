@@ -86,7 +86,7 @@ class SearchCheckpoint:
     :func:`~haq_gym.runs.run_search`; replaying strategies read it).
     """
 
-    def __init__(self, run_dir: str | os.PathLike, every: int = DEFAULT_CHECKPOINT_EVERY) -> None:
+    def __init__(self, run_dir: str | os.PathLike[str], every: int = DEFAULT_CHECKPOINT_EVERY) -> None:
         if every < 0:
             raise ValueError(f"--checkpoint-every must be >= 0, got {every}")
         self.run_dir = Path(run_dir)
@@ -135,7 +135,7 @@ class SearchCheckpoint:
         self.episodes = episodes_done
 
 
-def read_checkpoint_episodes(run_dir: str | os.PathLike) -> int:
+def read_checkpoint_episodes(run_dir: str | os.PathLike[str]) -> int:
     """Episodes done by the run's latest complete checkpoint (0 when there is none).
 
     A kill between the two renames of a checkpoint swap leaves only ``checkpoint.old``;

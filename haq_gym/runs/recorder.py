@@ -13,9 +13,12 @@ import csv
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from haq_gym.problem import Outcome, PolicyProblem
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 EPISODE_COLUMNS = (
     "episode",
@@ -42,7 +45,7 @@ class RunRecorder:
     def __init__(
         self,
         problem: PolicyProblem,
-        run_dir: str | os.PathLike,
+        run_dir: str | os.PathLike[str],
         found_by: dict[str, Any] | None = None,
         tensorboard: bool = True,
     ) -> None:
@@ -69,7 +72,7 @@ class RunRecorder:
         problem.add_observer(self.record)
 
     @property
-    def tensorboard_writer(self):
+    def tensorboard_writer(self) -> SummaryWriter | None:
         """The run's ``SummaryWriter`` (agents may log their own scalars to it), or None."""
         return self._tb
 

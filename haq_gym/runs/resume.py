@@ -36,7 +36,7 @@ class RunHistory:
     rows: list[dict[str, str]]
 
 
-def read_run(run_dir: str | os.PathLike) -> RunHistory:
+def read_run(run_dir: str | os.PathLike[str]) -> RunHistory:
     """The settings and episodes of a search run folder; ``UsageError`` if ``run_dir`` is not one.
 
     Raises :class:`RunFinished` when the run already recorded its ``n_episodes``.

@@ -20,7 +20,7 @@ from typing import IO
 CLAIM_NAME = ".claim"
 
 
-def claim_folder(path: str | os.PathLike, what: str = "run folder", flag: str = "--output") -> Path:
+def claim_folder(path: str | os.PathLike[str], what: str = "run folder", flag: str = "--output") -> Path:
     """Create ``path`` if needed and claim it atomically; raise ``FileExistsError`` if it holds anything.
 
     Also refused: a file at ``path``, and a folder another process claimed a moment ago
@@ -59,14 +59,14 @@ def _taken(path: Path, what: str, flag: str) -> FileExistsError:
     )
 
 
-def check_free(path: str | os.PathLike, what: str = "run folder", flag: str = "--output") -> None:
+def check_free(path: str | os.PathLike[str], what: str = "run folder", flag: str = "--output") -> None:
     """Raise ``FileExistsError`` now if ``path`` could not be claimed (call before expensive work; claim later)."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise _taken(path, what, flag)
 
 
-def release_unused(path: str | os.PathLike) -> bool:
+def release_unused(path: str | os.PathLike[str]) -> bool:
     """Remove a claimed folder again if it holds nothing but its claim (a run refused before writing)."""
     path = Path(path)
     if path.is_dir() and all(p.name == CLAIM_NAME for p in path.iterdir()):
@@ -75,7 +75,9 @@ def release_unused(path: str | os.PathLike) -> bool:
     return False
 
 
-def prepare_run_folder(output: str | os.PathLike | None, default_name: str, root: str | os.PathLike = "runs") -> Path:
+def prepare_run_folder(
+    output: str | os.PathLike[str] | None, default_name: str, root: str | os.PathLike[str] = "runs"
+) -> Path:
     """Create, claim and return an empty run folder.
 
     An explicit ``output`` must not exist or be empty (an earlier run is never mixed
@@ -94,7 +96,7 @@ def prepare_run_folder(output: str | os.PathLike | None, default_name: str, root
             path = base.with_name(f"{base.name}_{n}")
 
 
-def point_latest(run_dir: str | os.PathLike, name: str = "latest") -> Path | None:
+def point_latest(run_dir: str | os.PathLike[str], name: str = "latest") -> Path | None:
     """Make ``<run_dir's parent>/latest`` a symbolic link to ``run_dir``, replaced atomically.
 
     Returns the link, or None (nothing changed) where ``latest`` is a real file or folder of
@@ -118,7 +120,7 @@ def point_latest(run_dir: str | os.PathLike, name: str = "latest") -> Path | Non
 LOCK_NAME = ".lock"
 
 
-def lock_folder(path: str | os.PathLike, what: str = "output folder") -> IO[str]:
+def lock_folder(path: str | os.PathLike[str], what: str = "output folder") -> IO[str]:
     """Hold an exclusive ``flock`` on ``path/.lock`` while the returned handle stays open.
 
     For folders that are continued (``--resume``): a second process resuming the same

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -34,6 +34,9 @@ from haq_gym.runs.run_config import RunConfig, UsageError, command_line
 from haq_gym.runs.run_folder import lock_folder, point_latest, prepare_run_folder, release_unused
 from haq_gym.runs.summary import UniformBaseline, finetune_command, summary_table, uniform_baseline
 from haq_gym.search_setup import SearchSetup
+
+if TYPE_CHECKING:
+    from envs.policy_decision_env import PolicyDecisionEnv
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ def run_search(
     watch: Callable[[RunRecorder], None] | None = None,
     command: str | None = None,
     baseline: bool = True,
-    resume: str | os.PathLike | None = None,
+    resume: str | os.PathLike[str] | None = None,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     clean_ctrl_c: bool = False,
 ) -> RunResult:
@@ -101,6 +104,8 @@ def run_search(
         if refusal is not None:
             raise UsageError(refusal)
         lock = lock_folder(history.run_dir)
+    if config is None:
+        raise UsageError("a search needs a run config, or a run folder to resume")
     try:
         return _run(config, output, progress, setup, watch, command, baseline, history, checkpoint_every, clean_ctrl_c)
     finally:
@@ -177,13 +182,14 @@ def _run(
             )
     else:
         lock = None
+        assert checkpoint is not None  # run_search refused to resume an algorithm that cannot
         kept = history.rows[: checkpoint.episodes]
         keep_rows(run_dir / "episodes.csv", kept)
         print(
             f"resuming {run_dir} from episode {len(kept)} of {config.n_episodes} "
             f"({len(history.rows) - len(kept)} episodes after the last checkpoint are played again)"
         )
-    problem = env.unwrapped.problem
+    problem = cast("PolicyDecisionEnv", env.unwrapped).problem  # resolve_env_id admits haq-gym envs only
     setup = problem.setup
     np.save(run_dir / "latency_table.npy", problem.cost_model.table)
     plot_latency_table(
@@ -200,6 +206,7 @@ def _run(
         found_by={"algo": config.algo, "seed": config.seed, "env_id": config.env, "env_kwargs": config.env_kwargs},
     )
     if history is not None:
+        assert checkpoint is not None
         restored = restore_history(problem, kept)
         recorder.continue_from(checkpoint.episodes, restored.best_reward, restored.best_episode)
         checkpoint.history = restored.evaluations

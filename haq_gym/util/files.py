@@ -9,7 +9,7 @@ from typing import IO
 
 
 def write_atomic(
-    path: str | os.PathLike, data: bytes | str | Callable[[IO[bytes]], object], overwrite: bool = True
+    path: str | os.PathLike[str], data: bytes | str | Callable[[IO[bytes]], object], overwrite: bool = True
 ) -> None:
     """Replace ``path`` with ``data`` through a temporary file in the same folder and a rename.
 
