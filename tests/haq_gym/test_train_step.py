@@ -45,7 +45,11 @@ def batches(n: int, device: str = "cpu") -> list[tuple[torch.Tensor, torch.Tenso
 
 def train(model: nn.Module, mode: str, data, rtol: float = 1e-5) -> tuple[list, list]:
     """SGD steps through ``mode``; returns per-step (loss, logits) and (name, grad) lists."""
-    step = TrainStep(model, nn.functional.cross_entropy, mode=mode)
+    return train_with(TrainStep(model, nn.functional.cross_entropy, mode=mode), model, data)
+
+
+def train_with(step: TrainStep, model: nn.Module, data) -> tuple[list, list]:
+    """SGD steps through an existing ``step`` of ``model`` (so a test can inspect it afterwards)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     outs, grads = [], []
     for x, y in data:
@@ -119,13 +123,7 @@ def test_cuda_graph_step_matches_plain_and_recaptures_when_bits_change() -> None
     reference = train(tiny_lsq_model("cuda")[0], "plain", data)
     model, layers = tiny_lsq_model("cuda")
     step = TrainStep(model, nn.functional.cross_entropy, mode="graph")
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    outs, grads = [], []
-    for x, y in data:
-        loss, logits = step(x, y)
-        outs.append((loss.clone(), logits.clone()))
-        grads.append([(n, None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters()])
-        opt.step()
+    outs, grads = train_with(step, model, data)
     assert step.captures == 1  # one warm-up call initialised the steps, one configuration warmed up, then captured
     assert_same_training(reference, (outs, grads), rtol=1e-5, atol=1e-6)
 
@@ -152,13 +150,7 @@ def test_compiled_cuda_graph_step_matches_plain() -> None:
     reference = train(tiny_lsq_model("cuda")[0], "plain", data)
     model, _ = tiny_lsq_model("cuda")
     step = TrainStep(model, nn.functional.cross_entropy, mode="graph-compile")
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    outs, grads = [], []
-    for x, y in data:
-        loss, logits = step(x, y)
-        outs.append((loss.clone(), logits.clone()))
-        grads.append([(n, None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters()])
-        opt.step()
+    outs, grads = train_with(step, model, data)
     assert step.mode == "graph-compile" and step.captures == 1
     assert_same_training(reference, (outs, grads), rtol=1e-4, atol=1e-6)
 

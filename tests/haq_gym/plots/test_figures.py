@@ -19,6 +19,7 @@ from haq_gym.plots import (
 )
 from haq_gym.plots.search_progress import feasible_frontier
 from haq_gym.policy import PolicyFile
+from haq_gym.runs import EPISODE_COLUMNS
 
 EPISODE_ROWS = [  # episode, reward, accuracy, latency, flash, budget_met
     (1, -1.0, 80.0, 0.70, 0.60, 0),
@@ -33,21 +34,7 @@ EPISODE_ROWS = [  # episode, reward, accuracy, latency, flash, budget_met
 def write_episodes(path, rows=EPISODE_ROWS):
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(
-            [
-                "episode",
-                "reward",
-                "accuracy",
-                "latency_ratio",
-                "flash_ratio",
-                "bitops_ratio",
-                "budget_met",
-                "cached",
-                "eval_time_s",
-                "w_bits",
-                "a_bits",
-            ]
-        )
+        w.writerow(EPISODE_COLUMNS)
         for ep, reward, acc, lat, fl, ok in rows:
             w.writerow([ep, reward, acc, lat, fl, lat * fl, ok, 0, 0.1, "8 4", "-1 4"])
     return path
