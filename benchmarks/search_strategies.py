@@ -105,31 +105,13 @@ def grid_jobs(
         check_hyperparams(strategy.algo, {o.partition("=")[0].replace("-", "_") for o in strategy.overrides})
         for seed in seeds:
             run_dir = out / "runs" / f"{strategy.label}_seed{seed}"
-            args = [
-                "-m",
-                "train_agent",
-                "--algo",
-                strategy.algo,
-                "--env",
-                env,
-                "--seed",
-                str(seed),
-                "--episodes",
-                str(episodes),
-                "--output",
-                str(run_dir),
-                "--no-progress",
-                "--env-kwargs",
-                *env_kwargs,
-            ]
-            if strategy.overrides:
-                args += ["--hyperparams", *strategy.overrides]
+            args = strategy.search_args(env, seed, episodes, run_dir, env_kwargs)
             settings = run_settings(strategy, env, seed, episodes, env_kwargs)
             jobs.append(
                 Job(
                     f"{text} seed {seed}",
                     run_dir,
-                    tuple(args),
+                    args,
                     {"strategy": text, "seed": seed, "settings": settings},
                     device_flag="--device",
                 )

@@ -8,6 +8,6 @@ no data root is given) and zero-padded to 32x32.
 
 from haq_gym.data.bundle import DataBundle, materialize
 from haq_gym.data.errors import DatasetNotFoundError
-from haq_gym.data.registry import dataset_names, load_dataset
+from haq_gym.data.registry import DATA_ROOT_HELP, dataset_names, load_dataset
 
-__all__ = ["DataBundle", "DatasetNotFoundError", "dataset_names", "load_dataset", "materialize"]
+__all__ = ["DATA_ROOT_HELP", "DataBundle", "DatasetNotFoundError", "dataset_names", "load_dataset", "materialize"]

@@ -80,3 +80,10 @@ def load_dataset(
             num_workers=num_workers,
         )
     raise ValueError(f"unknown dataset {name!r}; available: {', '.join(dataset_names())}")
+
+
+DATA_ROOT_HELP = (
+    "dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; "
+    "fashion-mnist defaults to the Debian package folder)"
+)
+"""The ``--data-root`` help that every command taking a dataset shows."""

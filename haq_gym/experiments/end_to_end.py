@@ -72,6 +72,16 @@ class Strategy:
                 raise ValueError(f"strategy {text!r}: override {item!r} is not key=value")
         return cls(label=text.replace(":", "_").replace(",", "_").replace("=", "-"), algo=algo, overrides=overrides)
 
+    def search_args(
+        self, env: str, seed: int, episodes: int, output: Path, env_kwargs: Sequence[str]
+    ) -> tuple[str, ...]:
+        """The ``python -m train_agent ...`` arguments of one quiet search run of this strategy."""
+        args = ["-m", "train_agent", "--algo", self.algo, "--env", env, "--seed", str(seed)]
+        args += ["--episodes", str(episodes), "--output", str(output), "--no-progress", "--env-kwargs", *env_kwargs]
+        if self.overrides:
+            args += ["--hyperparams", *self.overrides]
+        return tuple(args)
+
 
 @dataclass(frozen=True)
 class EndToEndSettings:
@@ -246,29 +256,11 @@ class EndToEnd:
             env_kwargs["data_root"] = self.s.data_root
         if self.s.checkpoint:
             env_kwargs["checkpoint"] = self.s.checkpoint
-        args = [
-            "-m",
-            "train_agent",
-            "--algo",
-            strategy.algo,
-            "--env",
-            self.s.env,
-            "--seed",
-            str(seed),
-            "--episodes",
-            str(episodes),
-            "--output",
-            str(folder),
-            "--no-progress",
-            "--env-kwargs",
-            *(f"{k}={v}" for k, v in env_kwargs.items()),
-        ]
-        if strategy.overrides:
-            args += ["--hyperparams", *strategy.overrides]
+        args = strategy.search_args(self.s.env, seed, episodes, folder, [f"{k}={v}" for k, v in env_kwargs.items()])
         return Job(
             f"search {strategy.label} seed {seed}",
             folder,
-            tuple(args),
+            args,
             {"group": strategy.label, "search_seed": seed},
             device_flag="--device",
         )

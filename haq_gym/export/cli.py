@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from haq_gym.data import load_dataset, materialize
+from haq_gym.data import DATA_ROOT_HELP, load_dataset, materialize
 from haq_gym.export.build import SUPPORTED_ARCHITECTURES, ExportError, architecture_of, export_integer_model
 from haq_gym.export.compare import fake_quant_input
 from haq_gym.export.integer_model import IntegerModel
@@ -121,8 +121,7 @@ def _add_source(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument(
         "--data-root",
         default=None,
-        help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; "
-        "fashion-mnist defaults to the Debian package folder)",
+        help=DATA_ROOT_HELP,
     )
     p.add_argument(
         "--float-checkpoint",

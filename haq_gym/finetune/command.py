@@ -28,7 +28,7 @@ import torch
 import yaml
 from torch import nn
 
-from haq_gym.data import DataBundle, DatasetNotFoundError, load_dataset
+from haq_gym.data import DATA_ROOT_HELP, DataBundle, DatasetNotFoundError, load_dataset
 from haq_gym.finetune.checkpoint import min_weight_bit, read_qat_file
 from haq_gym.finetune.kmeans_schedule import KMeansFinetuneSchedule
 from haq_gym.finetune.recipe import QATRecipe
@@ -92,8 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-root",
         default=None,
-        help="dataset folder (CIFAR, ImageFolder, Fashion-MNIST/MNIST idx files; "
-        "fashion-mnist defaults to the Debian package folder)",
+        help=DATA_ROOT_HELP,
     )
     p.add_argument(
         "--quantizer",
